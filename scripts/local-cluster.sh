@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# Start, inspect or stop a real multi-node Ray cluster on this machine: one head node that
+# offers no CPUs to training plus NUM_WORKERS worker nodes, each a separate `ray start`
+# with CPUS_PER_WORKER CPUs, so that every Ray Train worker lands on a node of its own.
+#
+# Usage: ./scripts/local-cluster.sh start|stop|status|env
+#   NUM_WORKERS=2       worker nodes to start
+#   CPUS_PER_WORKER=1   CPUs each worker node offers to Ray
+#   RAY_PORT=6380       head (GCS) port; not Ray's 6379, so a cluster of yours is left alone
+#   DASHBOARD_PORT=8265 Ray dashboard port (http://127.0.0.1:DASHBOARD_PORT)
+#   PIN_CPUS=auto       pin each worker node to its own core with taskset: auto (when the
+#                       machine has a core per worker and taskset exists), 1 or 0
+#   CLUSTER_DIR=/tmp/ray-demo-RAY_PORT  state: the nodes' temp dirs, logs, the auth token
+#                       (kept short: Ray's socket paths must fit in 107 characters)
+#
+# `stop` stops only the processes of the cluster in CLUSTER_DIR, never another Ray cluster.
+# `env` prints the exports a driver needs (address and auth) for `eval`.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NUM_WORKERS="${NUM_WORKERS:-2}"
+CPUS_PER_WORKER="${CPUS_PER_WORKER:-1}"
+RAY_PORT="${RAY_PORT:-6380}"
+DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
+PIN_CPUS="${PIN_CPUS:-auto}"
+CLUSTER_DIR="${CLUSTER_DIR:-/tmp/ray-demo-${RAY_PORT}}"
+START_TIMEOUT="${START_TIMEOUT:-90}"
+
+# The ray CLI of .venv, or of PATH when run inside the Docker image.
+ray_cli() {
+  if [[ -x "$REPO_ROOT/.venv/bin/ray" ]]; then
+    "$REPO_ROOT/.venv/bin/ray" "$@"
+  else
+    ray "$@"
+  fi
+}
+
+# Environment every process of this cluster (and every driver) shares: the same token
+# authentication, and a marker that lets `stop` find exactly this cluster's processes.
+cluster_env() {
+  export RAY_AUTH_MODE=token
+  export RAY_AUTH_TOKEN_PATH="$CLUSTER_DIR/auth_token"
+  export RAY_DEMO_CLUSTER_DIR="$CLUSTER_DIR"
+  export RAY_ADDRESS="127.0.0.1:$RAY_PORT"
+  export TF_USE_LEGACY_KERAS=1
+  # Ray's usage-stats prompt and its network call are of no use here.
+  export RAY_USAGE_STATS_ENABLED=0
+}
+
+# True when something listens on 127.0.0.1:PORT.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# PIDs of this cluster's processes: those started with our temp dir, their descendants,
+# and (on Linux) any process carrying our marker in its environment.
+cluster_pids() {
+  local pids=() queue=() pid child
+  while read -r pid; do [[ -n "$pid" ]] && pids+=("$pid"); done < <(pgrep -f -- "$CLUSTER_DIR/ray" || true)
+  if [[ -d /proc ]]; then
+    for pid in /proc/[0-9]*; do
+      pid="${pid#/proc/}"
+      if grep -qsz -- "^RAY_DEMO_CLUSTER_DIR=$CLUSTER_DIR\$" "/proc/$pid/environ" 2>/dev/null; then
+        pids+=("$pid")
+      fi
+    done
+  fi
+  queue=("${pids[@]+"${pids[@]}"}")
+  while ((${#queue[@]} > 0)); do
+    pid="${queue[0]}"
+    queue=("${queue[@]:1}")
+    while read -r child; do
+      [[ -n "$child" ]] || continue
+      pids+=("$child")
+      queue+=("$child")
+    done < <(pgrep -P "$pid" || true)
+  done
+  ((${#pids[@]} > 0)) || return 0
+  printf '%s\n' "${pids[@]}" | sort -un | while read -r pid; do
+    if [[ "$pid" != "$$" && "$pid" != "${BASHPID:-$$}" ]]; then
+      echo "$pid"
+    fi
+  done
+  return 0
+}
+
+# Whether to pin worker nodes to cores.
+should_pin() {
+  case "$PIN_CPUS" in
+    1) command -v taskset >/dev/null 2>&1 || die "PIN_CPUS=1 needs taskset (util-linux)." ;;
+    0) return 1 ;;
+    auto)
+      command -v taskset >/dev/null 2>&1 || return 1
+      local cores
+      cores="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
+      ((NUM_WORKERS * CPUS_PER_WORKER <= cores)) || return 1
+      ;;
+  esac
+  return 0
+}
+
+# Start the head node (no CPUs for training) and the worker nodes.
+start_cluster() {
+  require_positive_int NUM_WORKERS "$NUM_WORKERS"
+  require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
+  require_positive_int RAY_PORT "$RAY_PORT"
+  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
+  if [[ -n "$(cluster_pids)" ]]; then
+    die "A local cluster from $CLUSTER_DIR is already running. Stop it first: $0 stop"
+  fi
+  if port_in_use "$RAY_PORT"; then
+    die "Port $RAY_PORT is already taken (another Ray cluster?). Stop that cluster, or choose a free port: RAY_PORT=6381 $0 start"
+  fi
+  if port_in_use "$DASHBOARD_PORT"; then
+    die "Dashboard port $DASHBOARD_PORT is already taken (another Ray dashboard?). Choose a free one: DASHBOARD_PORT=8266 $0 start"
+  fi
+  mkdir -p "$CLUSTER_DIR" || die "Cannot create $CLUSTER_DIR. Set CLUSTER_DIR to a writable folder."
+  cluster_env
+  # A fresh random token per cluster; every node and driver of this cluster reads it.
+  (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$RAY_AUTH_TOKEN_PATH")
+  # Each node gets its own temp dir: nodes sharing one would each forward every worker's
+  # log lines to the driver, printing each line once per node.
+  log "Starting head node on 127.0.0.1:$RAY_PORT (0 CPUs for training), dashboard on port $DASHBOARD_PORT"
+  ray_cli start --head --node-ip-address=127.0.0.1 --port="$RAY_PORT" --num-cpus=0 \
+    --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
+    --temp-dir="$CLUSTER_DIR/ray-head" --disable-usage-stats >"$CLUSTER_DIR/head.log" 2>&1 ||
+    die "The head node did not start; see $CLUSTER_DIR/head.log"
+  local index pin_prefix=()
+  for ((index = 1; index <= NUM_WORKERS; index++)); do
+    pin_prefix=()
+    if should_pin; then
+      local first=$(((index - 1) * CPUS_PER_WORKER)) last=$((index * CPUS_PER_WORKER - 1))
+      pin_prefix=(taskset -c "$first-$last")
+    fi
+    log "Starting worker node $index with $CPUS_PER_WORKER CPU(s)${pin_prefix[*]:+ pinned to cores $first-$last}"
+    ${pin_prefix[@]+"${pin_prefix[@]}"} "$(command -v "$REPO_ROOT/.venv/bin/ray" || command -v ray)" start \
+      --address="127.0.0.1:$RAY_PORT" --node-ip-address=127.0.0.1 --num-cpus="$CPUS_PER_WORKER" \
+      --resources="{\"worker_node_$index\": 1}" --temp-dir="$CLUSTER_DIR/ray-worker-$index" \
+      --disable-usage-stats >"$CLUSTER_DIR/worker-$index.log" 2>&1 ||
+      die "Worker node $index did not start; see $CLUSTER_DIR/worker-$index.log"
+  done
+  wait_for_nodes
+  log "Cluster up: head + $NUM_WORKERS worker nodes. Dashboard: http://127.0.0.1:$DASHBOARD_PORT"
+}
+
+# Wait until the head sees every worker node with its CPUs.
+wait_for_nodes() {
+  local deadline=$((SECONDS + START_TIMEOUT)) cpus wanted=$((NUM_WORKERS * CPUS_PER_WORKER))
+  while ((SECONDS < deadline)); do
+    cpus="$(ray_cli status --address="127.0.0.1:$RAY_PORT" 2>/dev/null |
+      sed -n 's#^ *[0-9.]*/\([0-9.]*\) CPU.*#\1#p' | head -n1)"
+    if [[ -n "$cpus" ]] && (($(printf '%.0f' "$cpus") >= wanted)); then
+      return 0
+    fi
+    sleep 1
+  done
+  die "The cluster did not reach $wanted CPUs within ${START_TIMEOUT}s; see the logs in $CLUSTER_DIR"
+}
+
+# Stop this cluster's processes: SIGTERM, then SIGKILL whatever is left after 10 s.
+stop_cluster() {
+  local pids
+  pids="$(cluster_pids | tr '\n' ' ')"
+  if [[ -z "${pids// /}" ]]; then
+    log "No local cluster from $CLUSTER_DIR is running."
+    return 0
+  fi
+  log "Stopping the local cluster in $CLUSTER_DIR"
+  # shellcheck disable=SC2086 # word splitting of the PID list is intended
+  kill -TERM $pids 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while ((SECONDS < deadline)) && [[ -n "$(cluster_pids)" ]]; do
+    sleep 0.5
+  done
+  pids="$(cluster_pids | tr '\n' ' ')"
+  if [[ -n "${pids// /}" ]]; then
+    # shellcheck disable=SC2086 # word splitting of the PID list is intended
+    kill -KILL $pids 2>/dev/null || true
+  fi
+  log "Local cluster stopped."
+}
+
+# Print the cluster's state.
+show_status() {
+  cluster_env
+  if [[ -z "$(cluster_pids)" ]]; then
+    log "No local cluster from $CLUSTER_DIR is running."
+    return 1
+  fi
+  ray_cli status --address="127.0.0.1:$RAY_PORT"
+}
+
+main() {
+  local command="${1:-}"
+  case "$command" in
+    start) start_cluster ;;
+    stop) stop_cluster ;;
+    status) show_status ;;
+    env)
+      cluster_env
+      printf 'export RAY_AUTH_MODE=%q RAY_AUTH_TOKEN_PATH=%q RAY_ADDRESS=%q TF_USE_LEGACY_KERAS=1\n' \
+        "$RAY_AUTH_MODE" "$RAY_AUTH_TOKEN_PATH" "$RAY_ADDRESS"
+      ;;
+    -h | --help | help) print_usage ;;
+    *)
+      print_usage >&2
+      die "Unknown command '$command'. Use start, stop, status or env."
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,55 @@
+"""Shared fixtures: the repository, a quiet TensorFlow, and a real local Ray cluster."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# Ports of the test cluster: not the benchmark's defaults (6380, 8265), so a benchmark
+# or a cluster of the developer's can run beside the tests.
+TEST_RAY_PORT = int(os.environ.get("TEST_RAY_PORT", "6395"))
+TEST_DASHBOARD_PORT = int(os.environ.get("TEST_DASHBOARD_PORT", "8275"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+
+def run(command, env=None, timeout=600, cwd=REPO_ROOT):
+    """Run a command, capture its output, return the CompletedProcess."""
+    merged = dict(os.environ)
+    merged.update(env or {})
+    return subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tf():
+    from training.runtime import import_tensorflow
+
+    return import_tensorflow(1)
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory):
+    """A real Ray cluster on this machine: a 0-CPU head and two 1-CPU worker nodes.
+
+    Yields the environment a driver needs to reach it (address and auth token).
+    """
+    cluster_dir = f"/tmp/ray-demo-test-{TEST_RAY_PORT}"
+    settings = {"NUM_WORKERS": "2", "CPUS_PER_WORKER": "1", "RAY_PORT": str(TEST_RAY_PORT),
+                "DASHBOARD_PORT": str(TEST_DASHBOARD_PORT), "CLUSTER_DIR": cluster_dir}
+    script = str(REPO_ROOT / "scripts" / "local-cluster.sh")
+    run([script, "stop"], env=settings)  # a cluster left over from an interrupted run
+    started = run([script, "start"], env=settings, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    env_line = run([script, "env"], env=settings).stdout
+    driver_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{cluster_dir}/auth_token",
+                  "RAY_ADDRESS": f"127.0.0.1:{TEST_RAY_PORT}", "TF_USE_LEGACY_KERAS": "1"}
+    assert f"RAY_ADDRESS=127.0.0.1:{TEST_RAY_PORT}" in env_line
+    yield {"env": driver_env, "settings": settings, "script": script, "cluster_dir": cluster_dir}
+    run([script, "stop"], env=settings)

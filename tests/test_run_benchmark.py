@@ -1,0 +1,102 @@
+"""scripts/run-benchmark.sh: settings validation, and the whole local benchmark for real."""
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, run
+
+SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
+# Ports of this file's benchmark cluster: free of the session test cluster's.
+PORTS = {"RAY_PORT": "6396", "DASHBOARD_PORT": "8276"}
+
+
+def cluster_processes(cluster_dir):
+    """Live (not zombie) processes started with this cluster's temp dirs."""
+    listing = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines()
+            if cluster_dir in line and not line.split()[1].startswith("Z")]
+
+
+def test_help_lists_every_setting():
+    finished = run([SCRIPT, "--help"])
+    assert finished.returncode == 0
+    for setting in ("TARGET=auto", "NUM_WORKERS=2", "CPUS_PER_WORKER=1", "EPOCHS=3", "BATCH_SIZE=64",
+                    "DATASET=synthetic", "TRAIN_SIZE=4096", "TEST_SIZE=1024", "RESULTS_DIR=results",
+                    "RAY_ADDRESS=", "RAY_PORT=6380", "DASHBOARD_PORT=8265", "PIN_CPUS=auto", "--full",
+                    "--smoke-test"):
+        assert setting in finished.stdout, setting
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"EPOCHS": "0"}, "EPOCHS must be a whole number of at least 1, got '0'"),
+    ({"EPOCHS": "-2"}, "EPOCHS must be a whole number of at least 1, got '-2'"),
+    ({"BATCH_SIZE": "abc"}, "BATCH_SIZE must be a whole number of at least 1, got 'abc'"),
+    ({"NUM_WORKERS": "0"}, "NUM_WORKERS must be a whole number of at least 1, got '0'"),
+    ({"CPUS_PER_WORKER": "1.5"}, "CPUS_PER_WORKER must be a whole number of at least 1, got '1.5'"),
+    ({"TRAIN_SIZE": "lots"}, "TRAIN_SIZE must be a whole number of at least 1, got 'lots'"),
+    ({"TEST_SIZE": "0"}, "TEST_SIZE must be a whole number of at least 1, got '0'"),
+    ({"RAY_PORT": "http"}, "RAY_PORT must be a whole number of at least 1, got 'http'"),
+    ({"TARGET": "cloud"}, "TARGET must be one of: auto local minikube; got 'cloud'"),
+    ({"DATASET": "imagenet"}, "DATASET must be one of: synthetic cifar10; got 'imagenet'"),
+    ({"PIN_CPUS": "yes"}, "PIN_CPUS must be one of: auto 0 1; got 'yes'"),
+])
+def test_bad_settings_fail_at_once_with_a_clear_message(env, message):
+    started = time.time()
+    finished = run([SCRIPT], env=env, timeout=60)
+    assert finished.returncode == 1
+    assert message in finished.stderr
+    assert time.time() - started < 10
+
+
+def test_unknown_argument_is_refused():
+    finished = run([SCRIPT, "--fast"])
+    assert finished.returncode == 1
+    assert "Unknown argument '--fast'" in finished.stderr
+
+
+def test_unwritable_results_dir_is_refused_before_anything_starts(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    finished = run([SCRIPT], env={"RESULTS_DIR": str(blocker / "results"), "TARGET": "local", **PORTS})
+    assert finished.returncode == 1
+    assert "RESULTS_DIR" in finished.stderr and "cannot be created or written" in finished.stderr
+    assert "Starting head node" not in finished.stdout
+
+
+def test_a_port_taken_by_another_process_is_reported_with_the_fix(tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        finished = run([SCRIPT, "--smoke-test"], env={"RESULTS_DIR": str(tmp_path), "TARGET": "local",
+                                                      "RAY_PORT": str(port), "DASHBOARD_PORT": "8276"},
+                       timeout=600)
+    assert finished.returncode == 1
+    assert f"Port {port} is already taken" in finished.stderr and "RAY_PORT=" in finished.stderr
+    assert "1/3 Baseline" not in finished.stdout
+
+
+def test_smoke_benchmark_runs_both_trainings_compares_and_stops_its_cluster(tmp_path):
+    cluster_dir = f"/tmp/ray-demo-{PORTS['RAY_PORT']}"
+    finished = run([SCRIPT, "--smoke-test"], env={"RESULTS_DIR": str(tmp_path), "TARGET": "auto", **PORTS},
+                   timeout=900)
+    assert finished.returncode == 0, (finished.stdout + finished.stderr)[-5000:]
+    assert finished.stdout.splitlines()[0].startswith("Target: local, because ")
+    assert "Dashboard: http://127.0.0.1:8276" in finished.stdout
+    assert "Speedup (training time):" in finished.stdout
+    baseline = json.loads((tmp_path / "baseline_results.json").read_text())
+    ray_run = json.loads((tmp_path / "ray_results_2workers.json").read_text())
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    # The baseline gets one worker's CPUs and the Ray run's global batch.
+    assert baseline["cpus_per_worker"] == 1 and baseline["global_batch_size"] == ray_run["global_batch_size"] == 64
+    assert ray_run["weights_identical"] is True
+    assert len({worker["node_id"] for worker in ray_run["workers"]}) == 2
+    assert comparison["speedup"] == pytest.approx(baseline["train_time_seconds"] / ray_run["train_time_seconds"])
+    assert comparison["warnings"] == []
+    assert "Local cluster stopped." in finished.stdout
+    assert cluster_processes(cluster_dir) == []

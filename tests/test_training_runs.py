@@ -1,0 +1,129 @@
+"""Both trainings, end to end and for real: a tiny baseline, and a tiny Ray run on a real
+local 2-node cluster (a 0-CPU head and two 1-CPU worker nodes, each its own `ray start`)."""
+
+import json
+import time
+
+import pytest
+
+from training import results
+from conftest import PYTHON, run
+
+TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--epochs", "2"]
+
+
+def test_tiny_baseline_run_writes_the_results_contract(tmp_path):
+    finished = run([PYTHON, "-m", "training.baseline_training", *TINY, "--batch-size", "64",
+                    "--cpus", "1", "--results-dir", str(tmp_path)])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    record = json.loads((tmp_path / results.BASELINE_FILE).read_text())
+    for key in results.RUN_KEYS:
+        assert key in record, key
+    assert record["training_type"] == "baseline"
+    assert record["epochs_completed"] == 2 and len(record["epoch_times_seconds"]) == 2
+    assert record["global_batch_size"] == 64 and record["num_workers"] == 1
+    assert record["samples_per_epoch"] == 256
+    assert record["images_per_second"] > 0
+    assert 0.0 <= record["test_accuracy"] <= 1.0
+    assert len(record["test_predictions"]) == 128
+    assert record["versions"]["keras"].startswith("2.") and record["versions"]["tensorflow"]
+    assert record["host"]["logical_cores"] >= 1
+    assert record["startup_seconds"] < record["total_time_seconds"]
+    assert "baseline epoch 2:" in finished.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs: expected a whole number of at least 1, got 0"),
+    (["--epochs", "-3"], "--epochs: expected a whole number of at least 1, got -3"),
+    (["--batch-size", "0"], "--batch-size: expected a whole number of at least 1, got 0"),
+    (["--batch-size", "ten"], "--batch-size: expected a whole number of at least 1, got 'ten'"),
+    (["--cpus", "0"], "--cpus: expected a whole number of at least 1, got 0"),
+    (["--dataset", "imagenet"], "--dataset: invalid choice: 'imagenet'"),
+    (["--full", "--smoke-test"], "--full and --smoke-test contradict each other"),
+    (["--train-size", "10", "--batch-size", "64"], "smaller than one global batch"),
+])
+def test_baseline_rejects_bad_flags_with_a_clear_message(tmp_path, flags, message):
+    started = time.time()
+    finished = run([PYTHON, "-m", "training.baseline_training", "--results-dir", str(tmp_path), *flags])
+    assert finished.returncode == 2
+    assert message in finished.stderr
+    assert time.time() - started < 60
+    assert not (tmp_path / results.BASELINE_FILE).exists()
+
+
+def test_baseline_refuses_an_unwritable_results_dir_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    finished = run([PYTHON, "-m", "training.baseline_training", "--smoke-test",
+                    "--results-dir", str(blocker / "results")])
+    assert finished.returncode == 2
+    assert "Cannot write results to" in finished.stderr and "--results-dir" in finished.stderr
+    assert "epoch 1" not in finished.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-workers", "0"], "--num-workers: expected a whole number of at least 1, got 0"),
+    (["--num-workers", "-1"], "--num-workers: expected a whole number of at least 1, got -1"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker: expected a whole number of at least 1, got 0"),
+    (["--dataset", "mnist"], "--dataset: invalid choice: 'mnist'"),
+    (["--address", "127.0.0.1:1"], "No Ray cluster answers at 127.0.0.1:1"),
+    (["--address", "nonsense"], "is not host:port"),
+])
+def test_ray_training_rejects_bad_flags_and_dead_addresses_within_seconds(tmp_path, flags, message):
+    started = time.time()
+    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--results-dir", str(tmp_path),
+                    *flags], timeout=120)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert message in finished.stderr
+    assert time.time() - started < 30
+
+
+def test_ray_run_asking_for_more_workers_than_the_cluster_has_fails_fast(local_cluster, tmp_path):
+    started = time.time()
+    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--num-workers", "3",
+                    "--results-dir", str(tmp_path)], env=local_cluster["env"], timeout=120)
+    elapsed = time.time() - started
+    assert finished.returncode == 2
+    assert "cannot place 3 workers x 1 CPU(s)" in finished.stderr
+    assert "2 CPUs in all" in finished.stderr and "at most 2 such workers fit" in finished.stderr
+    assert elapsed < 30, f"took {elapsed:.0f}s: Ray must not wait for resources that never come"
+
+
+def test_ray_run_with_two_cpus_per_worker_on_one_cpu_nodes_fails_fast(local_cluster, tmp_path):
+    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--num-workers", "1",
+                    "--cpus-per-worker", "2", "--results-dir", str(tmp_path)],
+                   env=local_cluster["env"], timeout=120)
+    assert finished.returncode == 2
+    assert "a worker's CPUs must be on one node, so at most 0 such workers fit" in finished.stderr
+
+
+def test_tiny_ray_run_shards_data_synchronises_weights_and_uses_two_nodes(local_cluster, tmp_path):
+    finished = run([PYTHON, "-m", "training.ray_training", *TINY, "--batch-size", "32",
+                    "--num-workers", "2", "--cpus-per-worker", "1", "--results-dir", str(tmp_path)],
+                   env=local_cluster["env"], timeout=600)
+    assert finished.returncode == 0, (finished.stdout + finished.stderr)[-5000:]
+    record = json.loads((tmp_path / results.ray_file(2)).read_text())
+    for key in results.RUN_KEYS:
+        assert key in record, key
+    workers = record["workers"]
+    assert [worker["rank"] for worker in workers] == [0, 1]
+    # Every worker on its own node: the head offers no CPUs, each worker node offers one.
+    assert len({worker["node_id"] for worker in workers}) == 2
+    head_nodes = [node["node_id"] for node in record["cluster"]["nodes"] if node["cpus"] == 0]
+    assert not set(head_nodes) & {worker["node_id"] for worker in workers}
+    # Gradients were all-reduced: the final weights are the same on both workers.
+    assert workers[0]["weights_checksum"] == workers[1]["weights_checksum"]
+    assert record["weights_identical"] is True
+    # Data was sharded: each worker ran its own input pipeline over half of every epoch.
+    assert sorted(tuple(worker["input_pipelines"][0]) for worker in workers) == [(0, 2), (1, 2)]
+    total = record["samples_per_epoch"]
+    assert total == 256 and record["global_batch_size"] == 64
+    for worker in workers:
+        assert worker["samples_per_epoch"] == [total // 2, total // 2]
+        assert worker["steps_per_epoch"] == [4, 4]
+    assert record["epochs_completed"] == 2
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and len(record["test_predictions"]) == 128
+    assert record["trainer_start_to_first_batch_seconds"] > 0
+    assert "ray worker 0/2 epoch 2:" in finished.stdout
+    # Each progress line reaches the driver once, not once per node.
+    assert finished.stdout.count("ray worker 1/2 epoch 1:") == 1

@@ -1,0 +1,1 @@
+"""Plain Keras versus Ray Train data-parallel training of one CNN on CIFAR-10."""

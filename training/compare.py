@@ -1,0 +1,135 @@
+"""Compare the baseline with a Ray run: speedup, scaling efficiency, throughput, accuracy.
+
+Reads results/baseline_results.json and results/ray_results_<N>workers.json, writes
+results/comparison.json and prints a table.
+
+Run (from the repository root, inside .venv):
+    python -m training.compare --results-dir results --num-workers 2
+
+Definitions (all from numbers measured in the two runs):
+- speedup = baseline training time / Ray training time (training steps only, same work)
+- speedup_end_to_end = the same with the total times (start-up and evaluation included)
+- scaling_efficiency = speedup / number of workers (1.0 would be perfect scaling)
+- throughput_ratio = Ray images/s / baseline images/s (steady state)
+- accuracy_delta = Ray test accuracy - baseline test accuracy
+"""
+
+import argparse
+import os
+import sys
+
+from training import results, runtime
+
+
+def compare(baseline, ray_run):
+    """The comparison of two run records, as a dict (the content of comparison.json)."""
+    num_workers = ray_run["num_workers"]
+    warnings = []
+    baseline_work = baseline.get("samples_per_epoch", 0) * baseline["epochs_completed"]
+    ray_work = ray_run.get("samples_per_epoch", 0) * ray_run["epochs_completed"]
+    if baseline_work != ray_work:
+        warnings.append(f"The runs did different amounts of work (baseline {baseline_work} samples, "
+                        f"Ray {ray_work}): the time ratio is not a fair speedup; compare throughput.")
+    if baseline["dataset"] != ray_run["dataset"]:
+        warnings.append(f"Different datasets: baseline {baseline['dataset']}, Ray {ray_run['dataset']}.")
+    if baseline["global_batch_size"] != ray_run["global_batch_size"]:
+        warnings.append(f"Different global batches (baseline {baseline['global_batch_size']}, Ray "
+                        f"{ray_run['global_batch_size']}): the accuracies are not from the same recipe.")
+    if baseline["cpus_per_worker"] != ray_run["cpus_per_worker"]:
+        warnings.append(f"Different CPU budgets per process (baseline {baseline['cpus_per_worker']}, "
+                        f"Ray {ray_run['cpus_per_worker']} per worker).")
+    speedup = _ratio(baseline["train_time_seconds"], ray_run["train_time_seconds"])
+    return {
+        "num_workers": num_workers,
+        "speedup": speedup,
+        "speedup_end_to_end": _ratio(baseline["total_time_seconds"], ray_run["total_time_seconds"]),
+        "scaling_efficiency": speedup / num_workers if speedup is not None else None,
+        "throughput_ratio": _ratio(ray_run["images_per_second"], baseline["images_per_second"]),
+        "accuracy_delta": ray_run["test_accuracy"] - baseline["test_accuracy"],
+        "warnings": warnings,
+        "baseline": _summary(baseline),
+        "ray": _summary(ray_run),
+    }
+
+
+def _ratio(numerator, denominator):
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def _summary(run):
+    keys = ("training_type", "dataset", "train_size", "test_size", "epochs_completed",
+            "batch_size_per_worker", "global_batch_size", "cpus_per_worker", "num_workers",
+            "startup_seconds", "train_time_seconds", "total_time_seconds", "epoch_times_seconds",
+            "images_per_second", "test_accuracy", "test_loss")
+    return {key: run.get(key) for key in keys}
+
+
+def faster_or_slower(ratio):
+    """'1.83x faster' or '0.74x, slower': never call a slower run faster."""
+    if ratio is None:
+        return "n/a"
+    if ratio > 1.0:
+        return f"{ratio:.2f}x faster"
+    if ratio < 1.0:
+        return f"{ratio:.2f}x, slower"
+    return "1.00x, the same"
+
+
+def format_table(comparison):
+    """The comparison as a plain-text table and a verdict."""
+    baseline, ray_run = comparison["baseline"], comparison["ray"]
+    workers = comparison["num_workers"]
+    rows = [
+        ("Training time (s)", baseline["train_time_seconds"], ray_run["train_time_seconds"], "{:.1f}"),
+        ("Start-up to first batch (s)", baseline["startup_seconds"], ray_run["startup_seconds"], "{:.1f}"),
+        ("Total time (s)", baseline["total_time_seconds"], ray_run["total_time_seconds"], "{:.1f}"),
+        ("Throughput (images/s)", baseline["images_per_second"], ray_run["images_per_second"], "{:.1f}"),
+        ("Test accuracy", baseline["test_accuracy"], ray_run["test_accuracy"], "{:.4f}"),
+        ("Global batch", baseline["global_batch_size"], ray_run["global_batch_size"], "{}"),
+        ("CPUs per process", baseline["cpus_per_worker"], ray_run["cpus_per_worker"], "{}"),
+    ]
+    ray_title = f"Ray Train ({workers} workers)"
+    lines = [f"{'':30} {'Baseline':>14} {ray_title:>24}", "-" * 70]
+    for label, left, right, pattern in rows:
+        lines.append(f"{label:30} {_format(pattern, left):>14} {_format(pattern, right):>24}")
+    lines.append("-" * 70)
+    speedup = comparison["speedup"]
+    lines.append(f"Speedup (training time):   {faster_or_slower(speedup)}")
+    lines.append(f"Speedup (end to end):      {faster_or_slower(comparison['speedup_end_to_end'])}")
+    if comparison["scaling_efficiency"] is not None:
+        lines.append(f"Scaling efficiency:        {comparison['scaling_efficiency']:.0%} "
+                     f"(speedup / {workers} workers; 100% is perfect)")
+    if comparison["throughput_ratio"] is not None:
+        lines.append(f"Throughput ratio:          {comparison['throughput_ratio']:.2f}")
+    lines.append(f"Accuracy difference:       {comparison['accuracy_delta'] * 100:+.2f} points (Ray - baseline)")
+    for warning in comparison["warnings"]:
+        lines.append(f"WARNING: {warning}")
+    return "\n".join(lines)
+
+
+def _format(pattern, value):
+    return "n/a" if value is None else pattern.format(value)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", default="results", help="folder with the two results files")
+    parser.add_argument("--num-workers", type=int, required=True,
+                        help="which Ray run to compare: reads ray_results_<N>workers.json")
+    args = parser.parse_args(argv)
+    try:
+        baseline = results.load_run(os.path.join(args.results_dir, results.BASELINE_FILE))
+        ray_run = results.load_run(os.path.join(args.results_dir, results.ray_file(args.num_workers)))
+        comparison = compare(baseline, ray_run)
+    except ValueError as error:
+        print(f"compare: error: {error}", file=sys.stderr)
+        return 2
+    runtime.write_json_atomic(os.path.join(args.results_dir, results.COMPARISON_FILE), comparison)
+    print(format_table(comparison))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""What both entry points need around training: TensorFlow set-up, timing, facts, files.
+
+Import TensorFlow only through `import_tensorflow()`: tf-keras must be selected with
+TF_USE_LEGACY_KERAS=1 *before* TensorFlow is first imported, in the driver and in every
+Ray worker, or Keras 3 is used and `fit` fails under MultiWorkerMirroredStrategy.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def import_tensorflow(cpus):
+    """Select tf-keras, import TensorFlow and give it `cpus` threads. Returns the module."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's own OpenMP pool follows OMP_NUM_THREADS; Ray sets it on workers, we set it
+    # everywhere so that the baseline gets the same budget.
+    os.environ["OMP_NUM_THREADS"] = str(cpus)
+    import tensorflow as tf
+
+    # MultiWorkerMirroredStrategy logs every collective at INFO, twice; keep warnings.
+    tf.get_logger().setLevel("WARNING")
+    if not tf.keras.Model.__module__.startswith("tf_keras"):
+        raise RuntimeError(
+            f"tf.keras is {tf.keras.Model.__module__}, not tf-keras: TensorFlow was imported "
+            "before TF_USE_LEGACY_KERAS=1 was set. Import TensorFlow only through "
+            "training.runtime.import_tensorflow().")
+    # Ray sets nothing but OMP_NUM_THREADS; TensorFlow would otherwise size its pools to
+    # every core of the machine and the workers would fight over them.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:
+        # Already initialised in this process (a second run in the same worker): keep it.
+        pass
+    return tf
+
+
+def versions():
+    """Versions of the software that produced a result."""
+    import tensorflow as tf
+    import tf_keras
+
+    found = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": tf_keras.__version__,
+        "numpy": np.__version__,
+    }
+    try:
+        import ray
+
+        found["ray"] = ray.__version__
+    except ImportError:
+        found["ray"] = None
+    return found
+
+
+def host_facts():
+    """The machine a result was measured on."""
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+    }
+
+
+def weights_checksum(weights):
+    """sha256 of a list of numpy arrays: equal on every worker iff the models are equal."""
+    digest = hashlib.sha256()
+    for array in weights:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def steady_state_throughput(samples_per_epoch, epoch_times):
+    """Images per second, leaving out the first epoch (graph tracing) when there are two or more."""
+    steady = epoch_times[1:] if len(epoch_times) >= 2 else epoch_times
+    total = sum(steady)
+    return samples_per_epoch * len(steady) / total if total > 0 else None
+
+
+def write_json_atomic(path, data):
+    """Write JSON so that a reader never sees half a file: temp file, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+            out.write("\n")
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+
+
+def check_results_dir_writable(results_dir):
+    """Fail before training, not after, when the results cannot be written."""
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"Cannot write results to '{results_dir}': {error.strerror}. "
+            "Pass a writable folder with --results-dir (RESULTS_DIR in the scripts).") from None
+
+
+def log(message):
+    """A progress line, flushed at once so it shows through Ray's log forwarding.
+
+    Written to stdout directly: Ray Train V2 turns print() on workers into a log record,
+    which the root logger's several handlers would then print more than once.
+    """
+    sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stdout.flush()
+
+
+def make_epoch_timer(tf, label, samples_per_epoch):
+    """A Keras callback that times each epoch's training steps and prints a progress line.
+
+    The epoch time runs from the epoch's first batch to its last training batch, so that
+    per-epoch validation is not counted as training time in either run.
+    """
+
+    class EpochTimer(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch_times = []
+            self.first_batch_time = None
+            self.history = []
+            self._epoch_start = None
+            self._last_batch_end = None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            now = time.time()
+            if self.first_batch_time is None:
+                self.first_batch_time = now
+            if self._epoch_start is None:
+                self._epoch_start = now
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._last_batch_end = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = self._last_batch_end - self._epoch_start
+            self.epoch_times.append(seconds)
+            self._epoch_start = None
+            logs = {key: float(value) for key, value in (logs or {}).items()}
+            self.history.append(dict(epoch=epoch + 1, seconds=seconds, **logs))
+            summary = " ".join(f"{key}={value:.4f}" for key, value in logs.items())
+            log(f"{label} epoch {epoch + 1}: {seconds:.1f}s, "
+                f"{samples_per_epoch / seconds:.1f} img/s, {summary}")
+
+    return EpochTimer()
+
+
+def evaluate(model, x_test, y_test, batch_size):
+    """Test loss, accuracy and predicted classes of a (non-distributed) model."""
+    probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
+    predictions = probabilities.argmax(axis=1)
+    epsilon = 1e-7
+    picked = probabilities[np.arange(len(y_test)), y_test]
+    loss = float(-np.log(np.clip(picked, epsilon, 1.0)).mean())
+    accuracy = float((predictions == y_test).mean())
+    return loss, accuracy, predictions
+
+
+def python_command():
+    """How this interpreter was invoked, for the record."""
+    return " ".join([os.path.basename(sys.executable)] + sys.argv)
