@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Remove what install-ray.sh created: the RayCluster and its NodePort service, the KubeRay
+# operator (Helm release) and its namespace. Works on a half-installed cluster and when
+# run twice. DELETE_CLUSTER=1 also deletes the minikube profile.
+# It only ever talks to the minikube profile's kube-context, whatever context is current.
+#
+# Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
+#        [OPERATOR_NAMESPACE=ray-system] [DELETE_CLUSTER=0] [DELETE_TIMEOUT=120]
+#        [ALLOW_ANY_CONTEXT=0] ./scripts/cleanup.sh [--help]
+#   DELETE_CLUSTER=1     also run 'minikube delete -p MINIKUBE_PROFILE'.
+#   ALLOW_ANY_CONTEXT=1  clean the current kube-context instead of the profile's.
+#   The RayCluster CRDs stay (harmless, and other RayClusters may use them); remove them
+#   with: kubectl delete crd rayclusters.ray.io rayjobs.ray.io rayservices.ray.io
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+load_k8s_settings
+DELETE_CLUSTER="${DELETE_CLUSTER:-0}"
+DELETE_TIMEOUT="${DELETE_TIMEOUT:-120}"
+ALLOW_ANY_CONTEXT="${ALLOW_ANY_CONTEXT:-0}"
+
+KUBE_CONTEXT=""
+
+# kubectl against the chosen context, with a request timeout so a dead cluster fails fast.
+kube() {
+  kubectl --context "$KUBE_CONTEXT" --request-timeout=30s "$@"
+}
+
+# Pick the context to clean; print nothing when there is no cluster to clean.
+choose_context() {
+  if [[ "$ALLOW_ANY_CONTEXT" == "1" ]]; then
+    current_kube_context
+    return 0
+  fi
+  if kubectl config get-contexts --output name 2>/dev/null | grep -qxF "$MINIKUBE_PROFILE"; then
+    printf '%s\n' "$MINIKUBE_PROFILE"
+  fi
+}
+
+# Delete the RayCluster (its pods and head service go with it) and the NodePort service.
+delete_ray_cluster() {
+  kube --namespace "$RAY_NAMESPACE" delete service ray-head-nodeport --ignore-not-found
+  if ! kube get crd rayclusters.ray.io >/dev/null 2>&1; then
+    log "No RayCluster CRD in the cluster; no RayCluster to delete."
+    return 0
+  fi
+  log "Deleting RayCluster '$RAY_CLUSTER_NAME' in namespace '$RAY_NAMESPACE'."
+  kube --namespace "$RAY_NAMESPACE" delete raycluster "$RAY_CLUSTER_NAME" \
+    --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+  # The operator removes the pods; wait for them while it is still installed.
+  kube --namespace "$RAY_NAMESPACE" wait --for=delete pod \
+    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" --timeout="${DELETE_TIMEOUT}s" >/dev/null 2>&1 ||
+    warn "Some Ray pods were still terminating after ${DELETE_TIMEOUT}s; they will go on their own."
+}
+
+# Uninstall the operator's Helm release when it exists.
+uninstall_operator() {
+  if ! command -v helm >/dev/null 2>&1; then
+    warn "helm is not installed, so the operator release cannot be uninstalled; deleting its namespace instead."
+    return 0
+  fi
+  if helm status kuberay-operator --namespace "$OPERATOR_NAMESPACE" --kube-context "$KUBE_CONTEXT" >/dev/null 2>&1; then
+    log "Uninstalling the KubeRay operator from namespace '$OPERATOR_NAMESPACE'."
+    helm uninstall kuberay-operator --namespace "$OPERATOR_NAMESPACE" --kube-context "$KUBE_CONTEXT" --wait
+  else
+    log "No kuberay-operator release in namespace '$OPERATOR_NAMESPACE'."
+  fi
+}
+
+# Delete the operator's namespace, and the Ray namespace unless it is a built-in one.
+delete_namespaces() {
+  local namespace
+  for namespace in "$OPERATOR_NAMESPACE" "$RAY_NAMESPACE"; do
+    case "$namespace" in
+      default | kube-system | kube-public | kube-node-lease) continue ;;
+    esac
+    log "Deleting namespace '$namespace'."
+    kube delete namespace "$namespace" --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+  done
+}
+
+# Delete the whole minikube profile (DELETE_CLUSTER=1).
+delete_profile() {
+  require_tool minikube "https://minikube.sigs.k8s.io/docs/start/"
+  log "Deleting minikube profile '$MINIKUBE_PROFILE'."
+  minikube delete -p "$MINIKUBE_PROFILE"
+}
+
+main() {
+  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+    print_usage
+    return 0
+  fi
+  log "Settings:"
+  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE DELETE_CLUSTER ALLOW_ANY_CONTEXT
+  require_positive_int DELETE_TIMEOUT "$DELETE_TIMEOUT"
+  require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
+
+  KUBE_CONTEXT="$(choose_context)"
+  if [[ -z "$KUBE_CONTEXT" ]]; then
+    log "kubectl has no context '$MINIKUBE_PROFILE' (the profile is gone or was never started); nothing to remove from a cluster."
+  elif ! kube get namespace default >/dev/null 2>&1; then
+    if [[ "$DELETE_CLUSTER" != "1" ]]; then
+      die "The cluster of context '$KUBE_CONTEXT' does not answer (stopped?). Start it with 'minikube start -p $MINIKUBE_PROFILE' and run this again, or delete it whole: DELETE_CLUSTER=1 $0"
+    fi
+    log "The cluster of context '$KUBE_CONTEXT' does not answer; it is deleted whole below."
+  else
+    delete_ray_cluster
+    uninstall_operator
+    delete_namespaces
+  fi
+
+  if [[ "$DELETE_CLUSTER" == "1" ]]; then
+    delete_profile
+  fi
+  log "Cleanup finished."
+}
+
+main "$@"

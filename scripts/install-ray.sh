@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Install the KubeRay operator (pinned Helm chart) into the minikube cluster, build and
+# load the training image, apply k8s/ray-cluster.yaml and k8s/ray-service.yaml, and
+# wait until the Ray head and every worker pod are Ready. Safe to re-run: Helm upgrades
+# in place, kubectl apply only changes what changed.
+#
+# Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
+#        [OPERATOR_NAMESPACE=ray-system] [KUBERAY_VERSION=1.7.0] [IMAGE=ray-training-demo:ray2.60.0-py311]
+#        [POD_READY_TIMEOUT=600] [ALLOW_ANY_CONTEXT=0] [SKIP_IMAGE_BUILD=0] ./scripts/install-ray.sh [--help]
+#   ALLOW_ANY_CONTEXT=1  allow a kube-context other than the minikube profile.
+#   SKIP_IMAGE_BUILD=1   do not run docker/build-and-push.sh (the image is already loaded).
+#   POD_READY_TIMEOUT    seconds to wait for the operator and for the Ray pods.
+#   POLL_INTERVAL        seconds between two looks at the pods (default 5).
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+load_k8s_settings
+# The chart's version is the operator's; 1.7.0 supports the ray.io/v1 RayCluster and Ray 2.60.
+KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
+KUBERAY_CHART_REPO="${KUBERAY_CHART_REPO:-https://ray-project.github.io/kuberay-helm/}"
+POD_READY_TIMEOUT="${POD_READY_TIMEOUT:-600}"
+ALLOW_ANY_CONTEXT="${ALLOW_ANY_CONTEXT:-0}"
+SKIP_IMAGE_BUILD="${SKIP_IMAGE_BUILD:-0}"
+readonly CLUSTER_MANIFEST="$REPO_ROOT/k8s/ray-cluster.yaml"
+readonly SERVICE_MANIFEST="$REPO_ROOT/k8s/ray-service.yaml"
+
+POLL_INTERVAL="${POLL_INTERVAL:-5}"
+
+KUBE_CONTEXT=""
+LOADED_MARKER=""
+# State for the exit trap: the step that is running, and whether the cluster was touched.
+CURRENT_STEP="checking prerequisites"
+TOUCHED_CLUSTER=0
+
+# On failure say how far the install got; keep what exists so it can be inspected.
+cleanup() {
+  local status=$?
+  if [[ -n "$LOADED_MARKER" ]]; then
+    rm -f "$LOADED_MARKER"
+  fi
+  if ((status != 0 && TOUCHED_CLUSTER == 1)); then
+    warn "install-ray.sh stopped while $CURRENT_STEP. What was installed is left in place for inspection; './scripts/cleanup.sh' removes it, and re-running this script continues."
+  fi
+}
+
+# Check tools, the kube-context and the manifests before touching anything.
+check_prerequisites() {
+  require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
+  require_tool helm "https://helm.sh/docs/intro/install/"
+  require_minikube_context
+  KUBE_CONTEXT="$(current_kube_context)"
+  [[ -f "$CLUSTER_MANIFEST" ]] || die "$CLUSTER_MANIFEST is missing."
+  [[ -f "$SERVICE_MANIFEST" ]] || die "$SERVICE_MANIFEST is missing."
+  if ! grep -qE "^  name: $RAY_CLUSTER_NAME\$" "$CLUSTER_MANIFEST"; then
+    die "RAY_CLUSTER_NAME is '$RAY_CLUSTER_NAME' but $CLUSTER_MANIFEST names another cluster. Use the same name in both (and in k8s/ray-service.yaml's selector)."
+  fi
+  if ! grep -qF "image: $IMAGE" "$CLUSTER_MANIFEST"; then
+    die "IMAGE is '$IMAGE' but $CLUSTER_MANIFEST runs another image; the pods would not find it. Use the same name:tag in both."
+  fi
+  if ! kubectl --context "$KUBE_CONTEXT" --request-timeout=10s get nodes >/dev/null 2>&1; then
+    die "Cannot reach the cluster of context '$KUBE_CONTEXT'. Is it running? Run ./scripts/setup-minikube.sh."
+  fi
+}
+
+# Install or upgrade the KubeRay operator and its CRDs, and wait for it to be available.
+install_operator() {
+  CURRENT_STEP="installing the KubeRay operator"
+  TOUCHED_CLUSTER=1
+  log "Installing the KubeRay operator chart $KUBERAY_VERSION into namespace '$OPERATOR_NAMESPACE'."
+  helm upgrade --install kuberay-operator kuberay-operator \
+    --repo "$KUBERAY_CHART_REPO" --version "$KUBERAY_VERSION" \
+    --namespace "$OPERATOR_NAMESPACE" --create-namespace \
+    --kube-context "$KUBE_CONTEXT" \
+    --wait --timeout "${POD_READY_TIMEOUT}s" ||
+    die "Helm could not install kuberay-operator $KUBERAY_VERSION. Check your network, then 'kubectl --context $KUBE_CONTEXT -n $OPERATOR_NAMESPACE get pods' and 'kubectl -n $OPERATOR_NAMESPACE describe deployment kuberay-operator'."
+}
+
+# Build the image and load it into minikube (skipped when both are current).
+build_image() {
+  CURRENT_STEP="building and loading the image"
+  if [[ "$SKIP_IMAGE_BUILD" == "1" ]]; then
+    log "SKIP_IMAGE_BUILD=1: using the image already loaded into minikube."
+    return 0
+  fi
+  LOADED_MARKER="$(mktemp "${TMPDIR:-/tmp}/ray-image-loaded.XXXXXX")"
+  LOADED_MARKER="$LOADED_MARKER" "$REPO_ROOT/docker/build-and-push.sh"
+}
+
+# True when the RayCluster already exists.
+ray_cluster_exists() {
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get raycluster "$RAY_CLUSTER_NAME" >/dev/null 2>&1
+}
+
+# Apply the RayCluster and the NodePort service.
+apply_manifests() {
+  CURRENT_STEP="applying the manifests"
+  if [[ "$RAY_NAMESPACE" != "default" ]]; then
+    kubectl --context "$KUBE_CONTEXT" create namespace "$RAY_NAMESPACE" --dry-run=client --output yaml |
+      kubectl --context "$KUBE_CONTEXT" apply --filename - >/dev/null
+  fi
+  local existed=0
+  ray_cluster_exists && existed=1
+  log "Applying k8s/ray-cluster.yaml and k8s/ray-service.yaml in namespace '$RAY_NAMESPACE'."
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" apply \
+    --filename "$CLUSTER_MANIFEST" --filename "$SERVICE_MANIFEST" ||
+    die "kubectl apply failed (output above). Is the operator's CRD installed? 'kubectl get crd rayclusters.ray.io'"
+  # KubeRay does not recreate running pods when the image behind a tag changes, so
+  # restart them when a new build was just loaded into an existing cluster.
+  if ((existed == 1)) && [[ -n "$LOADED_MARKER" && -s "$LOADED_MARKER" ]]; then
+    log "A new image was loaded; restarting the Ray pods so they run it."
+    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" delete pods \
+      --selector "ray.io/cluster=$RAY_CLUSTER_NAME"
+  fi
+}
+
+# Print `kubectl describe` and recent events of the Ray pods that are not Ready.
+describe_unready_pods() {
+  local pod unready
+  # A while-read loop rather than mapfile: macOS ships bash 3.2.
+  unready="$(kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
+    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" \
+    --output 'jsonpath={range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
+    awk '$2 != "True" {print $1}' || true)"
+  if [[ -z "$unready" ]]; then
+    warn "No Ray pods of cluster '$RAY_CLUSTER_NAME' exist in namespace '$RAY_NAMESPACE'. Is the operator running? 'kubectl -n $OPERATOR_NAMESPACE logs deployment/kuberay-operator'"
+  fi
+  while IFS= read -r pod; do
+    [[ -n "$pod" ]] || continue
+    printf '\n----- kubectl describe pod %s -----\n' "$pod" >&2
+    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" describe pod "$pod" >&2 || true
+  done <<<"$unready"
+  printf '\n----- recent events in namespace %s -----\n' "$RAY_NAMESPACE" >&2
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get events \
+    --sort-by=.lastTimestamp 2>/dev/null | tail -n 20 >&2 || true
+}
+
+# The worker replicas that k8s/ray-cluster.yaml asks for.
+wanted_workers() {
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get raycluster "$RAY_CLUSTER_NAME" \
+    --output 'jsonpath={.spec.workerGroupSpecs[0].replicas}' 2>/dev/null || true
+}
+
+# Count the Ray pods of one type (head or worker) that are Ready.
+count_ready_pods() {
+  local node_type="$1"
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
+    --selector "ray.io/cluster=$RAY_CLUSTER_NAME,ray.io/node-type=$node_type" \
+    --output 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
+    grep -c '^True$' || true
+}
+
+# Wait until the head and every wanted worker pod are Ready, or explain why not.
+wait_for_ray_pods() {
+  CURRENT_STEP="waiting for the Ray pods"
+  local workers deadline head_ready workers_ready
+  workers="$(wanted_workers)"
+  [[ "$workers" =~ ^[0-9]+$ ]] || workers=0
+  log "Waiting up to ${POD_READY_TIMEOUT}s for the head and $workers worker pod(s) to be Ready."
+  deadline=$((SECONDS + POD_READY_TIMEOUT))
+  while true; do
+    head_ready="$(count_ready_pods head)"
+    workers_ready="$(count_ready_pods worker)"
+    if ((head_ready >= 1 && workers_ready >= workers)); then
+      log "Ray is up: head Ready, $workers_ready/$workers workers Ready."
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      break
+    fi
+    sleep "$POLL_INTERVAL"
+  done
+  describe_unready_pods
+  die "Timed out after ${POD_READY_TIMEOUT}s: head Ready ${head_ready}/1, workers Ready ${workers_ready}/$workers (details above). Pending pods: lower replicas in k8s/ray-cluster.yaml or give the nodes more memory. ErrImageNeverPull: run docker/build-and-push.sh. Then run this script again."
+}
+
+main() {
+  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+    print_usage
+    return 0
+  fi
+  log "Settings:"
+  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE KUBERAY_VERSION IMAGE POD_READY_TIMEOUT ALLOW_ANY_CONTEXT SKIP_IMAGE_BUILD
+  require_positive_int POD_READY_TIMEOUT "$POD_READY_TIMEOUT"
+  trap cleanup EXIT
+  check_prerequisites
+  install_operator
+  build_image
+  apply_manifests
+  wait_for_ray_pods
+  CURRENT_STEP="finishing"
+  log "Done. Dashboard: minikube -p $MINIKUBE_PROFILE service ray-head-nodeport --url   Next: TARGET=minikube ./scripts/run-benchmark.sh"
+}
+
+main "$@"

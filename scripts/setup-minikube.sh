@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Start a 2-node minikube cluster (Docker driver) for the Ray demo, enable metrics-server
+# and wait until both nodes are Ready. Re-running it on a healthy 2-node profile changes
+# nothing; a profile with another node count is reported, not silently reused.
+#
+# Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=11776]
+#        [WAIT_TIMEOUT=300] [KEEP_ON_FAILURE=0] ./scripts/setup-minikube.sh [--help]
+#   NODE_CPUS, NODE_MEMORY  CPUs and MiB per node; k8s/ray-cluster.yaml is sized for 4 / 8192.
+#   MIN_DOCKER_MEMORY       MiB Docker must have in all: the Ray pods' requests (10 GiB with
+#                           2 workers) plus Kubernetes itself (1.5 GiB).
+#   WAIT_TIMEOUT            seconds to wait for the nodes to become Ready.
+#   KEEP_ON_FAILURE=1       keep a profile this run created even if the run fails.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+load_k8s_settings
+NODE_CPUS="${NODE_CPUS:-4}"
+NODE_MEMORY="${NODE_MEMORY:-8192}"
+MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-11776}"
+WAIT_TIMEOUT="${WAIT_TIMEOUT:-300}"
+KEEP_ON_FAILURE="${KEEP_ON_FAILURE:-0}"
+# The manifests spread workers over two nodes; the count is not a setting.
+readonly NODE_COUNT=2
+
+# Set once this run has created the profile, so a failure can remove the half-made cluster.
+CREATED_PROFILE=0
+
+# On failure, delete a profile that this run created (unless KEEP_ON_FAILURE=1).
+cleanup() {
+  local status=$?
+  if ((status != 0 && CREATED_PROFILE == 1)); then
+    if [[ "$KEEP_ON_FAILURE" == "1" ]]; then
+      warn "Keeping the half-created profile '$MINIKUBE_PROFILE' (KEEP_ON_FAILURE=1). Inspect it with 'minikube -p $MINIKUBE_PROFILE logs'; remove it with 'minikube delete -p $MINIKUBE_PROFILE'."
+    else
+      warn "Deleting the half-created profile '$MINIKUBE_PROFILE' so the next run starts clean (KEEP_ON_FAILURE=1 keeps it for debugging)."
+      minikube delete -p "$MINIKUBE_PROFILE" >/dev/null 2>&1 || true
+    fi
+  fi
+}
+
+# Check that minikube, kubectl and docker are installed and Docker is running.
+check_prerequisites() {
+  require_tool minikube "https://minikube.sigs.k8s.io/docs/start/"
+  require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
+  require_tool docker "https://docs.docker.com/get-docker/ (Docker Desktop on macOS, Docker Engine on Linux)"
+  require_docker_running
+}
+
+# Check that Docker can give each node its CPUs and the cluster the memory it uses.
+check_host_resources() {
+  local info docker_cpus docker_memory_bytes docker_memory
+  info="$(docker info --format '{{.NCPU}} {{.MemTotal}}' 2>/dev/null || true)"
+  read -r docker_cpus docker_memory_bytes <<<"$info"
+  if ! [[ "${docker_cpus:-}" =~ ^[0-9]+$ && "${docker_memory_bytes:-}" =~ ^[0-9]+$ ]]; then
+    warn "Could not read Docker's CPUs and memory ('docker info' printed '$info'); skipping the resource check."
+    return 0
+  fi
+  docker_memory=$((docker_memory_bytes / 1024 / 1024))
+  log "Docker can use $docker_cpus CPUs and $docker_memory MiB of memory."
+  # On macOS these are Docker Desktop's VM settings, not the Mac's, hence the hint.
+  if ((docker_cpus < NODE_CPUS)); then
+    die "Each node needs $NODE_CPUS CPUs but Docker has only $docker_cpus. Give Docker more CPUs (Docker Desktop: Settings > Resources) and run this script again."
+  fi
+  if ((docker_memory < NODE_MEMORY)); then
+    die "Each node needs $NODE_MEMORY MiB but Docker has only $docker_memory MiB. Give Docker more memory (Docker Desktop: Settings > Resources) and run this script again."
+  fi
+  if ((docker_memory < MIN_DOCKER_MEMORY)); then
+    die "The Ray pods and Kubernetes need about $MIN_DOCKER_MEMORY MiB together but Docker has only $docker_memory MiB. Give Docker at least $MIN_DOCKER_MEMORY MiB (Docker Desktop: Settings > Resources) and run this script again."
+  fi
+  # Node memory and CPUs are limits, not reservations, so the nodes may overlap on the host.
+  if ((docker_cpus < NODE_COUNT * NODE_CPUS)); then
+    warn "The $NODE_COUNT nodes share $docker_cpus CPUs (they may use $((NODE_COUNT * NODE_CPUS))); training times will be noisier than on dedicated CPUs."
+  fi
+}
+
+# Print how many nodes the profile has, or nothing when the profile does not exist.
+profile_node_count() {
+  local nodes
+  nodes="$(minikube -p "$MINIKUBE_PROFILE" node list 2>/dev/null)" || return 0
+  grep -c . <<<"$nodes" || true
+}
+
+# True when every node of the profile runs (minikube status exits 0 only then).
+profile_is_running() {
+  minikube -p "$MINIKUBE_PROFILE" status >/dev/null 2>&1
+}
+
+# Create the profile, or restart it when it exists but is stopped.
+start_cluster() {
+  local existing_nodes="$1"
+  if [[ -z "$existing_nodes" ]]; then
+    log "Creating profile '$MINIKUBE_PROFILE': $NODE_COUNT nodes x $NODE_CPUS CPUs x $NODE_MEMORY MiB (first time: 3-5 minutes)."
+    CREATED_PROFILE=1
+    minikube start -p "$MINIKUBE_PROFILE" --nodes "$NODE_COUNT" --cpus "$NODE_CPUS" \
+      --memory "$NODE_MEMORY" --driver docker ||
+      die "'minikube start' failed (output above). See 'minikube -p $MINIKUBE_PROFILE logs'."
+  else
+    log "Profile '$MINIKUBE_PROFILE' exists with $NODE_COUNT nodes but is not running; starting it."
+    minikube start -p "$MINIKUBE_PROFILE" ||
+      die "'minikube start -p $MINIKUBE_PROFILE' failed (output above). If it keeps failing: minikube delete -p $MINIKUBE_PROFILE && $0"
+  fi
+}
+
+# Enable metrics-server, so `kubectl top pods` shows what the Ray pods really use.
+enable_metrics_server() {
+  log "Enabling the metrics-server addon."
+  minikube -p "$MINIKUBE_PROFILE" addons enable metrics-server ||
+    die "Could not enable metrics-server. See 'minikube -p $MINIKUBE_PROFILE addons list'."
+}
+
+# Wait until both nodes are Ready.
+wait_for_nodes() {
+  log "Waiting up to ${WAIT_TIMEOUT}s for the nodes to be Ready."
+  if ! kubectl --context "$MINIKUBE_PROFILE" wait --for=condition=Ready node --all \
+    --timeout="${WAIT_TIMEOUT}s"; then
+    kubectl --context "$MINIKUBE_PROFILE" get nodes -o wide >&2 || true
+    die "The nodes did not become Ready within ${WAIT_TIMEOUT}s. See 'kubectl --context $MINIKUBE_PROFILE describe nodes' and 'minikube -p $MINIKUBE_PROFILE logs'."
+  fi
+  local ready
+  ready="$(kubectl --context "$MINIKUBE_PROFILE" get nodes --no-headers 2>/dev/null | grep -c ' Ready ' || true)"
+  if [[ "$ready" != "$NODE_COUNT" ]]; then
+    die "Expected $NODE_COUNT Ready nodes, found ${ready:-0}. See 'kubectl --context $MINIKUBE_PROFILE get nodes'."
+  fi
+}
+
+# Point out a kubectl context that is not this profile (install-ray.sh will refuse it).
+check_context() {
+  local context
+  context="$(current_kube_context)"
+  if [[ "$context" != "$MINIKUBE_PROFILE" ]]; then
+    warn "kubectl's current context is '${context:-<none>}'. Switch to the cluster with: kubectl config use-context $MINIKUBE_PROFILE"
+  fi
+}
+
+main() {
+  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
+    print_usage
+    return 0
+  fi
+  log "Settings:"
+  log_settings MINIKUBE_PROFILE NODE_CPUS NODE_MEMORY MIN_DOCKER_MEMORY WAIT_TIMEOUT
+  require_positive_int NODE_CPUS "$NODE_CPUS"
+  require_positive_int NODE_MEMORY "$NODE_MEMORY"
+  require_non_negative_int MIN_DOCKER_MEMORY "$MIN_DOCKER_MEMORY"
+  require_positive_int WAIT_TIMEOUT "$WAIT_TIMEOUT"
+  check_prerequisites
+  trap cleanup EXIT
+
+  local existing_nodes
+  existing_nodes="$(profile_node_count)"
+  if [[ -n "$existing_nodes" && "$existing_nodes" != "$NODE_COUNT" ]]; then
+    die "Profile '$MINIKUBE_PROFILE' already exists with $existing_nodes node(s); this demo needs $NODE_COUNT. Recreate it with: minikube delete -p $MINIKUBE_PROFILE && $0   (or use another profile: MINIKUBE_PROFILE=ray-demo $0)"
+  fi
+  if [[ -n "$existing_nodes" ]] && profile_is_running; then
+    log "Profile '$MINIKUBE_PROFILE' already runs $NODE_COUNT nodes; nothing to start."
+  else
+    check_host_resources
+    start_cluster "$existing_nodes"
+    enable_metrics_server
+  fi
+  wait_for_nodes
+  check_context
+  log "Cluster ready. Next: ./scripts/install-ray.sh"
+}
+
+main "$@"

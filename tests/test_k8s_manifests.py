@@ -1,0 +1,284 @@
+"""Static checks of k8s/*.yaml and docker/Dockerfile; no cluster needed.
+
+Core kinds (the Service, and the RayCluster's pod templates wrapped as Pods) are
+validated offline against the Kubernetes JSON schemas of kubernetes-validate. The
+RayCluster (a CRD, so not in those schemas) is checked field by field: versions, labels,
+ports, image, and the resource arithmetic stated at the top of ray-cluster.yaml.
+"""
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_FILE = REPO_ROOT / "k8s" / "ray-cluster.yaml"
+SERVICE_FILE = REPO_ROOT / "k8s" / "ray-service.yaml"
+DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
+
+# Two minikube nodes, as setup-minikube.sh starts them (NODE_CPUS=4, NODE_MEMORY=8192).
+NODE_COUNT, NODE_CPUS, NODE_MEMORY_GIB = 2, 4.0, 8.0
+# What Kubernetes itself takes (see the table in ray-cluster.yaml): the control-plane
+# node carries kube-system, metrics-server and the KubeRay operator; node 2 only the
+# kubelet, runtime and CNI.
+CONTROL_PLANE_ALLOWANCE = {"cpu": 1.25, "memory": 1.5}
+OTHER_NODE_ALLOWANCE = {"cpu": 0.25, "memory": 0.5}
+
+MEMORY_UNITS = {"Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9}
+
+
+def cpu(quantity) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def gib(quantity) -> float:
+    match = re.fullmatch(r"(\d+)([KMG]i?)?", str(quantity))
+    assert match, f"unexpected memory quantity {quantity!r}"
+    return int(match.group(1)) * MEMORY_UNITS.get(match.group(2) or "", 1) / 2 ** 30
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    documents = [doc for doc in yaml.safe_load_all(CLUSTER_FILE.read_text()) if doc]
+    assert len(documents) == 1
+    return documents[0]
+
+
+@pytest.fixture(scope="module")
+def service():
+    documents = [doc for doc in yaml.safe_load_all(SERVICE_FILE.read_text()) if doc]
+    assert len(documents) == 1
+    return documents[0]
+
+
+@pytest.fixture(scope="module")
+def head(cluster):
+    return cluster["spec"]["headGroupSpec"]
+
+
+@pytest.fixture(scope="module")
+def workers(cluster):
+    groups = cluster["spec"]["workerGroupSpecs"]
+    assert len(groups) == 1, "one worker group (the GPU variant stays commented out)"
+    return groups[0]
+
+
+def container(group):
+    containers = group["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def requirement_pin(package: str) -> str:
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        match = re.match(rf"{re.escape(package)}(\[[^\]]*\])?==(\S+)", line.strip())
+        if match:
+            return match.group(2)
+    raise AssertionError(f"{package} is not pinned in requirements.txt")
+
+
+def shell_default(path: str, name: str) -> str:
+    match = re.search(rf'{name}:=?-?([^}}"]+)\}}', (REPO_ROOT / path).read_text())
+    assert match, f"no default for {name} in {path}"
+    return match.group(1)
+
+
+# ---- schema validation of core kinds ----------------------------------------------
+
+def test_service_is_a_valid_kubernetes_object():
+    for document in yaml.safe_load_all(SERVICE_FILE.read_text()):
+        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("group_path", ["head", "workers"])
+def test_raycluster_pod_templates_are_valid_pod_specs(cluster, group_path):
+    spec = cluster["spec"]
+    group = spec["headGroupSpec"] if group_path == "head" else spec["workerGroupSpecs"][0]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"template-{group_path}"},
+           "spec": group["template"]["spec"]}
+    kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_schema_validation_catches_a_broken_pod_spec(head):
+    broken = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "broken"},
+              "spec": {"containers": [{"name": "x", "image": "y", "ports": [{"containerPort": "http"}]}]}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
+
+
+# ---- versions -----------------------------------------------------------------------
+
+def test_ray_version_agrees_across_raycluster_requirements_and_dockerfile_base_image(cluster):
+    ray_pin = requirement_pin("ray")
+    base = re.search(r"^FROM\s+rayproject/ray:(\S+)", DOCKERFILE.read_text(), re.MULTILINE)
+    assert base, "docker/Dockerfile must start FROM the official rayproject/ray image"
+    assert cluster["spec"]["rayVersion"] == ray_pin == "2.60.0"
+    assert base.group(1) == f"{ray_pin}-py311-cpu"
+
+
+def test_dockerfile_installs_the_same_requirements_and_bakes_in_the_training_code():
+    text = DOCKERFILE.read_text()
+    assert "COPY --chown=ray:users requirements.txt" in text
+    assert "pip install --no-cache-dir -r requirements.txt" in text
+    assert re.search(r"COPY .*training/ \./training/", text)
+    assert "TF_USE_LEGACY_KERAS=1" in text
+    assert "WORKDIR /home/ray/app" in text
+
+
+def test_kuberay_chart_version_is_pinned():
+    version = shell_default("scripts/install-ray.sh", "KUBERAY_VERSION")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+
+
+# ---- RayCluster fields ----------------------------------------------------------------
+
+def test_raycluster_uses_the_v1_api_and_the_cluster_name_the_scripts_use(cluster):
+    assert cluster["apiVersion"] == "ray.io/v1"
+    assert cluster["kind"] == "RayCluster"
+    assert cluster["metadata"]["name"] == shell_default("scripts/lib.sh", "RAY_CLUSTER_NAME")
+    # The scripts pass --namespace, which must not fight a namespace in the file.
+    assert "namespace" not in cluster["metadata"]
+
+
+def test_head_offers_no_cpus_to_ray_and_serves_the_dashboard_on_all_interfaces(head):
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+
+
+def test_worker_group_has_two_replicas_between_one_and_three(workers):
+    assert (workers["minReplicas"], workers["replicas"], workers["maxReplicas"]) == (1, 2, 3)
+
+
+def test_head_ports_are_named_gcs_server_dashboard_and_client(head):
+    ports = {port["name"]: port["containerPort"] for port in container(head)["ports"]}
+    assert ports == {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
+
+
+@pytest.mark.parametrize("group_name", ["head", "workers"])
+def test_containers_run_the_loaded_image_with_legacy_keras_and_nothing_mounted_over_the_code(
+        request, group_name):
+    group = request.getfixturevalue(group_name)
+    spec = container(group)
+    assert spec["image"] == shell_default("scripts/lib.sh", "IMAGE")
+    assert not spec["image"].endswith(":latest") and ":" in spec["image"]
+    assert spec["imagePullPolicy"] == "Never"
+    assert {"name": "TF_USE_LEGACY_KERAS", "value": "1"} in spec["env"]
+    assert spec["workingDir"] == "/home/ray/app"
+    for mount in spec.get("volumeMounts", []):
+        assert not mount["mountPath"].startswith("/home/ray"), mount
+
+
+@pytest.mark.parametrize("group_name", ["head", "workers"])
+def test_dev_shm_is_a_memory_backed_empty_dir_that_holds_the_object_store(request, group_name):
+    group = request.getfixturevalue(group_name)
+    mounts = {mount["mountPath"]: mount["name"] for mount in container(group)["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in group["template"]["spec"]["volumes"]}
+    shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert shm["medium"] == "Memory"
+    object_store_gib = int(group["rayStartParams"]["object-store-memory"]) / 2 ** 30
+    assert object_store_gib <= gib(shm["sizeLimit"])
+
+
+@pytest.mark.parametrize("group_name", ["head", "workers"])
+def test_requests_equal_limits(request, group_name):
+    resources = container(request.getfixturevalue(group_name))["resources"]
+    assert resources["requests"] == resources["limits"]
+
+
+def test_worker_ray_cpus_match_the_container_cpu_limit(workers):
+    limit = cpu(container(workers)["resources"]["limits"]["cpu"])
+    assert limit == int(limit), "Ray counts whole CPUs"
+    assert int(workers["rayStartParams"]["num-cpus"]) == int(limit)
+
+
+def test_head_has_room_for_the_baseline_beside_the_ray_head_processes(head, workers):
+    # The baseline runs in the head with the CPUs of one worker; add 0.5 CPU of headroom.
+    worker_cpus = cpu(container(workers)["resources"]["limits"]["cpu"])
+    head_resources = container(head)["resources"]["limits"]
+    assert cpu(head_resources["cpu"]) >= worker_cpus + 0.5
+    # TensorFlow training of the CNN takes 2-3 GiB per process, plus the Ray head processes.
+    assert gib(head_resources["memory"]) >= 3.0 + 0.5
+
+
+def test_workers_have_memory_for_one_tensorflow_training_process(workers):
+    assert gib(container(workers)["resources"]["limits"]["memory"]) >= 3.0
+
+
+def test_workers_prefer_to_spread_over_nodes_without_requiring_it(workers):
+    spec = workers["template"]["spec"]
+    constraints = spec["topologySpreadConstraints"]
+    assert constraints and all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in constraints)
+    assert constraints[0]["labelSelector"]["matchLabels"] == {
+        "ray.io/cluster": "ray-training-cluster", "ray.io/node-type": "worker"}
+    affinity = spec.get("affinity", {})
+    for kind in ("podAntiAffinity", "podAffinity", "nodeAffinity"):
+        assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity.get(kind, {})
+
+
+# ---- resource arithmetic ----------------------------------------------------------------
+
+def requests(group):
+    values = container(group)["resources"]["requests"]
+    return cpu(values["cpu"]), gib(values["memory"])
+
+
+def test_head_and_max_workers_and_kubernetes_fit_two_nodes_in_sum(head, workers):
+    head_cpu, head_memory = requests(head)
+    worker_cpu, worker_memory = requests(workers)
+    total_cpu = (head_cpu + workers["maxReplicas"] * worker_cpu
+                 + CONTROL_PLANE_ALLOWANCE["cpu"] + OTHER_NODE_ALLOWANCE["cpu"])
+    total_memory = (head_memory + workers["maxReplicas"] * worker_memory
+                    + CONTROL_PLANE_ALLOWANCE["memory"] + OTHER_NODE_ALLOWANCE["memory"])
+    assert total_cpu <= NODE_COUNT * NODE_CPUS
+    assert total_memory <= NODE_COUNT * NODE_MEMORY_GIB
+    # The table at the top of ray-cluster.yaml states the same totals.
+    assert re.search(rf"#\s+total\s+{total_cpu:.1f}\s+{total_memory:.1f} GiB", CLUSTER_FILE.read_text())
+
+
+def test_default_placement_fits_each_node(head, workers):
+    # Default: 2 workers spread one per node; the worst case puts the head on the
+    # control-plane node beside one worker.
+    head_cpu, head_memory = requests(head)
+    worker_cpu, worker_memory = requests(workers)
+    per_node_workers = -(-workers["replicas"] // NODE_COUNT)
+    assert CONTROL_PLANE_ALLOWANCE["cpu"] + head_cpu + per_node_workers * worker_cpu <= NODE_CPUS
+    assert (CONTROL_PLANE_ALLOWANCE["memory"] + head_memory
+            + per_node_workers * worker_memory <= NODE_MEMORY_GIB)
+    # The third replica goes to the emptier node (the one without the head).
+    assert OTHER_NODE_ALLOWANCE["cpu"] + 2 * worker_cpu <= NODE_CPUS
+    assert OTHER_NODE_ALLOWANCE["memory"] + 2 * worker_memory <= NODE_MEMORY_GIB
+
+
+def test_setup_script_memory_floor_covers_the_default_cluster(head, workers):
+    # setup-minikube.sh refuses a Docker with less memory than the pods plus Kubernetes.
+    floor_mib = int(shell_default("scripts/setup-minikube.sh", "MIN_DOCKER_MEMORY"))
+    _, head_memory = requests(head)
+    _, worker_memory = requests(workers)
+    needed = head_memory + workers["replicas"] * worker_memory + CONTROL_PLANE_ALLOWANCE["memory"]
+    assert floor_mib / 1024 >= needed
+    assert int(shell_default("scripts/setup-minikube.sh", "NODE_MEMORY")) / 1024 == NODE_MEMORY_GIB
+    assert float(shell_default("scripts/setup-minikube.sh", "NODE_CPUS")) == NODE_CPUS
+
+
+def test_gpu_variant_is_documented_as_a_commented_out_worker_group():
+    text = CLUSTER_FILE.read_text()
+    assert "# - groupName: gpu-workers" in text
+    assert "nvidia.com/gpu" in text and "use_gpu=True" in text
+
+
+# ---- Service ---------------------------------------------------------------------------
+
+def test_service_exposes_dashboard_and_client_on_fixed_node_ports_but_not_the_gcs(service, cluster):
+    assert service["kind"] == "Service" and service["spec"]["type"] == "NodePort"
+    ports = {port["name"]: (port["port"], port["targetPort"], port["nodePort"])
+             for port in service["spec"]["ports"]}
+    assert ports == {"dashboard": (8265, "dashboard", 30265), "client": (10001, "client", 30001)}
+    assert all(port["port"] != 6379 for port in service["spec"]["ports"])
+
+
+def test_service_selects_the_head_by_kuberay_labels(service, cluster):
+    assert service["spec"]["selector"] == {
+        "ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}

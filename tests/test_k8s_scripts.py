@@ -1,0 +1,851 @@
+"""Tests of the Minikube scripts with fake minikube, kubectl, helm and docker.
+
+Each test copies the scripts, docker/ and k8s/ into a temporary repo, puts
+tests/fakes/fake-tool.sh first on PATH under the four tool names (and nothing else of
+the real ones), runs a script, and asserts on the exact calls the fakes recorded and on
+the messages and exit codes. No test reaches a real cluster, Docker or the network.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FAKE_TOOL = REPO_ROOT / "tests" / "fakes" / "fake-tool.sh"
+FAKED_TOOLS = ("minikube", "kubectl", "helm", "docker")
+IMAGE = "ray-training-demo:ray2.60.0-py311"
+HASH_LABEL = "ray-training-demo.content-hash"
+
+HEAD_READY_QUERY = (
+    "kubectl --context minikube --namespace default get pods --selector "
+    "ray.io/cluster=ray-training-cluster,ray.io/node-type={kind} --output "
+    'jsonpath={{range .items[*]}}{{.status.conditions[?(@.type=="Ready")].status}}{{"\\n"}}{{end}}'
+)
+REPLICAS_QUERY = (
+    "kubectl --context minikube --namespace default get raycluster ray-training-cluster "
+    "--output jsonpath={.spec.workerGroupSpecs[0].replicas}"
+)
+HEAD_POD_QUERY = (
+    "kubectl {flags} get pods --namespace default --selector "
+    "ray.io/cluster=ray-training-cluster,ray.io/node-type=head "
+    "--field-selector status.phase=Running --output jsonpath={{.items[0].metadata.name}}"
+)
+
+
+@pytest.fixture(scope="session")
+def system_bin(tmp_path_factory):
+    """A folder with every command on PATH except the real minikube/kubectl/helm/docker."""
+    folder = tmp_path_factory.mktemp("sysbin")
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not os.path.isdir(directory) or "/.venv/" in directory + "/":
+            continue
+        for name in os.listdir(directory):
+            target = os.path.join(directory, name)
+            link = folder / name
+            if name in FAKED_TOOLS or link.exists() or not os.access(target, os.X_OK):
+                continue
+            if os.path.isfile(target):
+                link.symlink_to(target)
+    return folder
+
+
+class FakeWorld:
+    """A temporary copy of the repo, fake tools on PATH, their rules and their call log."""
+
+    def __init__(self, root: Path, system_bin: Path):
+        self.root = root / "repo"
+        self.bin = root / "fakebin"
+        self.state = root / "state"
+        self.log = root / "calls.log"
+        self.rules_file = root / "rules.tsv"
+        for folder in ("scripts", "docker", "k8s"):
+            shutil.copytree(REPO_ROOT / folder, self.root / folder)
+        shutil.copy(REPO_ROOT / "requirements.txt", self.root / "requirements.txt")
+        (self.root / "training").mkdir()
+        (self.root / "training" / "__init__.py").write_text("")
+        (self.root / "training" / "model.py").write_text("LAYERS = 3\n")
+        self.bin.mkdir()
+        self.state.mkdir()
+        self.rules_file.write_text("")
+        for tool in FAKED_TOOLS:
+            (self.bin / tool).symlink_to(FAKE_TOOL)
+        self.env = {
+            "PATH": f"{self.bin}{os.pathsep}{system_bin}",
+            "HOME": str(root),
+            "TMPDIR": str(root),
+            "LANG": "C.UTF-8",
+            "FAKE_LOG": str(self.log),
+            "FAKE_RULES": str(self.rules_file),
+            "FAKE_STATE_DIR": str(self.state),
+        }
+
+    def rule(self, tool: str, pattern: str, code: int = 0, output: str = ""):
+        """Answer calls of TOOL whose joined args match the glob PATTERN."""
+        escaped = output.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+        with self.rules_file.open("a") as rules:
+            rules.write(f"{tool}\t{pattern}\t{code}\t{escaped}\n")
+
+    def remove_tool(self, tool: str):
+        (self.bin / tool).unlink()
+
+    def run(self, command: str, **settings) -> subprocess.CompletedProcess:
+        """Run a bash command line in the temporary repo with extra environment settings."""
+        env = dict(self.env, **{key: str(value) for key, value in settings.items()})
+        return subprocess.run(
+            ["bash", "-c", command], cwd=self.root, env=env,
+            capture_output=True, text=True, timeout=60,
+        )
+
+    def script(self, path: str, *args: str, **settings) -> subprocess.CompletedProcess:
+        return self.run(" ".join([f"./{path}", *args]), **settings)
+
+    def calls(self) -> list:
+        """The recorded calls, with the temp repo path and timestamps made stable."""
+        if not self.log.exists():
+            return []
+        text = self.log.read_text().replace(str(self.root), "<repo>")
+        text = re.sub(r"run-\d{8}-\d{6}", "run-<time>", text)
+        text = re.sub(r"src-[0-9a-f]{12}", "src-<hash>", text)
+        text = re.sub(rf"{HASH_LABEL}=[0-9a-f]{{64}}", f"{HASH_LABEL}=<hash>", text)
+        text = re.sub(r"ray-image\.[A-Za-z0-9]{6}", "ray-image.<tmp>", text)
+        return text.splitlines()
+
+    def tool_calls(self, tool: str) -> list:
+        return [call for call in self.calls() if call.split(" ", 1)[0] == tool]
+
+    def clear_log(self):
+        self.log.write_text("")
+
+    def content_hash(self) -> str:
+        """The hash build-and-push.sh should compute, computed independently in Python."""
+        files = {
+            "./Dockerfile": self.root / "docker" / "Dockerfile",
+            "./requirements.txt": self.root / "requirements.txt",
+        }
+        for path in (self.root / "training").rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files["./" + str(path.relative_to(self.root))] = path
+        digest = hashlib.sha256()
+        for name in sorted(files, key=lambda name: name.encode()):
+            digest.update(name.encode() + b"\n" + files[name].read_bytes())
+        return digest.hexdigest()
+
+
+@pytest.fixture
+def world(tmp_path, system_bin):
+    return FakeWorld(tmp_path, system_bin)
+
+
+def healthy_cluster_rules(world: FakeWorld):
+    """A running 2-node profile, kubectl pointed at it."""
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("minikube", "-p minikube node list",
+               output="minikube\t192.168.49.2\nminikube-m02\t192.168.49.3")
+    world.rule("kubectl", "--context minikube get nodes --no-headers",
+               output="minikube       Ready   control-plane   5m   v1.34.0\n"
+                      "minikube-m02   Ready   <none>          4m   v1.34.0")
+
+
+# ----------------------------------------------------------------------------------
+# setup-minikube.sh
+# ----------------------------------------------------------------------------------
+
+def fresh_host_rules(world: FakeWorld, cpus: int = 8, memory_mib: int = 15_800):
+    world.rule("docker", "info --format*", output=f"{cpus} {memory_mib * 1024 * 1024}")
+    world.rule("minikube", "-p minikube node list", code=85,
+               output='Profile "minikube" not found.')
+    world.rule("kubectl", "--context minikube get nodes --no-headers",
+               output="minikube       Ready   control-plane   1m   v1.34.0\n"
+                      "minikube-m02   Ready   <none>          1m   v1.34.0")
+    world.rule("kubectl", "config current-context", output="minikube")
+
+
+def test_setup_creates_a_two_node_profile_with_metrics_server_and_waits_for_ready_nodes(world):
+    fresh_host_rules(world)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == [
+        "docker info",
+        "minikube -p minikube node list",
+        "docker info --format {{.NCPU}} {{.MemTotal}}",
+        "minikube start -p minikube --nodes 2 --cpus 4 --memory 8192 --driver docker",
+        "minikube -p minikube addons enable metrics-server",
+        "kubectl --context minikube wait --for=condition=Ready node --all --timeout=300s",
+        "kubectl --context minikube get nodes --no-headers",
+        "kubectl config current-context",
+    ]
+    assert "MINIKUBE_PROFILE=minikube" in result.stdout
+    assert "NODE_MEMORY=8192" in result.stdout
+    assert "Next: ./scripts/install-ray.sh" in result.stdout
+
+
+def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube(world):
+    fresh_host_rules(world, cpus=16, memory_mib=64_000)
+    world.rule("minikube", "-p demo node list", code=85)
+    world.rule("kubectl", "--context demo get nodes --no-headers",
+               output="demo Ready a 1m v\ndemo-m02 Ready b 1m v")
+    result = world.script("scripts/setup-minikube.sh", MINIKUBE_PROFILE="demo",
+                          NODE_CPUS=6, NODE_MEMORY=12288)
+    assert result.returncode == 0, result.stderr
+    assert "minikube start -p demo --nodes 2 --cpus 6 --memory 12288 --driver docker" in world.calls()
+
+
+def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world):
+    healthy_cluster_rules(world)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 0, result.stderr
+    assert "already runs 2 nodes; nothing to start" in result.stdout
+    assert world.calls() == [
+        "docker info",
+        "minikube -p minikube node list",
+        "minikube -p minikube status",
+        "kubectl --context minikube wait --for=condition=Ready node --all --timeout=300s",
+        "kubectl --context minikube get nodes --no-headers",
+        "kubectl config current-context",
+    ]
+
+
+def test_setup_restarts_a_stopped_two_node_profile_without_recreating_it(world):
+    healthy_cluster_rules(world)
+    world.rule("docker", "info --format*", output=f"8 {16 * 1024 ** 3}")
+    world.rule("minikube", "-p minikube status", code=7, output="host: Stopped")
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 0, result.stderr
+    assert "minikube start -p minikube" in world.calls()
+    assert not any("--nodes" in call for call in world.calls())
+
+
+def test_setup_reports_a_profile_with_a_different_node_count_with_the_command_to_fix_it(world):
+    world.rule("minikube", "-p minikube node list", output="minikube\t192.168.49.2")
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "already exists with 1 node(s); this demo needs 2" in result.stderr
+    assert "minikube delete -p minikube && ./scripts/setup-minikube.sh" in result.stderr
+    assert not any(call.startswith("minikube start") for call in world.calls())
+    assert not any(call.startswith("minikube delete") for call in world.calls())
+
+
+@pytest.mark.parametrize("tool, where", [
+    ("minikube", "https://minikube.sigs.k8s.io/docs/start/"),
+    ("kubectl", "https://kubernetes.io/docs/tasks/tools/"),
+    ("docker", "https://docs.docker.com/get-docker/"),
+])
+def test_setup_fails_with_clear_message_when_a_tool_is_missing(world, tool, where):
+    world.remove_tool(tool)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert f"'{tool}' is not installed or not on PATH" in result.stderr
+    assert where in result.stderr
+    assert not any(call.startswith("minikube start") for call in world.calls())
+
+
+def test_setup_fails_with_clear_message_when_minikube_is_missing(world):
+    world.remove_tool("minikube")
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "'minikube' is not installed" in result.stderr
+    assert world.calls() == []
+
+
+def test_setup_fails_with_clear_message_when_docker_is_not_running(world):
+    world.rule("docker", "info", code=1, output="Cannot connect to the Docker daemon")
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "Docker is installed but not running" in result.stderr
+    assert world.calls() == ["docker info"]
+
+
+def test_setup_fails_before_starting_when_docker_has_too_little_memory(world):
+    fresh_host_rules(world, cpus=8, memory_mib=7_900)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "Each node needs 8192 MiB but Docker has only 7900 MiB" in result.stderr
+    assert "Settings > Resources" in result.stderr
+    assert not any(call.startswith("minikube start") for call in world.calls())
+
+
+def test_setup_fails_before_starting_when_the_cluster_would_not_fit_in_dockers_memory(world):
+    fresh_host_rules(world, cpus=8, memory_mib=10_000)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "need about 11776 MiB together but Docker has only 10000 MiB" in result.stderr
+
+
+def test_setup_fails_before_starting_when_docker_has_fewer_cpus_than_a_node(world):
+    fresh_host_rules(world, cpus=2)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "Each node needs 4 CPUs but Docker has only 2" in result.stderr
+
+
+def test_setup_warns_when_the_nodes_share_fewer_cpus_than_they_may_use(world):
+    fresh_host_rules(world, cpus=6)
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 0, result.stderr
+    assert "The 2 nodes share 6 CPUs" in result.stderr
+
+
+def test_setup_deletes_the_profile_it_created_when_minikube_start_fails(world):
+    fresh_host_rules(world)
+    world.rule("minikube", "start *", code=80, output="X Exiting due to GUEST_PROVISION")
+    result = world.script("scripts/setup-minikube.sh")
+    assert result.returncode == 1
+    assert "'minikube start' failed" in result.stderr
+    assert world.calls()[-1] == "minikube delete -p minikube"
+
+
+def test_setup_keeps_the_failed_profile_when_asked_to(world):
+    fresh_host_rules(world)
+    world.rule("minikube", "start *", code=80)
+    result = world.script("scripts/setup-minikube.sh", KEEP_ON_FAILURE=1)
+    assert result.returncode == 1
+    assert "minikube delete -p minikube" not in world.calls()
+    assert "KEEP_ON_FAILURE=1" in result.stderr
+
+
+def test_setup_fails_with_clear_message_when_nodes_never_become_ready(world):
+    fresh_host_rules(world)
+    world.rule("kubectl", "--context minikube wait *", code=1,
+               output="error: timed out waiting for the condition on nodes/minikube-m02")
+    result = world.script("scripts/setup-minikube.sh", WAIT_TIMEOUT=1)
+    assert result.returncode == 1
+    assert "did not become Ready within 1s" in result.stderr
+    assert "kubectl --context minikube wait --for=condition=Ready node --all --timeout=1s" in world.calls()
+    assert world.calls()[-1] == "minikube delete -p minikube"
+
+
+def test_setup_rejects_a_non_numeric_node_memory(world):
+    result = world.script("scripts/setup-minikube.sh", NODE_MEMORY="8g")
+    assert result.returncode == 1
+    assert "NODE_MEMORY must be a whole number" in result.stderr
+    assert world.calls() == []
+
+
+def test_setup_help_prints_usage_and_calls_nothing(world):
+    result = world.script("scripts/setup-minikube.sh", "--help")
+    assert result.returncode == 0
+    assert "Usage:" in result.stdout and "NODE_MEMORY=8192" in result.stdout
+    assert world.calls() == []
+
+
+# ----------------------------------------------------------------------------------
+# docker/build-and-push.sh
+# ----------------------------------------------------------------------------------
+
+def test_build_builds_with_the_content_hash_label_and_loads_both_tags_into_minikube(world):
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == [
+        "docker info",
+        f"docker image inspect --format {{{{ index .Config.Labels \"{HASH_LABEL}\" }}}} {IMAGE}",
+        f"docker build --label {HASH_LABEL}=<hash> --tag {IMAGE} --tag ray-training-demo:src-<hash> "
+        f"--file <tmp>/Dockerfile <tmp>".replace("<tmp>", world.env["TMPDIR"] + "/ray-image.<tmp>"),
+        "minikube -p minikube image ls",
+        f"minikube -p minikube image load {IMAGE} ray-training-demo:src-<hash>",
+    ]
+    label = (world.state / "docker-label").read_text().strip()
+    assert label == world.content_hash()
+
+
+def test_build_rerun_with_unchanged_content_skips_both_the_build_and_the_load(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    world.clear_log()
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert "is current" in result.stdout and "not loading again" in result.stdout
+    assert not any(call.startswith("docker build") for call in world.calls())
+    assert not any(" image load " in call for call in world.calls())
+
+
+def test_build_skip_check_matches_the_fully_qualified_names_minikube_lists(world):
+    short_hash = world.content_hash()[:12]
+    (world.state / "docker-label").write_text(world.content_hash() + "\n")
+    world.rule("minikube", "-p minikube image ls",
+               output=f"registry.k8s.io/pause:3.10\ndocker.io/library/ray-training-demo:src-{short_hash}")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert [call.split(" ")[1:3] for call in world.calls()] == [
+        ["info"], ["image", "inspect"], ["-p", "minikube"],
+    ]
+
+
+def test_build_rebuilds_and_reloads_when_the_training_code_changes(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    (world.root / "training" / "model.py").write_text("LAYERS = 4\n")
+    world.clear_log()
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert any(call.startswith("docker build") for call in world.calls())
+    assert any(" image load " in call for call in world.calls())
+    assert (world.state / "docker-label").read_text().strip() == world.content_hash()
+
+
+def test_build_ignores_python_caches_when_hashing_the_training_code(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    cache = world.root / "training" / "__pycache__"
+    cache.mkdir()
+    (cache / "model.cpython-311.pyc").write_bytes(b"\x00compiled")
+    world.clear_log()
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert not any(call.startswith("docker build") for call in world.calls())
+
+
+def test_build_reloads_when_minikube_lost_the_image_although_docker_has_it(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    (world.state / "minikube-images").unlink()
+    world.clear_log()
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert not any(call.startswith("docker build") for call in world.calls())
+    assert any(" image load " in call for call in world.calls())
+
+
+def test_build_force_build_rebuilds_and_reloads_current_images(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    world.clear_log()
+    result = world.script("docker/build-and-push.sh", FORCE_BUILD=1)
+    assert result.returncode == 0, result.stderr
+    assert any(call.startswith("docker build") for call in world.calls())
+    assert any(" image load " in call for call in world.calls())
+
+
+def test_build_fails_with_clear_message_when_docker_build_fails(world):
+    world.rule("docker", "build *", code=1, output="failed to solve")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "docker build failed" in result.stderr
+    assert not any(" image load " in call for call in world.calls())
+
+
+def test_build_leaves_no_staging_folder_behind(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    assert not list(Path(world.env["TMPDIR"]).glob("ray-image.*"))
+
+
+# ----------------------------------------------------------------------------------
+# install-ray.sh
+# ----------------------------------------------------------------------------------
+
+def ray_ready_rules(world: FakeWorld, workers: str = "True\nTrue", head: str = "True"):
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster", code=1,
+               output='Error from server (NotFound): rayclusters.ray.io "ray-training-cluster" not found')
+    world.rule("kubectl", "*node-type=head --output*", output=head)
+    world.rule("kubectl", "*node-type=worker --output*", output=workers)
+
+
+INSTALL_CALLS = [
+    "kubectl config current-context",
+    "kubectl config current-context",
+    "kubectl --context minikube --request-timeout=10s get nodes",
+    "helm upgrade --install kuberay-operator kuberay-operator "
+    "--repo https://ray-project.github.io/kuberay-helm/ --version 1.7.0 "
+    "--namespace ray-system --create-namespace --kube-context minikube --wait --timeout 600s",
+]
+APPLY_CALLS = [
+    "kubectl --context minikube --namespace default get raycluster ray-training-cluster",
+    "kubectl --context minikube --namespace default apply "
+    "--filename <repo>/k8s/ray-cluster.yaml --filename <repo>/k8s/ray-service.yaml",
+    REPLICAS_QUERY,
+    HEAD_READY_QUERY.format(kind="head"),
+    HEAD_READY_QUERY.format(kind="worker"),
+]
+
+
+def test_install_installs_the_pinned_operator_builds_the_image_applies_and_waits_for_all_pods(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    ray_ready_rules(world)
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 0, result.stderr
+    calls = world.calls()
+    assert calls[:4] == INSTALL_CALLS
+    build_calls = calls[4:-5]
+    assert [call.split(" ")[:3] for call in build_calls] == [
+        ["docker", "info"], ["docker", "image", "inspect"], ["docker", "build", "--label"],
+        ["minikube", "-p", "minikube"], ["minikube", "-p", "minikube"],
+    ]
+    assert calls[-5:] == APPLY_CALLS
+    assert "KUBERAY_VERSION=1.7.0" in result.stdout
+    assert "head Ready, 2/2 workers Ready" in result.stdout
+
+
+def test_install_with_skip_image_build_does_not_touch_docker(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    ray_ready_rules(world)
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1)
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == INSTALL_CALLS + APPLY_CALLS
+
+
+def test_install_refuses_a_kube_context_that_is_not_the_minikube_profile(world):
+    world.rule("kubectl", "config current-context", output="prod-cluster")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 1
+    assert "current context is 'prod-cluster', not the minikube profile 'minikube'" in result.stderr
+    assert "ALLOW_ANY_CONTEXT=1" in result.stderr
+    assert world.calls() == ["kubectl config current-context"]
+    assert "left in place" not in result.stderr
+
+
+def test_install_uses_another_context_only_when_allowed_explicitly(world):
+    world.rule("kubectl", "config current-context", output="kind-ray")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster", code=1)
+    world.rule("kubectl", "*node-type=head --output*", output="True")
+    world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
+    result = world.script("scripts/install-ray.sh", ALLOW_ANY_CONTEXT=1, SKIP_IMAGE_BUILD=1)
+    assert result.returncode == 0, result.stderr
+    assert "ALLOW_ANY_CONTEXT=1: using kube-context 'kind-ray'" in result.stderr
+    assert any(call.startswith("helm ") and "--kube-context kind-ray" in call for call in world.calls())
+
+
+def test_install_fails_with_clear_message_when_helm_is_missing(world):
+    world.remove_tool("helm")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 1
+    assert "'helm' is not installed or not on PATH" in result.stderr
+    assert "https://helm.sh/docs/intro/install/" in result.stderr
+    assert world.calls() == []
+
+
+def test_install_fails_with_clear_message_when_kubectl_is_missing(world):
+    world.remove_tool("kubectl")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 1
+    assert "'kubectl' is not installed" in result.stderr
+
+
+def test_install_fails_with_clear_message_when_the_cluster_does_not_answer(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get nodes", code=1, output="The connection to the server was refused")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 1
+    assert "Cannot reach the cluster of context 'minikube'" in result.stderr
+    assert not any(call.startswith("helm") for call in world.calls())
+
+
+def test_install_times_out_with_describe_and_events_when_workers_never_become_ready(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-cluster --output*",
+               output="ray-training-cluster-head-x7k2p True\n"
+                      "ray-training-cluster-workers-worker-abcde True\n"
+                      "ray-training-cluster-workers-worker-fghij False")
+    world.rule("kubectl", "*describe pod*", output="Events:\n  Warning  FailedScheduling  0/2 nodes are available: 2 Insufficient memory.")
+    ray_ready_rules(world, workers="True\nFalse")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "Timed out after 1s: head Ready 1/1, workers Ready 1/2" in result.stderr
+    assert "Insufficient memory" in result.stderr
+    calls = world.calls()
+    assert ("kubectl --context minikube --namespace default describe pod "
+            "ray-training-cluster-workers-worker-fghij") in calls
+    assert not any("describe pod ray-training-cluster-head" in call for call in calls)
+    assert calls[-1] == ("kubectl --context minikube --namespace default get events "
+                         "--sort-by=.lastTimestamp")
+    assert "left in place for inspection" in result.stderr
+    assert "./scripts/cleanup.sh" in result.stderr
+
+
+def test_install_times_out_with_a_hint_when_no_head_pod_exists(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    ray_ready_rules(world, workers="", head="")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "head Ready 0/1, workers Ready 0/2" in result.stderr
+    assert "No Ray pods of cluster 'ray-training-cluster'" in result.stderr
+    assert "kuberay-operator" in result.stderr
+
+
+def test_install_fails_with_clear_message_when_the_operator_chart_cannot_be_installed(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("helm", "upgrade *", code=1, output="Error: looks like the repo is not reachable")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 1
+    assert "Helm could not install kuberay-operator 1.7.0" in result.stderr
+    assert "stopped while installing the KubeRay operator" in result.stderr
+    assert not any(" apply " in call for call in world.calls())
+
+
+def test_install_rerun_with_a_current_image_keeps_the_running_pods(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*node-type=head --output*", output="True")
+    world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
+    assert world.script("scripts/install-ray.sh").returncode == 0
+    world.clear_log()
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 0, result.stderr
+    assert not any(call.startswith("docker build") or " image load " in call for call in world.calls())
+    assert not any(" delete pods " in call for call in world.calls())
+
+
+def test_install_rerun_after_a_code_change_restarts_the_ray_pods_on_the_new_image(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*node-type=head --output*", output="True")
+    world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
+    assert world.script("scripts/install-ray.sh").returncode == 0
+    (world.root / "training" / "model.py").write_text("LAYERS = 5\n")
+    world.clear_log()
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 0, result.stderr
+    assert ("kubectl --context minikube --namespace default delete pods "
+            "--selector ray.io/cluster=ray-training-cluster") in world.calls()
+
+
+def test_install_refuses_a_cluster_name_that_the_manifest_does_not_use(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    result = world.script("scripts/install-ray.sh", RAY_CLUSTER_NAME="other")
+    assert result.returncode == 1
+    assert "RAY_CLUSTER_NAME is 'other'" in result.stderr
+
+
+# ----------------------------------------------------------------------------------
+# cleanup.sh
+# ----------------------------------------------------------------------------------
+
+def cleanup_rules(world: FakeWorld):
+    world.rule("kubectl", "config get-contexts --output name", output="kind-other\nminikube")
+
+
+CLEANUP_CALLS = [
+    "kubectl config get-contexts --output name",
+    "kubectl --context minikube --request-timeout=30s get namespace default",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete service "
+    "ray-head-nodeport --ignore-not-found",
+    "kubectl --context minikube --request-timeout=30s get crd rayclusters.ray.io",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete raycluster "
+    "ray-training-cluster --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s --namespace default wait --for=delete pod "
+    "--selector ray.io/cluster=ray-training-cluster --timeout=120s",
+    "helm status kuberay-operator --namespace ray-system --kube-context minikube",
+    "helm uninstall kuberay-operator --namespace ray-system --kube-context minikube --wait",
+    "kubectl --context minikube --request-timeout=30s delete namespace ray-system "
+    "--ignore-not-found --timeout=120s",
+]
+
+
+def test_cleanup_deletes_the_raycluster_then_the_operator_then_its_namespace(world):
+    cleanup_rules(world)
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == CLEANUP_CALLS
+    assert "Cleanup finished." in result.stdout
+
+
+def test_cleanup_only_talks_to_the_profile_context_even_when_another_is_current(world):
+    cleanup_rules(world)
+    world.rule("kubectl", "config current-context", output="prod-cluster")
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    assert not any("prod-cluster" in call for call in world.calls())
+
+
+def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
+    cleanup_rules(world)
+    world.rule("kubectl", "*get crd rayclusters.ray.io", code=1, output="NotFound")
+    world.rule("helm", "status *", code=1, output="Error: release: not found")
+    for _ in range(2):
+        world.clear_log()
+        result = world.script("scripts/cleanup.sh")
+        assert result.returncode == 0, result.stderr
+        assert "no RayCluster to delete" in result.stdout
+        assert "No kuberay-operator release" in result.stdout
+        assert not any("helm uninstall" in call for call in world.calls())
+        assert world.calls()[-1].endswith("delete namespace ray-system --ignore-not-found --timeout=120s")
+
+
+def test_cleanup_with_delete_cluster_also_deletes_the_minikube_profile(world):
+    cleanup_rules(world)
+    result = world.script("scripts/cleanup.sh", DELETE_CLUSTER=1)
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == CLEANUP_CALLS + ["minikube delete -p minikube"]
+
+
+def test_cleanup_says_there_is_nothing_to_do_when_the_profile_is_gone(world):
+    world.rule("kubectl", "config get-contexts --output name", output="kind-other")
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to remove from a cluster" in result.stdout
+    assert world.calls() == ["kubectl config get-contexts --output name"]
+
+
+def test_cleanup_of_a_stopped_cluster_explains_how_to_proceed(world):
+    cleanup_rules(world)
+    world.rule("kubectl", "*get namespace default", code=1, output="connection refused")
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 1
+    assert "does not answer" in result.stderr and "DELETE_CLUSTER=1" in result.stderr
+
+
+def test_cleanup_of_a_stopped_cluster_with_delete_cluster_deletes_the_profile(world):
+    cleanup_rules(world)
+    world.rule("kubectl", "*get namespace default", code=1)
+    result = world.script("scripts/cleanup.sh", DELETE_CLUSTER=1)
+    assert result.returncode == 0, result.stderr
+    assert world.calls()[-1] == "minikube delete -p minikube"
+    assert not any("delete raycluster" in call for call in world.calls())
+
+
+def test_cleanup_deletes_a_custom_ray_namespace_but_never_default(world):
+    cleanup_rules(world)
+    result = world.script("scripts/cleanup.sh", RAY_NAMESPACE="ray-demo")
+    assert result.returncode == 0, result.stderr
+    deleted = [call.split()[6] for call in world.calls() if " delete namespace " in call]
+    assert deleted == ["ray-system", "ray-demo"]
+
+
+def test_cleanup_fails_with_clear_message_when_kubectl_is_missing(world):
+    world.remove_tool("kubectl")
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 1
+    assert "'kubectl' is not installed" in result.stderr
+
+
+# ----------------------------------------------------------------------------------
+# minikube-target.sh (sourced by run-benchmark.sh)
+# ----------------------------------------------------------------------------------
+
+SOURCE_TARGET = "source scripts/lib.sh && source scripts/minikube-target.sh && "
+BENCHMARK_SETTINGS = dict(EPOCHS=2, BATCH_SIZE=32, DATASET="synthetic", TRAIN_SIZE=2000,
+                          TEST_SIZE=500, RESULTS_DIR="results/minikube", NUM_WORKERS="",
+                          CPUS_PER_WORKER="")
+HEAD = "ray-training-cluster-head-x7k2p"
+
+
+def target_rules(world: FakeWorld, worker_cpus: str = "1 1", head: str = HEAD):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*--selector ray.io/cluster=ray-training-cluster,ray.io/node-type=head*",
+               output=head)
+    world.rule("kubectl", "*exec * -- python -c *",
+               output=f"2026-11-25 INFO worker.py: Connecting to existing Ray cluster\nRAY_WORKER_CPUS {worker_cpus}".rstrip())
+
+
+def run_target(world: FakeWorld, **settings):
+    return world.run(SOURCE_TARGET + "run_minikube_target", **dict(BENCHMARK_SETTINGS, **settings))
+
+
+def exec_call(*args: str) -> str:
+    return ("kubectl --context minikube --namespace default exec " + HEAD
+            + " -c ray-head -- " + " ".join(args))
+
+
+def test_target_is_available_when_kubectl_points_at_the_profile_with_a_head_pod(world):
+    target_rules(world)
+    result = world.run(SOURCE_TARGET + 'minikube_target_available && echo "$MINIKUBE_TARGET_REASON"')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("kube-context minikube has RayCluster ray-training-cluster "
+                                     f"(head pod {HEAD})")
+    assert world.calls() == [
+        "kubectl config current-context",
+        HEAD_POD_QUERY.format(flags="--context minikube --request-timeout=5s"),
+    ]
+
+
+@pytest.mark.parametrize("situation", ["kubectl missing", "other context", "no head pod"])
+def test_target_is_unavailable_quietly_when_the_cluster_is_not_ready(world, situation):
+    if situation == "kubectl missing":
+        world.remove_tool("kubectl")
+    elif situation == "other context":
+        world.rule("kubectl", "config current-context", output="kind-other")
+    else:
+        target_rules(world, head="")
+    result = world.run(SOURCE_TARGET + "minikube_target_available")
+    assert result.returncode == 1
+    assert result.stdout == "" and result.stderr == ""
+    assert not any(" exec " in call for call in world.calls())
+
+
+def test_target_runs_baseline_then_ray_then_compare_in_the_head_pod_and_copies_results(world):
+    target_rules(world)
+    result = run_target(world)
+    assert result.returncode == 0, result.stderr
+    pod_dir = "/tmp/results/run-<time>"
+    calls = world.calls()
+    assert calls[:3] == [
+        "kubectl config current-context",
+        "kubectl config current-context",
+        HEAD_POD_QUERY.format(flags="--context minikube --request-timeout=10s"),
+    ]
+    assert calls[3].startswith(exec_call("python -c"))
+    assert calls[4:] == [
+        exec_call("python -m training.baseline_training --dataset synthetic --train-size 2000",
+                  "--test-size 500 --epochs 2 --batch-size 64 --cpus 1 --results-dir", pod_dir),
+        exec_call("python -m training.ray_training --num-workers 2 --cpus-per-worker 1",
+                  "--dataset synthetic --train-size 2000 --test-size 500 --epochs 2",
+                  "--batch-size 32 --results-dir", pod_dir, "--address auto"),
+        exec_call("python -m training.compare --results-dir", pod_dir, "--num-workers 2"),
+        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/baseline_results.json "
+        "results/minikube/baseline_results.json",
+        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/ray_results_2workers.json "
+        "results/minikube/ray_results_2workers.json",
+        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/comparison.json "
+        "results/minikube/comparison.json",
+    ]
+    assert "Ray sees 2 worker pod(s) with CPUs (1 1); running 2 worker(s) x 1 CPU(s)." in result.stdout
+    assert (world.root / "results" / "minikube").is_dir()
+
+
+def test_target_uses_the_requested_worker_count_when_it_fits(world):
+    target_rules(world, worker_cpus="1 1 1")
+    result = run_target(world, NUM_WORKERS=2)
+    assert result.returncode == 0, result.stderr
+    assert any("--num-workers 2 --cpus-per-worker 1" in call for call in world.calls())
+    assert any("--batch-size 64 --cpus 1" in call for call in world.calls())
+
+
+def test_target_fails_with_clear_message_when_more_workers_are_asked_than_the_cluster_has(world):
+    target_rules(world)
+    result = run_target(world, NUM_WORKERS=3)
+    assert result.returncode == 1
+    assert "NUM_WORKERS=3 x CPUS_PER_WORKER=1 does not fit" in result.stderr
+    assert "room for 2 such worker(s)" in result.stderr
+    assert "k8s/ray-cluster.yaml" in result.stderr
+    assert not any("training." in call for call in world.calls())
+
+
+def test_target_fails_with_clear_message_when_workers_are_asked_more_cpus_than_a_pod_has(world):
+    target_rules(world)
+    result = run_target(world, CPUS_PER_WORKER=2)
+    assert result.returncode == 1
+    assert "CPUS_PER_WORKER=2 does not fit: Ray's 2 worker pod(s) have (1 1) CPUs each" in result.stderr
+    assert not any("training." in call for call in world.calls())
+
+
+def test_target_fails_with_clear_message_when_no_head_pod_exists(world):
+    target_rules(world, head="")
+    result = run_target(world)
+    assert result.returncode == 1
+    assert "No running Ray head pod" in result.stderr
+    assert "./scripts/install-ray.sh" in result.stderr
+    assert not any(" exec " in call for call in world.calls())
+
+
+def test_target_fails_with_clear_message_when_no_worker_has_joined_ray(world):
+    target_rules(world, worker_cpus="")
+    result = run_target(world)
+    assert result.returncode == 1
+    assert "No Ray worker has joined the cluster yet" in result.stderr
+
+
+def test_target_refuses_a_kube_context_that_is_not_the_minikube_profile(world):
+    world.rule("kubectl", "config current-context", output="prod-cluster")
+    result = run_target(world)
+    assert result.returncode == 1
+    assert "refusing to touch it" in result.stderr
+    assert world.calls() == ["kubectl config current-context"]
+
+
+def test_target_stops_with_the_failing_step_when_ray_training_fails(world):
+    target_rules(world)
+    world.rule("kubectl", "*python -m training.ray_training*", code=1, output="ValueError: boom")
+    result = run_target(world)
+    assert result.returncode == 1
+    assert "Ray training failed" in result.stderr
+    assert not any("training.compare" in call or " cp " in call for call in world.calls())
