@@ -17,7 +17,9 @@ warn() {
 }
 
 # Print an error on stderr and exit non-zero. Say what failed and what to do next.
+# LAST_ERROR keeps the message for an EXIT trap (close_run_dir writes it into FAILED).
 die() {
+  LAST_ERROR="$*"
   printf '[%s] ERROR: %s\n' "$(basename "$0")" "$*" >&2
   exit 1
 }
@@ -103,6 +105,100 @@ sha256sum_portable() {
   else
     shasum -a 256 | cut -d' ' -f1
   fi
+}
+
+# The training recipe of a benchmark mode (default, smoke or full), shared by
+# run-benchmark.sh and scaling-benchmark.sh: fills whichever of EPOCHS, BATCH_SIZE,
+# DATASET, TRAIN_SIZE and TEST_SIZE are empty, then validates all five.
+resolve_recipe() {
+  local mode="$1" epochs=3 batch=64 dataset=synthetic train=4096 test=1024
+  case "$mode" in
+    full) epochs=10 dataset=cifar10 train=50000 test=10000 ;;
+    smoke) epochs=1 batch=32 train=256 test=128 ;;
+  esac
+  EPOCHS="${EPOCHS:-$epochs}"
+  BATCH_SIZE="${BATCH_SIZE:-$batch}"
+  DATASET="${DATASET:-$dataset}"
+  TRAIN_SIZE="${TRAIN_SIZE:-$train}"
+  TEST_SIZE="${TEST_SIZE:-$test}"
+  require_one_of DATASET "$DATASET" synthetic cifar10
+  require_positive_int EPOCHS "$EPOCHS"
+  require_positive_int BATCH_SIZE "$BATCH_SIZE"
+  require_positive_int TRAIN_SIZE "$TRAIN_SIZE"
+  require_positive_int TEST_SIZE "$TEST_SIZE"
+}
+
+# Start the local multi-node cluster (local-cluster.sh) with WORKERS worker nodes, reading
+# CPUS_PER_WORKER, RAY_PORT, DASHBOARD_PORT and PIN_CPUS; export what a driver needs to
+# reach it. Sets CLUSTER_STARTED=1, so that the caller's EXIT trap can stop_started_cluster.
+start_cluster_nodes() {
+  local workers="$1"
+  CLUSTER_STARTED=1
+  NUM_WORKERS="$workers" CPUS_PER_WORKER="$CPUS_PER_WORKER" RAY_PORT="$RAY_PORT" \
+    DASHBOARD_PORT="$DASHBOARD_PORT" PIN_CPUS="$PIN_CPUS" \
+    "$REPO_ROOT/scripts/local-cluster.sh" start || {
+    CLUSTER_STARTED=0
+    die "Could not start the local Ray cluster (see the message above)."
+  }
+  eval "$(RAY_PORT="$RAY_PORT" "$REPO_ROOT/scripts/local-cluster.sh" env)"
+  log "Dashboard: http://127.0.0.1:$DASHBOARD_PORT (open it while training runs)"
+}
+
+# Stop the cluster start_cluster_nodes started, if it did (for EXIT traps; never fails).
+stop_started_cluster() {
+  if ((${CLUSTER_STARTED:-0} == 1)); then
+    CLUSTER_STARTED=0
+    RAY_PORT="$RAY_PORT" "$REPO_ROOT/scripts/local-cluster.sh" stop || true
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Run folders: each benchmark run writes into RESULTS_DIR/<YYYYmmdd-HHMMSS>-<suffix>/, never
+# into an earlier run's folder; RESULTS_DIR/latest points at the last run that completed.
+# ---------------------------------------------------------------------------
+
+# Create a new run folder under ROOT and print its path; a second run in the same second
+# gets -2, -3, ... (mkdir without -p fails on an existing folder, so none is reused).
+create_run_dir() {
+  local root="$1" suffix="$2" base candidate index=1
+  mkdir -p "$root" 2>/dev/null || return 1
+  base="$root/$(date +%Y%m%d-%H%M%S)-$suffix"
+  candidate="$base"
+  until mkdir "$candidate" 2>/dev/null; do
+    [[ -d "$root" && -w "$root" ]] || return 1
+    index=$((index + 1))
+    candidate="$base-$index"
+  done
+  echo "$candidate"
+}
+
+# On exit: a completed run (status 0) moves ROOT/latest to RUN_DIR when UPDATE_LATEST is 1;
+# a failed or interrupted one leaves RUN_DIR/FAILED naming the reason, and latest unmoved.
+# Reads INTERRUPTED (set by the signal trap) and LAST_ERROR (set by die).
+close_run_dir() {
+  local status="$1" run_dir="$2" update_latest="$3" root reason
+  [[ -n "$run_dir" && -d "$run_dir" ]] || return 0
+  root="$(dirname "$run_dir")"
+  if ((status == 0)); then
+    ((update_latest == 1)) || return 0
+    if [[ -e "$root/latest" && ! -L "$root/latest" ]]; then
+      warn "$root/latest exists and is not a symlink; left alone. The results are in $run_dir"
+      return 0
+    fi
+    # Relative, so the results folder can be moved or copied whole.
+    ln -sfn "$(basename "$run_dir")" "$root/latest"
+    log "Run complete: $run_dir ($root/latest points at it)"
+    return 0
+  fi
+  if [[ -n "${INTERRUPTED:-}" ]]; then
+    reason="Interrupted by a signal (exit status $status)."
+  elif [[ -n "${LAST_ERROR:-}" ]]; then
+    reason="$LAST_ERROR"
+  else
+    reason="Exited with status $status; see the output of the run."
+  fi
+  printf '%s\n' "$reason" >"$run_dir/FAILED" || true
+  warn "This run did not complete: $run_dir is kept with a FAILED file saying why; $root/latest was not moved."
 }
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 # offers no CPUs to training plus NUM_WORKERS worker nodes, each a separate `ray start`
 # with CPUS_PER_WORKER CPUs, so that every Ray Train worker lands on a node of its own.
 #
-# Usage: ./scripts/local-cluster.sh start|stop|status|env
+# Usage: ./scripts/local-cluster.sh start|stop|status|env|kill-node N|NODE_ID
 #   NUM_WORKERS=2       worker nodes to start
 #   CPUS_PER_WORKER=1   CPUs each worker node offers to Ray
 #   RAY_PORT=6380       head (GCS) port; not Ray's 6379, so a cluster of yours is left alone
@@ -15,6 +15,8 @@
 #
 # `stop` stops only the processes of the cluster in CLUSTER_DIR, never another Ray cluster.
 # `env` prints the exports a driver needs (address and auth) for `eval`.
+# `kill-node` kills worker node N (1-NUM_WORKERS) or the node with that Ray node ID at once,
+# as a crash would; it does not come back (scripts/chaos.sh uses it).
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -183,6 +185,40 @@ stop_cluster() {
   log "Local cluster stopped."
 }
 
+# Kill one worker node like a crash: SIGKILL its raylet and every process of its temp dir,
+# with all their children, at once. Never the head node.
+kill_node() {
+  local which="${1:-}" node_dir="" raylet pids=() queue=() pid child
+  if [[ "$which" =~ ^[0-9]+$ ]]; then
+    node_dir="$CLUSTER_DIR/ray-worker-$which/"
+  elif [[ "$which" =~ ^[0-9a-f]{16,}$ ]]; then
+    # The raylet's command line carries its node ID and names the node's temp dir.
+    raylet="$(pgrep -f -- "--node_id=$which" | head -n1 || true)"
+    if [[ -n "$raylet" ]]; then
+      node_dir="$(ps -o args= -p "$raylet" | grep -o -- "$CLUSTER_DIR/ray-[a-z]*-*[0-9]*/" | head -n1 || true)"
+    fi
+    [[ -n "$node_dir" ]] || die "No node with ID $which runs in the local cluster of $CLUSTER_DIR. Check: $0 status"
+  else
+    die "kill-node needs a worker node number (1, 2, ...) or a Ray node ID, got '${which}'. Example: $0 kill-node 2"
+  fi
+  [[ "$node_dir" == */ray-worker-* ]] || die "Refusing to kill the head node ($node_dir): only worker nodes can be killed."
+  while read -r pid; do [[ -n "$pid" ]] && pids+=("$pid"); done < <(pgrep -f -- "$node_dir" || true)
+  ((${#pids[@]} > 0)) || die "Worker node ${node_dir%/} is not running. Check: $0 status"
+  # Collect the children first: once the raylet dies they are re-parented and lost from view.
+  queue=("${pids[@]}")
+  while ((${#queue[@]} > 0)); do
+    pid="${queue[0]}"
+    queue=("${queue[@]:1}")
+    while read -r child; do
+      [[ -n "$child" ]] || continue
+      pids+=("$child")
+      queue+=("$child")
+    done < <(pgrep -P "$pid" || true)
+  done
+  log "Killing worker node $(basename "$node_dir") (SIGKILL to ${#pids[@]} processes)"
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
 # Print the cluster's state.
 show_status() {
   cluster_env
@@ -199,6 +235,7 @@ main() {
     start) start_cluster ;;
     stop) stop_cluster ;;
     status) show_status ;;
+    kill-node) kill_node "${2:-}" ;;
     env)
       cluster_env
       printf 'export RAY_AUTH_MODE=%q RAY_AUTH_TOKEN_PATH=%q RAY_ADDRESS=%q TF_USE_LEGACY_KERAS=1\n' \
@@ -207,7 +244,7 @@ main() {
     -h | --help | help) print_usage ;;
     *)
       print_usage >&2
-      die "Unknown command '$command'. Use start, stop, status or env."
+      die "Unknown command '$command'. Use start, stop, status, env or kill-node."
       ;;
   esac
 }

@@ -16,12 +16,22 @@
 #   TRAIN_SIZE=4096      training examples (--full: 50000)
 #   TEST_SIZE=1024       test examples (--full: 10000)
 #   DATA_DIR=.data       CIFAR-10 cache, or a folder holding cifar-10-batches-py
-#   RESULTS_DIR=results  where the JSON results and the comparison go
+#   RESULTS_DIR=results  each run writes its results, comparison and REPORT.md into a new
+#                        RESULTS_DIR/<YYYYmmdd-HHMMSS>-<target>/; RESULTS_DIR/latest points at
+#                        the last run that completed; a failed run's folder holds FAILED
+#   RUN_DIR=             write into this new folder instead, leaving latest alone
+#                        (scripts/scaling-benchmark.sh uses it for each configuration)
 #   RAY_ADDRESS=         use this running Ray cluster (host:port) instead of starting one;
 #                        it is never stopped by this script
 #   RAY_PORT=6380        head port of the local cluster
 #   DASHBOARD_PORT=8265  dashboard port of the local cluster
 #   PIN_CPUS=auto        pin local worker nodes and the baseline to their own cores (auto, 1, 0)
+#   CHECKPOINT=0         1: the Ray run saves a checkpoint every epoch and a restarted worker
+#                        group resumes from it (0, the default, keeps the quick start as fast)
+#   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target only)
+#   MAX_FAILURES=2       worker group restarts Ray Train may make before the run fails
+#   RESUME=0             1: continue the latest interrupted Ray run in CHECKPOINT_DIR from its
+#                        last checkpoint (same settings; the baseline runs again)
 #
 # --full runs the whole CIFAR-10 for 10 epochs (hours on a laptop); --smoke-test runs a
 # tiny one-epoch version of everything in about a minute.
@@ -41,12 +51,20 @@ TRAIN_SIZE="${TRAIN_SIZE:-}"
 TEST_SIZE="${TEST_SIZE:-}"
 DATA_DIR="${DATA_DIR:-$REPO_ROOT/.data}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results}"
+RUN_DIR="${RUN_DIR:-}"
+# Whether the caller chose the run folder (then it, not this script, owns `latest`).
+RUN_DIR_GIVEN="${RUN_DIR:+1}"
+INTERRUPTED=""
 RAY_ADDRESS="${RAY_ADDRESS:-}"
 # Whether the user pointed us at a cluster of theirs (never started or stopped here).
 EXISTING_CLUSTER="${RAY_ADDRESS:+1}"
 RAY_PORT="${RAY_PORT:-6380}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
 PIN_CPUS="${PIN_CPUS:-auto}"
+CHECKPOINT="${CHECKPOINT:-0}"
+CHECKPOINT_DIR="${CHECKPOINT_DIR:-$REPO_ROOT/checkpoints}"
+MAX_FAILURES="${MAX_FAILURES:-2}"
+RESUME="${RESUME:-0}"
 PYTHON="$REPO_ROOT/.venv/bin/python"
 TARGET_REASON=""
 CLUSTER_STARTED=0
@@ -69,27 +87,16 @@ parse_flags() {
 
 # Fill in the defaults of the chosen mode and validate every setting.
 resolve_settings() {
-  local epochs=3 batch=64 dataset=synthetic train=4096 test=1024
-  case "$MODE" in
-    full) epochs=10 dataset=cifar10 train=50000 test=10000 ;;
-    smoke) epochs=1 batch=32 train=256 test=128 ;;
-  esac
-  EPOCHS="${EPOCHS:-$epochs}"
-  BATCH_SIZE="${BATCH_SIZE:-$batch}"
-  DATASET="${DATASET:-$dataset}"
-  TRAIN_SIZE="${TRAIN_SIZE:-$train}"
-  TEST_SIZE="${TEST_SIZE:-$test}"
   require_one_of TARGET "$TARGET" auto local minikube
-  require_one_of DATASET "$DATASET" synthetic cifar10
-  require_positive_int EPOCHS "$EPOCHS"
-  require_positive_int BATCH_SIZE "$BATCH_SIZE"
-  require_positive_int TRAIN_SIZE "$TRAIN_SIZE"
-  require_positive_int TEST_SIZE "$TEST_SIZE"
+  resolve_recipe "$MODE"
   [[ -z "$NUM_WORKERS" ]] || require_positive_int NUM_WORKERS "$NUM_WORKERS"
   [[ -z "$CPUS_PER_WORKER" ]] || require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
+  require_one_of CHECKPOINT "$CHECKPOINT" 0 1
+  require_one_of RESUME "$RESUME" 0 1
+  require_non_negative_int MAX_FAILURES "$MAX_FAILURES"
 }
 
 # Decide between the local cluster and minikube, and say why.
@@ -136,11 +143,29 @@ check_results_dir() {
 # Stop the local cluster if this script started it (runs on every exit).
 cleanup() {
   local status=$?
-  if ((CLUSTER_STARTED == 1)); then
-    CLUSTER_STARTED=0
-    NUM_WORKERS="$NUM_WORKERS" RAY_PORT="$RAY_PORT" "$REPO_ROOT/scripts/local-cluster.sh" stop || true
-  fi
+  stop_started_cluster
+  close_run_dir "$status" "$RUN_DIR" "$([[ -n "$RUN_DIR_GIVEN" ]] && echo 0 || echo 1)"
   exit "$status"
+}
+
+# Give this run a folder of its own and point RESULTS_DIR at it; from here on, a failure
+# or an interrupt leaves a FAILED file there and stops the cluster.
+start_run_dir() {
+  if [[ -n "$RUN_DIR_GIVEN" ]]; then
+    mkdir -p "$RUN_DIR" 2>/dev/null && [[ -w "$RUN_DIR" ]] ||
+      die "RUN_DIR '$RUN_DIR' cannot be created or written. Set RUN_DIR to a new folder, or leave it unset."
+    [[ -z "$(ls -A "$RUN_DIR")" ]] ||
+      die "RUN_DIR '$RUN_DIR' already holds files: a run never overwrites another. Pick a new folder, or leave RUN_DIR unset."
+  else
+    local suffix="$TARGET"
+    [[ "$MODE" == default ]] || suffix="$TARGET-$MODE"
+    RUN_DIR="$(create_run_dir "$RESULTS_DIR" "$suffix")" ||
+      die "Could not create a run folder in RESULTS_DIR '$RESULTS_DIR'. Set RESULTS_DIR to a writable folder."
+  fi
+  trap cleanup EXIT
+  trap 'INTERRUPTED=1; exit 130' INT TERM
+  RESULTS_DIR="$RUN_DIR"
+  log "This run's folder: $RUN_DIR"
 }
 
 # Start the local multi-node cluster, or use the one at RAY_ADDRESS.
@@ -150,15 +175,7 @@ start_local_cluster() {
     export RAY_ADDRESS
     return 0
   fi
-  CLUSTER_STARTED=1
-  NUM_WORKERS="$NUM_WORKERS" CPUS_PER_WORKER="$CPUS_PER_WORKER" RAY_PORT="$RAY_PORT" \
-    DASHBOARD_PORT="$DASHBOARD_PORT" PIN_CPUS="$PIN_CPUS" \
-    "$REPO_ROOT/scripts/local-cluster.sh" start || {
-    CLUSTER_STARTED=0
-    die "Could not start the local Ray cluster (see the message above)."
-  }
-  eval "$(RAY_PORT="$RAY_PORT" "$REPO_ROOT/scripts/local-cluster.sh" env)"
-  log "Dashboard: http://127.0.0.1:$DASHBOARD_PORT (open it while training runs)"
+  start_cluster_nodes "$NUM_WORKERS"
 }
 
 # The flags both trainings share (in the array COMMON_FLAGS; bash 3.2 has no mapfile).
@@ -184,8 +201,13 @@ run_baseline() {
 run_ray() {
   log "2/3 Ray Train: $NUM_WORKERS workers x $CPUS_PER_WORKER CPU(s), batch $BATCH_SIZE per worker"
   set_common_flags
+  # Checkpoints are opt-in (CHECKPOINT=1, RESUME=1); see training/checkpointing.py.
+  local fault_tolerance=(--max-failures "$MAX_FAILURES" --storage-path "$CHECKPOINT_DIR")
+  ((CHECKPOINT == 0)) || fault_tolerance+=(--checkpoint)
+  ((RESUME == 0)) || fault_tolerance+=(--resume)
   "$PYTHON" -m training.ray_training "${COMMON_FLAGS[@]}" --batch-size "$BATCH_SIZE" \
-    --num-workers "$NUM_WORKERS" --cpus-per-worker "$CPUS_PER_WORKER" --address "$RAY_ADDRESS" ||
+    --num-workers "$NUM_WORKERS" --cpus-per-worker "$CPUS_PER_WORKER" --address "$RAY_ADDRESS" \
+    "${fault_tolerance[@]}" ||
     die "The Ray training failed (see above)."
 }
 
@@ -197,6 +219,13 @@ run_compare() {
   log "Results: $RESULTS_DIR/baseline_results.json, $RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json, $RESULTS_DIR/comparison.json"
 }
 
+# REPORT.md and the plots in the run folder; prints whether each target holds.
+write_report() {
+  log "Report"
+  "$PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
+    die "The report could not be written (see above); the JSON results are in $RUN_DIR."
+}
+
 # The whole local benchmark.
 run_local_target() {
   NUM_WORKERS="${NUM_WORKERS:-2}"
@@ -204,12 +233,12 @@ run_local_target() {
   print_settings
   check_results_dir
   ensure_venv requirements.txt
-  trap cleanup EXIT
-  trap 'exit 130' INT TERM
+  start_run_dir
   start_local_cluster
   run_baseline
   run_ray
   run_compare
+  write_report
 }
 
 main() {
@@ -217,11 +246,15 @@ main() {
   resolve_settings
   choose_target
   if [[ "$TARGET" == "minikube" ]]; then
+    [[ "$CHECKPOINT$RESUME" == 00 ]] ||
+      die "CHECKPOINT=1 and RESUME=1 work on the local target only: the Minikube pods share no filesystem and Ray Train refuses multi-node checkpoints without shared storage. Use TARGET=local, or leave CHECKPOINT unset."
     print_settings
     check_results_dir
     ensure_venv requirements.txt
+    start_run_dir
     export NUM_WORKERS CPUS_PER_WORKER EPOCHS BATCH_SIZE DATASET TRAIN_SIZE TEST_SIZE RESULTS_DIR
     run_minikube_target
+    write_report
   else
     run_local_target
   fi

@@ -27,6 +27,17 @@ def run(command, env=None, timeout=600, cwd=REPO_ROOT):
                           timeout=timeout)
 
 
+def cluster_processes(cluster_dir):
+    """Live (not zombie) processes started with this cluster's temp dirs.
+
+    -ww: without it ps cuts each line at 80 columns under pytest, and the temp dir, far
+    into a Ray command line, would never match: the check would always pass.
+    """
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines()
+            if cluster_dir + "/" in line and not line.split()[1].startswith("Z")]
+
+
 @pytest.fixture(scope="session")
 def tf():
     from training.runtime import import_tensorflow

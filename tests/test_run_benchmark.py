@@ -3,23 +3,15 @@
 import json
 import os
 import socket
-import subprocess
 import time
 
 import pytest
 
-from conftest import REPO_ROOT, run
+from conftest import REPO_ROOT, cluster_processes, run
 
 SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
 # Ports of this file's benchmark cluster: free of the session test cluster's.
 PORTS = {"RAY_PORT": "6396", "DASHBOARD_PORT": "8276"}
-
-
-def cluster_processes(cluster_dir):
-    """Live (not zombie) processes started with this cluster's temp dirs."""
-    listing = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    return [line for line in listing.splitlines()
-            if cluster_dir in line and not line.split()[1].startswith("Z")]
 
 
 def test_help_lists_every_setting():
@@ -27,7 +19,7 @@ def test_help_lists_every_setting():
     assert finished.returncode == 0
     for setting in ("TARGET=auto", "NUM_WORKERS=2", "CPUS_PER_WORKER=1", "EPOCHS=3", "BATCH_SIZE=64",
                     "DATASET=synthetic", "TRAIN_SIZE=4096", "TEST_SIZE=1024", "RESULTS_DIR=results",
-                    "RAY_ADDRESS=", "RAY_PORT=6380", "DASHBOARD_PORT=8265", "PIN_CPUS=auto", "--full",
+                    "RUN_DIR=", "RAY_ADDRESS=", "RAY_PORT=6380", "DASHBOARD_PORT=8265", "PIN_CPUS=auto", "--full",
                     "--smoke-test"):
         assert setting in finished.stdout, setting
 
@@ -68,6 +60,15 @@ def test_unwritable_results_dir_is_refused_before_anything_starts(tmp_path):
     assert "Starting head node" not in finished.stdout
 
 
+def test_a_run_folder_that_already_holds_files_is_never_written_into(tmp_path):
+    (tmp_path / "baseline_results.json").write_text("{}")
+    finished = run([SCRIPT, "--smoke-test"], env={"RUN_DIR": str(tmp_path), "TARGET": "local", **PORTS})
+    assert finished.returncode == 1
+    assert f"RUN_DIR '{tmp_path}' already holds files" in finished.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["baseline_results.json"]
+    assert "Starting head node" not in finished.stdout
+
+
 def test_a_port_taken_by_another_process_is_reported_with_the_fix(tmp_path):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -79,6 +80,11 @@ def test_a_port_taken_by_another_process_is_reported_with_the_fix(tmp_path):
     assert finished.returncode == 1
     assert f"Port {port} is already taken" in finished.stderr and "RAY_PORT=" in finished.stderr
     assert "1/3 Baseline" not in finished.stdout
+    # The failed run keeps its folder with the reason; `latest` only ever names a completed run.
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.endswith("-local-smoke")
+    assert (folder / "FAILED").read_text() == "Could not start the local Ray cluster (see the message above).\n"
+    assert not (tmp_path / "latest").exists()
 
 
 def test_smoke_benchmark_runs_both_trainings_compares_and_stops_its_cluster(tmp_path):
@@ -89,14 +95,26 @@ def test_smoke_benchmark_runs_both_trainings_compares_and_stops_its_cluster(tmp_
     assert finished.stdout.splitlines()[0].startswith("Target: local, because ")
     assert "Dashboard: http://127.0.0.1:8276" in finished.stdout
     assert "Speedup (training time):" in finished.stdout
-    baseline = json.loads((tmp_path / "baseline_results.json").read_text())
-    ray_run = json.loads((tmp_path / "ray_results_2workers.json").read_text())
-    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    # Each run gets its own folder; `latest` is a relative link to it.
+    run_dir = tmp_path / "latest"
+    assert os.readlink(run_dir).endswith("-local-smoke") and "/" not in os.readlink(run_dir)
+    assert not (run_dir / "FAILED").exists()
+    baseline = json.loads((run_dir / "baseline_results.json").read_text())
+    ray_run = json.loads((run_dir / "ray_results_2workers.json").read_text())
+    comparison = json.loads((run_dir / "comparison.json").read_text())
     # The baseline gets one worker's CPUs and the Ray run's global batch.
     assert baseline["cpus_per_worker"] == 1 and baseline["global_batch_size"] == ray_run["global_batch_size"] == 64
     assert ray_run["weights_identical"] is True
     assert len({worker["node_id"] for worker in ray_run["workers"]}) == 2
     assert comparison["speedup"] == pytest.approx(baseline["train_time_seconds"] / ray_run["train_time_seconds"])
     assert comparison["warnings"] == []
+    # Per-epoch progress from both paths, the targets with verdicts, and the report.
+    assert "baseline epoch 1: " in finished.stdout and "ray worker 0/2 epoch 1: " in finished.stdout
+    assert "Ray 2 workers: steady-state throughput >= 1.80x the baseline" in finished.stdout
+    assert "Ray 2 workers: trainer start to first batch <= 15 s: " in finished.stdout
+    report = (run_dir / "REPORT.md").read_text()
+    assert "## Per-class results" in report and report.count("Confusion matrix") == 2
+    for picture in ("speedup.png", "epoch_times.png", "learning_curves_2workers.png"):
+        assert (run_dir / picture).read_bytes().startswith(b"\x89PNG"), picture
     assert "Local cluster stopped." in finished.stdout
     assert cluster_processes(cluster_dir) == []

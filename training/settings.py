@@ -47,6 +47,17 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {value}")
+    return value
+
+
 def positive_float(text):
     """argparse type: a number > 0."""
     try:

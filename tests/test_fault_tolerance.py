@@ -1,0 +1,258 @@
+"""Fault tolerance on the real local cluster: a worker node killed after epoch 1 and the run
+still finishes (scripts/chaos.sh), an interrupted run resumed to completion, Ctrl-C of the
+benchmark leaving no Ray process, and the bad input of checkpoints, resuming and chaos."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, REPO_ROOT, cluster_processes, run
+from training import checkpointing, results
+
+CHAOS = str(REPO_ROOT / "scripts" / "chaos.sh")
+BENCHMARK = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
+LOCAL_CLUSTER = str(REPO_ROOT / "scripts" / "local-cluster.sh")
+# This file's clusters: free of the session cluster (6395), run-benchmark's tests (6396) and
+# the scaling benchmark's (6399). 6397: clusters the scripts start; 6398: the resume cluster.
+SCRIPT_PORTS = {"RAY_PORT": "6397", "DASHBOARD_PORT": "8277", "CLUSTER_DIR": "/tmp/ray-demo-6397"}
+RESUME_PORTS = {"RAY_PORT": "6398", "DASHBOARD_PORT": "8278", "CLUSTER_DIR": "/tmp/ray-demo-test-6398"}
+TINY_ENV = {"TRAIN_SIZE": "256", "TEST_SIZE": "128", "BATCH_SIZE": "32", "EPOCHS": "3"}
+TINY_FLAGS = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "32",
+              "--num-workers", "2", "--cpus-per-worker", "1"]
+
+
+@pytest.fixture(scope="module")
+def resume_cluster():
+    """A 0-CPU head and two 1-CPU worker nodes on this file's own port."""
+    settings = {"NUM_WORKERS": "2", "CPUS_PER_WORKER": "1", **RESUME_PORTS}
+    run([LOCAL_CLUSTER, "stop"], env=settings)
+    started = run([LOCAL_CLUSTER, "start"], env=settings, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    cluster_dir = RESUME_PORTS["CLUSTER_DIR"]
+    yield {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{cluster_dir}/auth_token",
+           "RAY_ADDRESS": f"127.0.0.1:{RESUME_PORTS['RAY_PORT']}", "TF_USE_LEGACY_KERAS": "1"}
+    run([LOCAL_CLUSTER, "stop"], env=settings)
+
+
+# ------------------------------------------------------------------ a worker node is killed
+
+def test_chaos_demo_kills_a_worker_node_after_epoch_one_and_the_run_still_finishes(tmp_path):
+    env = {**TINY_ENV, **SCRIPT_PORTS, "RESULTS_DIR": str(tmp_path / "results"),
+           "CHECKPOINT_DIR": str(tmp_path / "checkpoints"), "KILL_AFTER_EPOCH": "1"}
+    finished = run([CHAOS], env=env, timeout=1200)
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output[-6000:]
+    record = json.loads((tmp_path / "results" / results.ray_file(2)).read_text())
+    # The requested epochs, each counted once, with every sample, after one restart.
+    assert record["epochs_completed"] == record["epochs_requested"] == 3
+    assert [entry["epoch"] for entry in record["history"]] == [1, 2, 3]
+    assert record["restarts"] >= 1 and record["restart_resumed_from_epochs"][0] == 1
+    for worker in record["workers"]:
+        assert worker["steps_per_epoch"] == [4, 4, 4] and worker["samples_per_epoch"] == [128] * 3
+    checksums = {worker["weights_checksum"] for worker in record["workers"]}
+    assert len(checksums) == 1 and record["weights_identical"] is True
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and len(record["test_predictions"]) == 128
+    # The killed node is gone from the group that finished; the new group resumed at epoch 2.
+    failure = record["injected_failure"]
+    assert failure["after_epoch"] == 1 and failure["resumed_from_epoch"] == 1
+    assert failure["node_id"] not in record["attempts"][-1]["nodes"].values()
+    assert 0 < failure["detect_and_restart_seconds"] < 600
+    assert "CHAOS: epoch 1 is checkpointed; killing the node of worker rank 1" in output
+    assert "fault tolerance: RESTART 1: a new worker group (attempt 2) resumes from the epoch 1" in output
+    assert "Time lost to one worker failure:" in output and "Restarts of the worker group: 1" in output
+    status = json.loads((tmp_path / "checkpoints" / record["run_name"] / checkpointing.STATUS_FILE).read_text())
+    assert status["status"] == "completed"
+    assert "Local cluster stopped." in output
+    time.sleep(1)
+    assert cluster_processes(SCRIPT_PORTS["CLUSTER_DIR"]) == []
+
+
+# --------------------------------------------------------- an interrupted run is resumed
+
+def wait_for_checkpoint(run_dir, epoch, process, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the run ended before it was interrupted"
+        if checkpointing.registered_epoch(str(run_dir)) >= epoch:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"no checkpoint of epoch {epoch} within {timeout}s")
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint_to_completion(resume_cluster, tmp_path):
+    storage = tmp_path / "checkpoints"
+    common = [PYTHON, "-m", "training.ray_training", *TINY_FLAGS, "--epochs", "3",
+              "--storage-path", str(storage), "--results-dir", str(tmp_path / "results")]
+    process = subprocess.Popen([*common, "--checkpoint", "--run-name", "long-run"], cwd=REPO_ROOT,
+                               env={**os.environ, **resume_cluster}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_checkpoint(storage / "long-run", 1, process)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        output = process.communicate(timeout=180)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, output[-4000:]
+    assert "interrupted: no results were written" in output
+    assert not (tmp_path / "results" / results.ray_file(2)).exists()
+    status = json.loads((storage / "long-run" / checkpointing.STATUS_FILE).read_text())
+    assert status["status"] == "interrupted"
+
+    resumed = run([*common, "--resume"], env=resume_cluster, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
+    record = json.loads((tmp_path / "results" / results.ray_file(2)).read_text())
+    assert record["run_name"] == "long-run" and record["resumed_from_epoch"] >= 1
+    assert record["epochs_completed"] == 3 and [entry["epoch"] for entry in record["history"]] == [1, 2, 3]
+    assert record["restarts"] == 0 and record["weights_identical"] is True
+    for worker in record["workers"]:
+        assert worker["samples_per_epoch"] == [128] * 3
+    assert "restored the epoch" in resumed.stdout
+    assert json.loads((storage / "long-run" / checkpointing.STATUS_FILE).read_text())["status"] == "completed"
+
+    again = run([*common, "--resume", "--run-name", "long-run"], env=resume_cluster, timeout=120)
+    assert again.returncode == 2
+    assert "Run 'long-run' already completed" in again.stderr and "RESUME=0" in again.stderr
+
+
+def test_a_port_taken_by_another_ray_cluster_is_refused_and_that_cluster_left_running(resume_cluster, tmp_path):
+    assert cluster_processes(RESUME_PORTS["CLUSTER_DIR"]) != [], "the other cluster must be running"
+    started = time.time()
+    env = {**TINY_ENV, "RAY_PORT": RESUME_PORTS["RAY_PORT"], "DASHBOARD_PORT": "8277",
+           "CLUSTER_DIR": "/tmp/ray-demo-6398-other", "RESULTS_DIR": str(tmp_path)}
+    finished = run([CHAOS], env=env, timeout=120)
+    assert finished.returncode == 1
+    assert f"Port {RESUME_PORTS['RAY_PORT']} is already taken (another Ray cluster?)" in finished.stderr
+    assert "RAY_PORT=" in finished.stderr and time.time() - started < 60
+    assert cluster_processes(RESUME_PORTS["CLUSTER_DIR"]) != []  # the other cluster is untouched
+
+
+# ------------------------------------------------------------- Ctrl-C of the benchmark
+
+def test_ctrl_c_during_the_ray_run_of_the_benchmark_leaves_no_ray_process(tmp_path):
+    env = dict(os.environ, RESULTS_DIR=str(tmp_path), TARGET="local", RAY_PORT=SCRIPT_PORTS["RAY_PORT"],
+               DASHBOARD_PORT=SCRIPT_PORTS["DASHBOARD_PORT"])
+    process = subprocess.Popen([BENCHMARK, "--smoke-test"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if "ray: run '" in line:  # the Ray run has started its workers' placement
+                break
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        seen.append(process.communicate(timeout=180)[0])
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            run([LOCAL_CLUSTER, "stop"], env={"RAY_PORT": SCRIPT_PORTS["RAY_PORT"]})
+    output = "".join(seen)
+    assert process.returncode == 130, output[-4000:]
+    assert "Local cluster stopped." in output
+    assert not list(tmp_path.rglob(results.ray_file(2)))  # no partial results where complete ones go
+    time.sleep(1)
+    assert cluster_processes(SCRIPT_PORTS["CLUSTER_DIR"]) == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-failures", "-1"], "--max-failures: expected a whole number (0 or more), got -1"),
+    (["--max-failures", "two"], "--max-failures: expected a whole number (0 or more), got 'two'"),
+])
+def test_ray_training_rejects_a_bad_max_failures(tmp_path, flags, message):
+    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--results-dir", str(tmp_path),
+                    *flags], timeout=60)
+    assert finished.returncode == 2 and message in finished.stderr
+
+
+def write_run(storage, name, status, **settings):
+    folder = storage / name
+    folder.mkdir(parents=True)
+    base = {"dataset": "synthetic", "train_size": 256, "test_size": 128, "batch_size": 32, "epochs": 1,
+            "num_workers": 2, "seed": 42, "learning_rate": 0.001}
+    base.update(settings)
+    (folder / checkpointing.STATUS_FILE).write_text(json.dumps(
+        {"status": status, "settings": base, "pid": 999999999, "updated": 1.0, "results": "r.json"}))
+
+
+@pytest.mark.parametrize("prepare, flags, message", [
+    (None, ["--resume"], "There is no interrupted run to resume in"),
+    (None, ["--resume", "--run-name", "nope"], "There is no run 'nope' to resume in"),
+    (("done", "completed", {}), ["--resume"], "There is no interrupted run to resume in"),
+    (("done", "completed", {}), ["--resume", "--run-name", "done"], "Run 'done' already completed"),
+    (("old", "interrupted", {"train_size": 512}), ["--resume"],
+     "Run 'old' cannot be resumed with other settings: train_size 512 -> 256"),
+    (("taken", "failed", {}), ["--checkpoint", "--run-name", "taken"],
+     "A run named 'taken' already exists in"),
+])
+def test_resuming_fails_within_seconds_with_what_to_do(tmp_path, prepare, flags, message):
+    storage = tmp_path / "checkpoints"
+    storage.mkdir()
+    if prepare:
+        write_run(storage, prepare[0], prepare[1], **prepare[2])
+    started = time.time()
+    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--num-workers", "2",
+                    "--results-dir", str(tmp_path / "results"), "--storage-path", str(storage), *flags],
+                   timeout=60)
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert message in finished.stderr
+    assert time.time() - started < 30
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KILL_AFTER_EPOCH": "3", "EPOCHS": "3"}, "KILL_AFTER_EPOCH (3) must be less than EPOCHS (3)"),
+    ({"KILL_AFTER_EPOCH": "0"}, "KILL_AFTER_EPOCH must be a whole number of at least 1, got '0'"),
+    ({"KILL_RANK": "2"}, "KILL_RANK (2) must name a worker rank, 0 to 1"),
+    ({"KILL_RANK": "-1"}, "KILL_RANK must be a whole number (0 or more), got '-1'"),
+    ({"KILL_DELAY": "soon"}, "KILL_DELAY must be a whole number (0 or more), got 'soon'"),
+    ({"SPARE_NODES": "1.5"}, "SPARE_NODES must be a whole number (0 or more), got '1.5'"),
+    ({"MAX_FAILURES": "0"}, "MAX_FAILURES must be a whole number of at least 1, got '0'"),
+    ({"NUM_WORKERS": "zero"}, "NUM_WORKERS must be a whole number of at least 1, got 'zero'"),
+    ({"EPOCHS": "-1"}, "EPOCHS must be a whole number of at least 1, got '-1'"),
+    ({"DATASET": "mnist"}, "DATASET must be one of: synthetic cifar10; got 'mnist'"),
+    ({"WAIT_TIMEOUT": "0"}, "WAIT_TIMEOUT must be a whole number of at least 1, got '0'"),
+    ({"RAY_PORT": "x"}, "RAY_PORT must be a whole number of at least 1, got 'x'"),
+])
+def test_chaos_rejects_bad_settings_at_once(env, message):
+    started = time.time()
+    finished = run([CHAOS], env={**SCRIPT_PORTS, **env}, timeout=60)
+    assert finished.returncode == 1
+    assert message in finished.stderr
+    assert "Starting head node" not in finished.stdout and time.time() - started < 10
+
+
+def test_chaos_refuses_unwritable_folders_and_unknown_arguments(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for name in ("RESULTS_DIR", "CHECKPOINT_DIR"):
+        finished = run([CHAOS], env={**SCRIPT_PORTS, name: str(blocker / "sub")}, timeout=60)
+        assert finished.returncode == 1 and f"{name} '{blocker / 'sub'}' cannot be created or written" in finished.stderr
+    finished = run([CHAOS, "--now"], timeout=60)
+    assert finished.returncode == 1 and "Unknown argument '--now'" in finished.stderr
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("", "kill-node needs a worker node number (1, 2, ...) or a Ray node ID, got ''"),
+    ("head", "kill-node needs a worker node number"),
+    ("7", "Worker node /tmp/ray-demo-test-6390/ray-worker-7 is not running"),
+    ("abcdef0123456789abcdef", "No node with ID abcdef0123456789abcdef runs in the local cluster"),
+])
+def test_kill_node_refuses_what_it_cannot_kill(argument, message):
+    finished = run([LOCAL_CLUSTER, "kill-node", argument],
+                   env={"RAY_PORT": "6390", "CLUSTER_DIR": "/tmp/ray-demo-test-6390"}, timeout=30)
+    assert finished.returncode == 1 and message in finished.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MAX_FAILURES": "-1"}, "MAX_FAILURES must be a whole number (0 or more), got '-1'"),
+    ({"CHECKPOINT": "yes"}, "CHECKPOINT must be one of: 0 1; got 'yes'"),
+    ({"RESUME": "maybe"}, "RESUME must be one of: 0 1; got 'maybe'"),
+])
+def test_benchmark_rejects_bad_fault_tolerance_settings(env, message):
+    finished = run([BENCHMARK], env={"TARGET": "local", **env}, timeout=60)
+    assert finished.returncode == 1 and message in finished.stderr

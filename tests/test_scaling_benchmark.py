@@ -1,0 +1,228 @@
+"""scripts/scaling-benchmark.sh and the run folders of scripts/lib.sh: plan, failures, a real sweep."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO_ROOT, cluster_processes, run
+
+SCRIPT = str(REPO_ROOT / "scripts" / "scaling-benchmark.sh")
+# Ports of this file's cluster: free of the session test cluster's (6395), run-benchmark's
+# tests' (6396) and the fault-tolerance tests' (6397, 6398).
+PORTS = {"RAY_PORT": "6399", "DASHBOARD_PORT": "8279"}
+CLUSTER_DIR = f"/tmp/ray-demo-{PORTS['RAY_PORT']}"
+
+
+def fake_tool(folder, name, output):
+    """An executable NAME in FOLDER that prints OUTPUT: put FOLDER first on PATH."""
+    folder.mkdir(exist_ok=True)
+    tool = folder / name
+    tool.write_text(f"#!/usr/bin/env bash\necho '{output}'\n")
+    tool.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def run_folders(root):
+    return sorted(path for path in root.iterdir() if path.is_dir() and not path.is_symlink())
+
+
+# ---------------------------------------------------------------- settings and plan
+
+
+def test_help_lists_every_setting():
+    finished = run([SCRIPT, "--help"])
+    assert finished.returncode == 0
+    for setting in ('WORKER_COUNTS="1 2"', "CPUS_PER_WORKER=1", "EPOCHS=3", "BATCH_SIZE=64", "DATASET=synthetic",
+                    "TRAIN_SIZE=4096", "TEST_SIZE=1024", "DATA_DIR=.data", "RESULTS_DIR=results", "RAY_PORT=6380",
+                    "DASHBOARD_PORT=8265", "PIN_CPUS=auto", "--smoke-test", "--dry-run"):
+        assert setting in finished.stdout, setting
+
+
+@pytest.mark.parametrize("cores, counts", [("2", "1 2"), ("3", "1 2"), ("4", "1 2 4"), ("8", "1 2 4")])
+def test_four_workers_join_the_default_sweep_only_with_four_cores(tmp_path, cores, counts):
+    finished = run([SCRIPT, "--dry-run"], env=fake_tool(tmp_path, "getconf", cores))
+    assert finished.returncode == 0, finished.stderr
+    assert f'WORKER_COUNTS="{counts}"' in finished.stdout
+    assert f"this machine has {cores} cores" in finished.stdout
+    last = counts.split()[-1]
+    assert (f"Configuration {len(counts.split())}/{len(counts.split())}: plain Keras at batch {64 * int(last)}, "
+            f"then Ray Train with {last} worker(s) at batch 64 each") in finished.stdout
+    assert "Dry run: nothing was started." in finished.stdout
+
+
+def test_the_default_sweep_is_estimated_within_25_minutes_on_two_cores(tmp_path):
+    finished = run([SCRIPT, "--dry-run"], env=fake_tool(tmp_path, "getconf", "2"))
+    minutes = int(finished.stdout.split("Estimated time: about ")[1].split()[0])
+    assert 15 <= minutes <= 25
+
+
+def test_worker_counts_are_sorted_and_counted_once_and_too_many_for_the_cores_are_warned_about(tmp_path):
+    finished = run([SCRIPT, "--dry-run"], env={"WORKER_COUNTS": "4 1 02 2", **fake_tool(tmp_path, "getconf", "2")})
+    assert finished.returncode == 0, finished.stderr
+    assert 'WORKER_COUNTS="1 2 4"' in finished.stdout
+    assert "PIN_CPUS=0" in finished.stdout  # 4 worker nodes cannot each have a core of 2
+    assert "4 workers x 1 CPU(s) need more than this machine's 2 cores" in finished.stderr
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORKER_COUNTS": "0"}, "WORKER_COUNTS must be a whole number of at least 1, got '0'"),
+    ({"WORKER_COUNTS": "1 two"}, "WORKER_COUNTS must be a whole number of at least 1, got 'two'"),
+    ({"WORKER_COUNTS": " "}, "WORKER_COUNTS is empty"),
+    ({"EPOCHS": "0"}, "EPOCHS must be a whole number of at least 1, got '0'"),
+    ({"CPUS_PER_WORKER": "half"}, "CPUS_PER_WORKER must be a whole number of at least 1, got 'half'"),
+    ({"DATASET": "imagenet"}, "DATASET must be one of: synthetic cifar10; got 'imagenet'"),
+    ({"PIN_CPUS": "yes"}, "PIN_CPUS must be one of: auto 0 1; got 'yes'"),
+])
+def test_bad_settings_fail_at_once_with_a_clear_message(tmp_path, env, message):
+    finished = run([SCRIPT], env={"RESULTS_DIR": str(tmp_path), **env}, timeout=60)
+    assert finished.returncode == 1
+    assert message in finished.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder for a run that never started
+
+
+def test_unknown_argument_is_refused():
+    finished = run([SCRIPT, "--full"])
+    assert finished.returncode == 1
+    assert "Unknown argument '--full'" in finished.stderr
+
+
+# ---------------------------------------------------------------- run folders (lib.sh)
+
+
+def lib(command, tmp_path, **env):
+    return run(["bash", "-c", f"source scripts/lib.sh && {command}"], env={**env, **fake_tool(
+        tmp_path / "bin", "date", "20261125-180000")})
+
+
+def test_two_runs_in_the_same_second_get_two_folders(tmp_path):
+    finished = lib(f"create_run_dir {tmp_path}/results local && create_run_dir {tmp_path}/results local",
+                   tmp_path)
+    assert finished.stdout.split() == [f"{tmp_path}/results/20261125-180000-local",
+                                       f"{tmp_path}/results/20261125-180000-local-2"]
+    assert (tmp_path / "results" / "20261125-180000-local-2").is_dir()
+
+
+def test_a_completed_run_moves_latest_with_a_relative_link(tmp_path):
+    root = tmp_path / "results"
+    (root / "old").mkdir(parents=True)
+    (root / "new").mkdir()
+    (root / "latest").symlink_to("old")
+    finished = lib(f"close_run_dir 0 {root}/new 1", tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert os.readlink(root / "latest") == "new"
+    assert not (root / "new" / "FAILED").exists()
+
+
+@pytest.mark.parametrize("setup, reason", [
+    ("LAST_ERROR='The baseline training failed (see above).'", "The baseline training failed (see above)."),
+    ("INTERRUPTED=1", "Interrupted by a signal (exit status 130)."),
+    ("true", "Exited with status 130; see the output of the run."),
+])
+def test_a_failed_run_gets_a_failed_file_with_the_reason_and_latest_stays(tmp_path, setup, reason):
+    root = tmp_path / "results"
+    (root / "old").mkdir(parents=True)
+    (root / "new").mkdir()
+    (root / "latest").symlink_to("old")
+    finished = lib(f"{setup}; close_run_dir 130 {root}/new 1", tmp_path)
+    assert (root / "new" / "FAILED").read_text() == reason + "\n"
+    assert os.readlink(root / "latest") == "old"
+    assert "FAILED file saying why" in finished.stderr
+
+
+def test_a_run_folder_chosen_by_the_caller_leaves_latest_alone(tmp_path):
+    root = tmp_path / "results"
+    (root / "sweep" / "workers-1").mkdir(parents=True)
+    finished = lib(f"close_run_dir 0 {root}/sweep/workers-1 0", tmp_path)
+    assert finished.returncode == 0
+    assert not (root / "sweep" / "latest").exists()
+
+
+# ---------------------------------------------------------------- failures for real
+
+
+def test_a_sweep_that_cannot_start_its_cluster_leaves_failed_and_does_not_move_latest(tmp_path):
+    (tmp_path / "20260101-000000-sweep").mkdir()
+    (tmp_path / "latest").symlink_to("20260101-000000-sweep")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        finished = run([SCRIPT, "--smoke-test"], env={"RESULTS_DIR": str(tmp_path), "RAY_PORT": str(port),
+                                                      "DASHBOARD_PORT": PORTS["DASHBOARD_PORT"]}, timeout=300)
+    assert finished.returncode == 1
+    assert f"Port {port} is already taken" in finished.stderr
+    new = [folder for folder in run_folders(tmp_path) if folder.name != "20260101-000000-sweep"]
+    assert len(new) == 1 and new[0].name.endswith("-sweep-smoke")
+    assert (new[0] / "FAILED").read_text() == "Could not start the local Ray cluster (see the message above).\n"
+    assert os.readlink(tmp_path / "latest") == "20260101-000000-sweep"
+
+
+def test_an_interrupted_sweep_stops_its_cluster_and_marks_both_folders_failed(tmp_path):
+    env = dict(os.environ, RESULTS_DIR=str(tmp_path), **PORTS)
+    process = subprocess.Popen([SCRIPT, "--smoke-test"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line)
+            if "1/3 Baseline" in line:
+                break
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        seen.append(process.communicate(timeout=120)[0])
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            run([str(REPO_ROOT / "scripts" / "local-cluster.sh"), "stop"], env={"RAY_PORT": PORTS["RAY_PORT"]})
+    output = "".join(seen)
+    assert process.returncode == 130, output[-3000:]
+    (sweep,) = run_folders(tmp_path)
+    assert (sweep / "FAILED").read_text() == "Interrupted by a signal (exit status 130).\n"
+    assert (sweep / "workers-1" / "FAILED").read_text().startswith("Interrupted by a signal")
+    assert not (tmp_path / "latest").exists()
+    assert "Local cluster stopped." in output
+    time.sleep(1)
+    assert cluster_processes(CLUSTER_DIR) == []
+
+
+# ---------------------------------------------------------------- the whole sweep for real
+
+
+def test_smoke_sweep_runs_every_configuration_reports_the_targets_and_moves_latest(tmp_path):
+    finished = run([SCRIPT, "--smoke-test"], env={"RESULTS_DIR": str(tmp_path), **PORTS}, timeout=1200)
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output[-5000:]
+    (sweep,) = run_folders(tmp_path)
+    assert sweep.name.endswith("-sweep-smoke")
+    assert os.readlink(tmp_path / "latest") == sweep.name
+    assert not (sweep / "FAILED").exists()
+    # One comparison per worker count, each against the baseline of the same global batch.
+    for workers, global_batch in ((1, 32), (2, 64)):
+        folder = sweep / f"workers-{workers}"
+        baseline = json.loads((folder / "baseline_results.json").read_text())
+        ray_run = json.loads((folder / f"ray_results_{workers}workers.json").read_text())
+        assert baseline["global_batch_size"] == ray_run["global_batch_size"] == global_batch
+        assert baseline["cpus_per_worker"] == ray_run["cpus_per_worker"] == 1
+        assert len({worker["node_id"] for worker in ray_run["workers"]}) == workers
+        assert (folder / "comparison.json").exists() and (folder / "REPORT.md").exists()
+    # Progress: per-epoch lines with time and img/s from both paths.
+    assert "baseline epoch 1: " in output and "ray worker 1/2 epoch 1: " in output
+    assert output.count(" img/s, loss=") >= 2 + 3
+    # Every target is printed with its measured value and a verdict.
+    summary = output.rsplit("Report over all configurations", 1)[1]
+    for target in ("Ray 1 worker: steady-state throughput >= 0.95x plain Keras: ",
+                   "Ray 2 workers: steady-state throughput >= 1.80x the baseline (efficiency >= 0.90): ",
+                   "Ray 1 worker: trainer start to first batch <= 15 s: ",
+                   "Ray 2 workers: test accuracy within 1 point of the baseline's: "):
+        line = next(line for line in summary.splitlines() if target in line)
+        assert line.split()[0] in ("PASS", "FAIL"), line
+    text = (sweep / "REPORT.md").read_text()
+    assert "| Ray Train, 1 worker |" in text and "| Ray Train, 2 workers |" in text
+    for picture in ("speedup.png", "epoch_times.png", "learning_curves_1workers.png", "learning_curves_2workers.png"):
+        assert (sweep / picture).read_bytes().startswith(b"\x89PNG"), picture
+    assert "Local cluster stopped." in output
+    assert cluster_processes(CLUSTER_DIR) == []
