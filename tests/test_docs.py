@@ -1,0 +1,498 @@
+"""The docs teach only what the code does: every command, flag, setting, path and number in them is checked.
+
+Documents: README.md, GETTING_STARTED.md, docs/EXERCISE.md, docs/QUICK_REFERENCE.md, AGENTS.md.
+
+- Every fenced shell command (```bash, ```sh, ```shell, ```console) and every command quoted
+  inline in backticks is parsed: a `./scripts/X.sh` or `docker/X.sh` must exist, each of its
+  `--flags`, subcommands and `NAME=value` settings must appear in its `--help`; a
+  `python -m training.X` must exist and accept its flags (its `--help`); commands of other
+  tools (kubectl, minikube, helm, ray, docker) are accepted, but the Ray and KubeRay names
+  they use (ray-training-cluster, ray-system, ray-head-nodeport, ...) must exist in k8s/ or
+  scripts/. Commands that only print (`--help`, `--dry-run`) are run.
+- Every repo path, script or module file name and setting name in backticks exists.
+- Links to Ray go to https://docs.ray.io/en/latest/... or https://github.com/ray-project/...,
+  and the README links the pages the demo builds on.
+- Numbers come from the committed run in docs/results/quickstart/: the README's comparison
+  table is the one training/compare.py prints for that comparison.json, and every speedup,
+  throughput, accuracy, time and duration quoted in the docs is one of that run's values.
+
+Static and quick: reads files and runs only `--help` / `--dry-run`, which start nothing.
+"""
+
+import concurrent.futures
+import glob
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from training import compare, report
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ("README.md", "GETTING_STARTED.md", "docs/EXERCISE.md", "docs/QUICK_REFERENCE.md", "AGENTS.md")
+QUICKSTART_DIR = os.path.join(REPO_ROOT, "docs", "results", "quickstart")
+SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
+PATH_PREFIXES = ("training", "scripts", "k8s", "docker", "docs", "tests", ".ci")
+PATH_PATTERN = re.compile(r"^(?:\./)?(?:%s)/[\w./<>*-]*$" % "|".join(re.escape(p) for p in PATH_PREFIXES))
+SCRIPT_PATTERN = re.compile(r"^(?:\./)?(?:scripts|docker)/[\w.-]+\.sh$")
+# An inline `...` span that is a command: settings, then a script or a training module.
+INLINE_COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:\./)?(?:scripts|docker)/[\w.-]+\.sh\b|"
+                            r"(?:\.venv/bin/)?python3? -m training\.)")
+ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
+# Tools whose commands are accepted as they are; their Ray names are checked.
+OTHER_TOOLS = {"kubectl", "minikube", "helm", "ray", ".venv/bin/ray", "docker", "git", "cat", "ls",
+               "rm", "cd", "export", "eval", "echo", "nproc", "top", "df", "du", "open", "curl",
+               "python3", "grep", "jq", "head", "tail", "ps", "pgrep", "watch", "less", "bash",
+               "source", "free", "taskset", "sed", "wc", "command", "which", "uname", "pip", "python",
+               ".venv/bin/python", "python3.11"}
+KUBERNETES_TOOLS = {"kubectl", "minikube", "helm"}
+WRAPPERS = {"time", "env", "exec", "sudo", "nice"}
+REQUIRED_RAY_LINKS = (
+    "https://docs.ray.io/en/latest/train/train.html",
+    "https://docs.ray.io/en/latest/train/distributed-tensorflow-keras.html",
+    "https://docs.ray.io/en/latest/train/api/api.html",
+    "https://docs.ray.io/en/latest/ray-core/key-concepts.html",
+    "https://docs.ray.io/en/latest/cluster/kubernetes/index.html",
+    "https://github.com/ray-project/kuberay",
+    "https://github.com/ray-project/kuberay/tree/master/ray-operator/config/samples",
+)
+RAY_DOCS_LINK = re.compile(r"^https://docs\.ray\.io/en/latest/[\w./-]+\.html(?:#[\w.-]+)?$")
+RAY_GITHUB_LINK = re.compile(r"^https://github\.com/ray-project/[\w.-]+(?:/[\w./-]*)?(?:#[\w.-]+)?$")
+
+
+# ---------------------------------------------------------------- reading the docs
+
+
+def read(relative):
+    with open(os.path.join(REPO_ROOT, relative), encoding="utf-8") as source:
+        return source.read()
+
+
+def fenced_blocks(text):
+    """(language, body) of every fenced code block."""
+    return [(match.group(1).lower(), match.group(2))
+            for match in re.finditer(r"^```([\w-]*)[^\n]*\n(.*?)^```", text, re.M | re.S)]
+
+
+def prose(text):
+    """The text without its fenced code blocks."""
+    return re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.M | re.S)
+
+
+def command_lines(language, body):
+    """The command lines of a shell block, continuations joined; console output skipped."""
+    lines, current, in_command = [], "", language != "console"
+    for raw in body.splitlines():
+        line = raw.rstrip()
+        if language == "console" and not current:
+            in_command = line.startswith("$ ")
+            line = line[2:] if in_command else line
+        if not in_command:
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        if current.strip() and not current.strip().startswith("#"):
+            lines.append(current.strip())
+        current = ""
+    return lines
+
+
+def split_commands(line):
+    """The simple commands of a line, as token lists (&&, ||, ;, | separate them)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    tokens = list(lexer)
+    commands, current = [], []
+    for token in tokens:
+        if token and set(token) <= set(";&|"):
+            if current:
+                commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    if current:
+        commands.append(current)
+    # Commands inside $( ... ) are commands too.
+    for token in tokens:
+        for inner in re.findall(r"\$\(([^()]*)\)", token):
+            commands.extend(split_commands(inner))
+    return commands
+
+
+def all_commands():
+    """(document, command tokens) for every fenced shell command and inline command."""
+    found = []
+    for doc in DOCS:
+        text = read(doc)
+        for language, body in fenced_blocks(text):
+            if language in SHELL_LANGUAGES:
+                for line in command_lines(language, body):
+                    found += [(doc, line, tokens) for tokens in split_commands(line)]
+        for span in re.findall(r"`([^`\n]+)`", prose(text)):
+            if INLINE_COMMAND.match(span):
+                found += [(doc, span, tokens) for tokens in split_commands(span)]
+    return found
+
+
+# ---------------------------------------------------------------- what the code offers
+
+
+def _help_of(command):
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    return completed.returncode, completed.stdout + completed.stderr
+
+
+def _help_command(name):
+    if name.startswith("training."):
+        return [sys.executable, "-m", name, "--help"]
+    return [os.path.join(REPO_ROOT, name), "--help"]
+
+
+@pytest.fixture(scope="module")
+def helps():
+    """`--help` of every script and training entry point, run in parallel (starts nothing)."""
+    names = sorted(os.path.relpath(path, REPO_ROOT) for path in
+                   glob.glob(os.path.join(REPO_ROOT, "scripts", "*.sh")) +
+                   glob.glob(os.path.join(REPO_ROOT, "docker", "*.sh")))
+    names = [name for name in names if name not in ("scripts/lib.sh", "scripts/minikube-target.sh")]
+    names += ["training." + os.path.basename(path)[:-3]
+              for path in sorted(glob.glob(os.path.join(REPO_ROOT, "training", "*.py")))
+              if "__main__" in read(os.path.relpath(path, REPO_ROOT))]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        outputs = dict(zip(names, pool.map(lambda name: _help_of(_help_command(name)), names)))
+    for name, (returncode, text) in outputs.items():
+        assert returncode == 0, f"{name} --help failed:\n{text}"
+    return {name: text for name, (_, text) in outputs.items()}
+
+
+def _word_in(word, text):
+    return re.search(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", text) is not None
+
+
+def _name_in(name, text):
+    """`name` as a whole name: not part of a longer one (ray-cluster is not ray-cluster.yaml)."""
+    return re.search(r"(?<![\w.-])" + re.escape(name) + r"(?![\w-]|\.\w)", text) is not None
+
+
+def _names_corpus():
+    """Everything the Kubernetes side defines: manifests, scripts and the image."""
+    files = (glob.glob(os.path.join(REPO_ROOT, "k8s", "*.yaml")) + glob.glob(os.path.join(REPO_ROOT, "scripts", "*.sh"))
+             + glob.glob(os.path.join(REPO_ROOT, "docker", "*")))
+    return "\n".join(read(os.path.relpath(path, REPO_ROOT)) for path in files)
+
+
+def _settings_corpus():
+    files = []
+    for pattern in ("scripts/*.sh", "docker/*", "training/*.py", "k8s/*.yaml", ".ci/run"):
+        files += glob.glob(os.path.join(REPO_ROOT, pattern))
+    return "\n".join(read(os.path.relpath(path, REPO_ROOT)) for path in files)
+
+
+def _path_exists(path):
+    path = path[2:] if path.startswith("./") else path
+    pattern = re.sub(r"<[^>]*>", "*", path).rstrip("/")
+    return bool(glob.glob(os.path.join(REPO_ROOT, pattern)))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def check_command(tokens, helps, names_corpus):
+    """Problems with one simple command, as strings (empty when it is right)."""
+    problems = []
+    tokens = list(tokens)
+    env_names = []
+    while tokens and (ENV_ASSIGNMENT.match(tokens[0]) or tokens[0] in WRAPPERS):
+        match = ENV_ASSIGNMENT.match(tokens[0])
+        if match:
+            env_names.append(match.group(1))
+        tokens.pop(0)
+    if not tokens:
+        return problems
+    command, arguments = tokens[0], tokens[1:]
+    for token in tokens:
+        for part in re.split(r"[=\s]", token):
+            if PATH_PATTERN.match(part) and "*" not in part and not _path_exists(part):
+                problems.append(f"path {part} does not exist")
+    if SCRIPT_PATTERN.match(command):
+        name = command[2:] if command.startswith("./") else command
+        if not os.access(os.path.join(REPO_ROOT, name), os.X_OK):
+            return problems + [f"{name} does not exist or is not executable"]
+        text = helps.get(name, "")
+        for env_name in env_names:
+            if not _word_in(env_name, text):
+                problems.append(f"{env_name} is not a setting of {name} (not in its --help)")
+        if "pytest arguments" in text:
+            return problems  # test.sh passes its arguments to pytest
+        positionals = [argument for argument in arguments if not argument.startswith("-")]
+        for argument in arguments:
+            if argument.startswith("-") and not _word_in(argument.split("=")[0], text):
+                problems.append(f"{name} has no flag {argument} (not in its --help)")
+        if positionals and not _word_in(positionals[0], text):
+            problems.append(f"{name} has no command '{positionals[0]}' (not in its --help)")
+        return problems
+    if command in ("python", "python3", ".venv/bin/python") and arguments[:1] == ["-m"]:
+        module = arguments[1] if len(arguments) > 1 else ""
+        if not module.startswith("training."):
+            return problems
+        if not os.path.exists(os.path.join(REPO_ROOT, *module.split(".")) + ".py"):
+            return problems + [f"module {module} does not exist"]
+        text = helps.get(module, "")
+        for argument in arguments[2:]:
+            if argument.startswith("-") and not _word_in(argument.split("=")[0], text):
+                problems.append(f"{module} has no flag {argument} (not in its --help)")
+        # Subcommands are listed under "positional arguments" (choices of a flag are not).
+        choices = re.search(r"\{([\w,-]+)\}", text.split("positional arguments:", 1)[1]) \
+            if "positional arguments:" in text else None
+        positionals = [argument for argument in arguments[2:] if not argument.startswith("-")]
+        if choices and positionals and positionals[0] not in choices.group(1).split(","):
+            problems.append(f"{module} has no command '{positionals[0]}' ({choices.group(0)})")
+        return problems
+    if command in OTHER_TOOLS:
+        if command not in KUBERNETES_TOOLS:
+            return problems
+        for token in arguments:
+            if "<" in token:
+                continue
+            for part in re.split(r"[=/,:\s]+", token):
+                if "ray" in part.lower() and not part.startswith("-") and not _name_in(part, names_corpus):
+                    problems.append(f"'{part}' (in `{command} ...`) is named nowhere in k8s/ or scripts/")
+        return problems
+    return problems + [f"unknown command '{command}': add it to OTHER_TOOLS if it is meant"]
+
+
+def test_the_documents_exist():
+    for doc in DOCS:
+        assert os.path.isfile(os.path.join(REPO_ROOT, doc)), f"{doc} is missing"
+
+
+def test_every_documented_command_exists_with_its_flags_and_settings(helps):
+    names_corpus = _names_corpus()
+    problems = []
+    for doc, line, tokens in all_commands():
+        problems += [f"{doc}: `{line}`: {problem}" for problem in check_command(tokens, helps, names_corpus)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_commands_that_only_print_run_as_written():
+    """`--help` and `--dry-run` start nothing, so the docs' uses of them are run."""
+    seen = set()
+    for doc, line, tokens in all_commands():
+        words = [token for token in tokens if not ENV_ASSIGNMENT.match(token)]
+        if not words or not SCRIPT_PATTERN.match(words[0]) or not {"--help", "--dry-run"} & set(words):
+            continue
+        key = tuple(tokens)
+        if key in seen:
+            continue
+        seen.add(key)
+        env = dict(os.environ)
+        env.update(dict(token.split("=", 1) for token in tokens if ENV_ASSIGNMENT.match(token)))
+        completed = subprocess.run(words, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 0, f"{doc}: `{line}` failed:\n{completed.stdout}{completed.stderr}"
+    assert seen, "the docs should show at least one --help or --dry-run"
+
+
+def test_the_checker_catches_wrong_flags_settings_and_names(helps):
+    names_corpus = _names_corpus()
+    assert check_command(["./scripts/run-benchmark.sh", "--smoke-test"], helps, names_corpus) == []
+    assert check_command(["NUM_WORKERS=1", "./scripts/run-benchmark.sh"], helps, names_corpus) == []
+    assert check_command(["./scripts/run-benchmark.sh", "--workers", "3"], helps, names_corpus)
+    assert check_command(["WORKERS=3", "./scripts/run-benchmark.sh"], helps, names_corpus)
+    assert check_command(["./scripts/no-such-script.sh"], helps, names_corpus)
+    assert check_command([".venv/bin/python", "-m", "training.compare", "--num-worker", "2"], helps, names_corpus)
+    assert check_command(["kubectl", "get", "raycluster", "ray-cluster"], helps, names_corpus)
+    assert check_command(["kubectl", "-n", "ray-system", "get", "pods"], helps, names_corpus) == []
+    assert check_command(["cat", "k8s/no-such.yaml"], helps, names_corpus)
+
+
+# ---------------------------------------------------------------- paths, settings, links
+
+
+def test_every_path_file_name_setting_and_flag_in_backticks_exists(helps):
+    settings_corpus = _settings_corpus()
+    all_help = "\n".join(helps.values())
+    known_files = {os.path.basename(path) for pattern in ("scripts/*", "docker/*", "training/*.py", "tests/*.py",
+                                                          "k8s/*", "*", ".ci/*", "docs/*")
+                   for path in glob.glob(os.path.join(REPO_ROOT, pattern))}
+    problems = []
+    for doc in DOCS:
+        for span in re.findall(r"`([^`\n]+)`", read(doc)):
+            for word in span.split():
+                word = word.strip(",;()")
+                if PATH_PATTERN.match(word) and not _path_exists(word):
+                    problems.append(f"{doc}: path `{word}` does not exist")
+            if re.fullmatch(r"[\w-]+\.(?:sh|py|yaml)", span) and span not in known_files:
+                problems.append(f"{doc}: file `{span}` exists nowhere in the repository")
+            setting = re.fullmatch(r"([A-Z][A-Z0-9_]{2,})(?:=\S*)?", span)
+            if setting and not _word_in(setting.group(1), settings_corpus):
+                problems.append(f"{doc}: setting `{span}` is used nowhere in scripts/, training/, docker/ or k8s/")
+            if re.fullmatch(r"--[\w-]+", span) and not _word_in(span, all_help):
+                problems.append(f"{doc}: flag `{span}` is in no script's or entry point's --help")
+    assert not problems, "\n".join(problems)
+
+
+def test_ray_links_are_well_formed_and_the_readme_has_the_essential_ones():
+    problems = []
+    for doc in DOCS:
+        for url in re.findall(r"https?://[^\s)>\]`\"']+", read(doc)):
+            url = url.rstrip(".,;")
+            host = re.sub(r"^https?://", "", url).split("/")[0]
+            is_ray = host.endswith("ray.io") or url.startswith(("https://github.com/ray-project", "http://github.com/ray-project"))
+            if is_ray and not (RAY_DOCS_LINK.match(url) or RAY_GITHUB_LINK.match(url)):
+                problems.append(f"{doc}: {url} is not a https://docs.ray.io/en/latest/...html or "
+                                "https://github.com/ray-project/... link")
+    readme = read("README.md")
+    problems += [f"README.md does not link {url}" for url in REQUIRED_RAY_LINKS if f"({url})" not in readme]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_project_structure_lists_every_file_users_touch_and_only_files_that_exist():
+    readme = read("README.md")
+    section = readme.split("## Project structure", 1)[1]
+    block = fenced_blocks(section)[0][1]
+    listed, directory = set(), ""
+    for line in block.splitlines():
+        head = re.match(r"^([\w.-]+/)\s", line)
+        if head:
+            directory = head.group(1)
+        elif re.match(r"^[\w.-]+\.\w+\s", line):
+            directory = ""
+        # What is in parentheses describes a file (e.g. the REPORT.md it writes); it is not one.
+        for name in re.findall(r"(?:\./)?[\w./-]*?[\w-]+\.(?:py|sh|yaml|txt|md)\b|Dockerfile",
+                               re.sub(r"\([^)]*\)", "", line)):
+            name = name[2:] if name.startswith("./") else name
+            where = [name] if "/" in name else [os.path.join(directory, name), name, os.path.join("docs", name)]
+            assert any(os.path.exists(os.path.join(REPO_ROOT, path)) for path in where), \
+                f"the project structure lists {name}, which does not exist"
+            listed.add(os.path.basename(name))
+    expected = {os.path.basename(path) for pattern in ("scripts/*.sh", "training/*.py", "k8s/*.yaml", "docker/*")
+                for path in glob.glob(os.path.join(REPO_ROOT, pattern))} - {"__init__.py"}
+    assert not expected - listed, f"the project structure misses {sorted(expected - listed)}"
+
+
+# ---------------------------------------------------------------- numbers from a real run
+
+
+def _load(name):
+    with open(os.path.join(QUICKSTART_DIR, name), encoding="utf-8") as source:
+        return json.load(source)
+
+
+def _duration(seconds):
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def quoted_values():
+    """Every number the docs may quote, formatted as they print it: {kind: set of strings}."""
+    baseline, ray_run = _load("baseline_results.json"), _load("ray_results_2workers.json")
+    comparison, timings = _load("comparison.json"), _load("timings.json")
+    seconds = []
+    for run in (baseline, ray_run):
+        seconds += [run["train_time_seconds"], run["startup_seconds"], run["total_time_seconds"],
+                    run["total_time_seconds"] - run["startup_seconds"] - run["train_time_seconds"]]
+        seconds += run["epoch_times_seconds"]
+    seconds.append(ray_run["trainer_start_to_first_batch_seconds"])
+    seconds += [worker["fit_seconds"] for worker in ray_run["workers"]]
+    seconds.append(timings["run_benchmark_wall_seconds"] - baseline["total_time_seconds"] - ray_run["total_time_seconds"])
+    ratios = [comparison["speedup"], comparison["speedup_end_to_end"], comparison["throughput_ratio"],
+              comparison["scaling_efficiency"] * comparison["num_workers"]]
+    durations = [timings[key] for key in ("run_benchmark_wall_seconds", "venv_install_seconds", "test_suite_wall_seconds")
+                 if timings.get(key) is not None]
+    # The chaos demo's run (docs/results/chaos/), quoted in the README's fault-tolerance section.
+    with open(os.path.join(REPO_ROOT, "docs", "results", "chaos", "ray_results_2workers.json"),
+              encoding="utf-8") as source:
+        chaos = json.load(source)
+    failure = chaos["injected_failure"]
+    seconds += [failure["time_lost_seconds"], failure["detect_and_restart_seconds"], failure["redone_seconds"]]
+    seconds += chaos["epoch_times_seconds"]
+    return {
+        "ratio": {f"{value:.2f}x" for value in ratios}
+        | {f"{2 * report.TARGET_EFFICIENCY:.1f}x", f"{2 * report.TARGET_EFFICIENCY:.2f}x"},
+        "throughput": {f"{run['images_per_second']:.1f} img/s" for run in (baseline, ray_run)},
+        "accuracy": {f"{run[key]:.4f}" for run in (baseline, ray_run, chaos) for key in ("test_accuracy", "test_loss")},
+        "seconds": {f"{value:.1f} s" for value in seconds},
+        "duration": {_duration(value) for value in durations},
+    }
+
+
+NUMBER_PATTERNS = {
+    "ratio": r"(?<![\w.])\d+\.\d+x\b",
+    "throughput": r"(?<![\w.])\d+\.\d+ img/s",
+    "accuracy": r"(?<![\w.])0\.\d{4}\b",
+    "seconds": r"(?<![\w.])\d+\.\d s\b",
+    "duration": r"(?<![\w.])\d+ min \d+ s\b",
+}
+
+
+def test_the_readme_shows_the_comparison_table_of_the_committed_run():
+    comparison = _load("comparison.json")
+    table = compare.format_table(comparison)
+    blocks = [body.rstrip("\n") for language, body in fenced_blocks(read("README.md")) if language == ""]
+    assert table in blocks, ("The README's comparison table must be what training/compare.py prints for "
+                             "docs/results/quickstart/comparison.json. Paste this:\n" + table)
+
+
+def test_the_committed_comparison_follows_from_the_committed_runs():
+    comparison = compare.compare(_load("baseline_results.json"), _load("ray_results_2workers.json"))
+    assert comparison == _load("comparison.json")
+
+
+def test_every_number_quoted_in_the_docs_is_a_value_of_the_committed_run():
+    allowed = quoted_values()
+    problems = []
+    for doc in DOCS:
+        text = prose(read(doc))
+        for kind, pattern in NUMBER_PATTERNS.items():
+            for found in re.findall(pattern, text):
+                if found not in allowed[kind]:
+                    problems.append(f"{doc}: '{found}' is not a {kind} of docs/results/quickstart "
+                                    f"(its values: {sorted(allowed[kind])})")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_readme_states_the_machine_versions_and_time_of_that_run():
+    ray_run, timings = _load("ray_results_2workers.json"), _load("timings.json")
+    host, versions = ray_run["host"], ray_run["versions"]
+    readme = read("README.md")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    expected = [f"{host['logical_cores']}-core {host['cpu_model']}", f"{round(host['memory_gib'])} GB",
+                f"Python {versions['python']}", f"Ray {versions['ray']}", f"TensorFlow {versions['tensorflow']}",
+                f"tf-keras {versions['keras']}", _duration(timings["run_benchmark_wall_seconds"])]
+    missing = [fact for fact in expected if fact not in " ".join(quick_start.split())]
+    assert not missing, f"the quick start should state {missing} (from docs/results/quickstart)"
+
+
+def test_the_quick_start_is_exactly_the_two_commands():
+    quick_start = read("README.md").split("## Quick start", 1)[1]
+    language, body = fenced_blocks(quick_start)[0]
+    commands = [" ".join(tokens) for line in command_lines(language, body) for tokens in split_commands(line)]
+    assert commands == ["./scripts/run-benchmark.sh", "./scripts/test.sh"]
+    assert "exec ./scripts/test.sh" in read(".ci/run")
+
+
+# ---------------------------------------------------------------- shape of the teaching material
+
+
+def test_the_exercise_has_eight_parts_and_an_answer_for_every_checkpoint_question():
+    exercise = read("docs/EXERCISE.md")
+    parts = re.findall(r"^## Part (\d+)", exercise, re.M)
+    assert parts == [str(number) for number in range(1, 9)]
+    body, _, key = exercise.partition("## Answer key")
+    questions = re.findall(r"\*\*Q(\d+)\.", body)
+    answers = re.findall(r"\*\*A(\d+)\.", key)
+    assert questions and questions == answers, (questions, answers)
+
+
+def test_the_getting_started_checklist_covers_every_step():
+    headings = " ".join(re.findall(r"^## (.+)$", read("GETTING_STARTED.md"), re.M)).lower()
+    for step in ("pre-flight", "setup", "run", "verify", "troubleshoot", "clean up"):
+        assert step in headings, f"GETTING_STARTED.md has no '{step}' section"
