@@ -52,7 +52,8 @@ RAY_PORT="${RAY_PORT:-6381}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8266}"
 CLUSTER_DIR="${CLUSTER_DIR:-/tmp/ray-demo-${RAY_PORT}}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-900}"
-PYTHON="$REPO_ROOT/.venv/bin/python"
+# The .venv interpreter; PYTHON (read by ensure_venv) chooses the one that creates .venv.
+VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 RUN_NAME="chaos-$(date +%Y%m%d-%H%M%S)-$$"
 CLUSTER_STARTED=0
 TRAIN_PID=""
@@ -136,7 +137,7 @@ start_cluster() {
 # Start the Ray run with checkpoints in the background; its output goes to this terminal.
 start_training() {
   log "Training: $NUM_WORKERS workers, a checkpoint every epoch, up to $MAX_FAILURES restarts"
-  "$PYTHON" -m training.ray_training --dataset "$DATASET" --train-size "$TRAIN_SIZE" \
+  "$VENV_PYTHON" -m training.ray_training --dataset "$DATASET" --train-size "$TRAIN_SIZE" \
     --test-size "$TEST_SIZE" --epochs "$EPOCHS" --batch-size "$BATCH_SIZE" --data-dir "$DATA_DIR" \
     --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" --cpus-per-worker "$CPUS_PER_WORKER" \
     --address "$RAY_ADDRESS" --checkpoint --storage-path "$CHECKPOINT_DIR" --run-name "$RUN_NAME" \
@@ -149,7 +150,7 @@ wait_for_checkpoint() {
   local deadline=$((SECONDS + WAIT_TIMEOUT)) epoch node
   while ((SECONDS < deadline)); do
     kill -0 "$TRAIN_PID" 2>/dev/null || die "The training ended before epoch $KILL_AFTER_EPOCH was checkpointed (see above)."
-    read -r epoch node < <("$PYTHON" -m training.checkpointing progress "$CHECKPOINT_DIR/$RUN_NAME" "$KILL_RANK" ||
+    read -r epoch node < <("$VENV_PYTHON" -m training.checkpointing progress "$CHECKPOINT_DIR/$RUN_NAME" "$KILL_RANK" ||
       echo "0 -") || true
     if ((epoch >= KILL_AFTER_EPOCH)) && [[ "$node" != "-" ]]; then
       echo "$node"
@@ -167,7 +168,7 @@ kill_worker_node() {
     log "Waiting ${KILL_DELAY}s into epoch $((KILL_AFTER_EPOCH + 1))"
     sleep "$KILL_DELAY"
   fi
-  "$PYTHON" - "$CHECKPOINT_DIR/$RUN_NAME" "$node" "$KILL_RANK" "$KILL_AFTER_EPOCH" <<'PYTHON'
+  "$VENV_PYTHON" - "$CHECKPOINT_DIR/$RUN_NAME" "$node" "$KILL_RANK" "$KILL_AFTER_EPOCH" <<'PYTHON'
 import os, sys, time
 from training import checkpointing, runtime
 run_dir, node, rank, epoch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -187,7 +188,7 @@ finish() {
   TRAIN_PID=""
   ((status == 0)) || die "The training did not recover (exit $status); see above. Its run folder: $CHECKPOINT_DIR/$RUN_NAME"
   log "Recovery:"
-  "$PYTHON" -m training.checkpointing report "$RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json"
+  "$VENV_PYTHON" -m training.checkpointing report "$RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json"
 }
 
 main() {

@@ -5,6 +5,7 @@
 # comparison and stops the cluster it started, whatever happens.
 #
 # Usage: ./scripts/run-benchmark.sh [--full] [--smoke-test] [--help]
+#   PYTHON=python3.11    the Python 3.11 that creates .venv the first time
 #   TARGET=auto          auto, local or minikube (auto: minikube when the RayCluster from
 #                        ./scripts/install-ray.sh answers, else local)
 #   NUM_WORKERS=2        Ray Train workers (local: also the number of worker nodes)
@@ -65,7 +66,8 @@ CHECKPOINT="${CHECKPOINT:-0}"
 CHECKPOINT_DIR="${CHECKPOINT_DIR:-$REPO_ROOT/checkpoints}"
 MAX_FAILURES="${MAX_FAILURES:-2}"
 RESUME="${RESUME:-0}"
-PYTHON="$REPO_ROOT/.venv/bin/python"
+# The .venv interpreter; PYTHON (read by ensure_venv) chooses the one that creates .venv.
+VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 TARGET_REASON=""
 CLUSTER_STARTED=0
 
@@ -192,7 +194,7 @@ run_baseline() {
   fi
   log "1/3 Baseline: plain Keras, $CPUS_PER_WORKER CPU(s), batch $((BATCH_SIZE * NUM_WORKERS))"
   set_common_flags
-  ${pin[@]+"${pin[@]}"} "$PYTHON" -m training.baseline_training "${COMMON_FLAGS[@]}" \
+  ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" -m training.baseline_training "${COMMON_FLAGS[@]}" \
     --batch-size "$((BATCH_SIZE * NUM_WORKERS))" --cpus "$CPUS_PER_WORKER" ||
     die "The baseline training failed (see above)."
 }
@@ -205,7 +207,7 @@ run_ray() {
   local fault_tolerance=(--max-failures "$MAX_FAILURES" --storage-path "$CHECKPOINT_DIR")
   ((CHECKPOINT == 0)) || fault_tolerance+=(--checkpoint)
   ((RESUME == 0)) || fault_tolerance+=(--resume)
-  "$PYTHON" -m training.ray_training "${COMMON_FLAGS[@]}" --batch-size "$BATCH_SIZE" \
+  "$VENV_PYTHON" -m training.ray_training "${COMMON_FLAGS[@]}" --batch-size "$BATCH_SIZE" \
     --num-workers "$NUM_WORKERS" --cpus-per-worker "$CPUS_PER_WORKER" --address "$RAY_ADDRESS" \
     "${fault_tolerance[@]}" ||
     die "The Ray training failed (see above)."
@@ -214,7 +216,7 @@ run_ray() {
 # Turn the two results into speedup, efficiency, throughput and accuracy.
 run_compare() {
   log "3/3 Comparison"
-  "$PYTHON" -m training.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
+  "$VENV_PYTHON" -m training.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
     die "The comparison failed (see above)."
   log "Results: $RESULTS_DIR/baseline_results.json, $RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json, $RESULTS_DIR/comparison.json"
 }
@@ -222,7 +224,7 @@ run_compare() {
 # REPORT.md and the plots in the run folder; prints whether each target holds.
 write_report() {
   log "Report"
-  "$PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
+  "$VENV_PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in $RUN_DIR."
 }
 

@@ -55,7 +55,8 @@ RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results}"
 RAY_PORT="${RAY_PORT:-6380}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
 PIN_CPUS="${PIN_CPUS:-auto}"
-PYTHON="$REPO_ROOT/.venv/bin/python"
+# The .venv interpreter; PYTHON (read by ensure_venv) chooses the one that creates .venv.
+VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 CORES="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
 # Measured on a 2-core AMD EPYC VM (README): what the time estimate is made of.
 BASELINE_IMAGES_PER_SECOND_PER_CPU=47
@@ -166,7 +167,7 @@ run_configuration() {
 # The sweep's report over every configuration: targets, table, per-class results, plots.
 write_report() {
   log "Report over all configurations"
-  "$PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
+  "$VENV_PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in $RUN_DIR."
 }
 

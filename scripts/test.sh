@@ -4,6 +4,7 @@
 # Creates .venv and installs requirements-dev.txt first if needed.
 #
 # Usage: ./scripts/test.sh [pytest arguments]
+#   PYTHON=python3.11  the Python 3.11 that creates .venv the first time
 #   PYTEST_ARGS=   extra pytest arguments, e.g. "-k compare" (arguments work too)
 set -o errexit -o nounset -o pipefail
 
