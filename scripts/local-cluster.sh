@@ -56,10 +56,24 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# Print every descendant of the given PIDs (children, their children, ...), one a line.
+descendants_of() {
+  local queue=("$@") pid child
+  while ((${#queue[@]} > 0)); do
+    pid="${queue[0]}"
+    queue=("${queue[@]:1}")
+    while read -r child; do
+      [[ -n "$child" ]] || continue
+      echo "$child"
+      queue+=("$child")
+    done < <(pgrep -P "$pid" || true)
+  done
+}
+
 # PIDs of this cluster's processes: those started with our temp dir, their descendants,
 # and (on Linux) any process carrying our marker in its environment.
 cluster_pids() {
-  local pids=() queue=() pid child
+  local pids=() pid child
   while read -r pid; do [[ -n "$pid" ]] && pids+=("$pid"); done < <(pgrep -f -- "$CLUSTER_DIR/ray" || true)
   if [[ -d /proc ]]; then
     for pid in /proc/[0-9]*; do
@@ -69,17 +83,8 @@ cluster_pids() {
       fi
     done
   fi
-  queue=("${pids[@]+"${pids[@]}"}")
-  while ((${#queue[@]} > 0)); do
-    pid="${queue[0]}"
-    queue=("${queue[@]:1}")
-    while read -r child; do
-      [[ -n "$child" ]] || continue
-      pids+=("$child")
-      queue+=("$child")
-    done < <(pgrep -P "$pid" || true)
-  done
   ((${#pids[@]} > 0)) || return 0
+  while read -r child; do pids+=("$child"); done < <(descendants_of "${pids[@]}")
   printf '%s\n' "${pids[@]}" | sort -un | while read -r pid; do
     if [[ "$pid" != "$$" && "$pid" != "${BASHPID:-$$}" ]]; then
       echo "$pid"
@@ -188,7 +193,7 @@ stop_cluster() {
 # Kill one worker node like a crash: SIGKILL its raylet and every process of its temp dir,
 # with all their children, at once. Never the head node.
 kill_node() {
-  local which="${1:-}" node_dir="" raylet pids=() queue=() pid child
+  local which="${1:-}" node_dir="" raylet pids=() pid child
   if [[ "$which" =~ ^[0-9]+$ ]]; then
     node_dir="$CLUSTER_DIR/ray-worker-$which/"
   elif [[ "$which" =~ ^[0-9a-f]{16,}$ ]]; then
@@ -205,16 +210,7 @@ kill_node() {
   while read -r pid; do [[ -n "$pid" ]] && pids+=("$pid"); done < <(pgrep -f -- "$node_dir" || true)
   ((${#pids[@]} > 0)) || die "Worker node ${node_dir%/} is not running. Check: $0 status"
   # Collect the children first: once the raylet dies they are re-parented and lost from view.
-  queue=("${pids[@]}")
-  while ((${#queue[@]} > 0)); do
-    pid="${queue[0]}"
-    queue=("${queue[@]:1}")
-    while read -r child; do
-      [[ -n "$child" ]] || continue
-      pids+=("$child")
-      queue+=("$child")
-    done < <(pgrep -P "$pid" || true)
-  done
+  while read -r child; do pids+=("$child"); done < <(descendants_of "${pids[@]}")
   log "Killing worker node $(basename "$node_dir") (SIGKILL to ${#pids[@]} processes)"
   kill -KILL "${pids[@]}" 2>/dev/null || true
 }
