@@ -115,23 +115,8 @@ cleanup() {
     kill -TERM "$TRAIN_PID" 2>/dev/null || true
     wait "$TRAIN_PID" 2>/dev/null || true
   fi
-  if ((CLUSTER_STARTED == 1)); then
-    CLUSTER_STARTED=0
-    RAY_PORT="$RAY_PORT" CLUSTER_DIR="$CLUSTER_DIR" "$REPO_ROOT/scripts/local-cluster.sh" stop || true
-  fi
+  stop_started_cluster
   exit "$status"
-}
-
-# Start a local cluster with NUM_WORKERS + SPARE_NODES worker nodes.
-start_cluster() {
-  CLUSTER_STARTED=1
-  NUM_WORKERS="$((NUM_WORKERS + SPARE_NODES))" CPUS_PER_WORKER="$CPUS_PER_WORKER" RAY_PORT="$RAY_PORT" \
-    DASHBOARD_PORT="$DASHBOARD_PORT" CLUSTER_DIR="$CLUSTER_DIR" \
-    "$REPO_ROOT/scripts/local-cluster.sh" start || {
-    CLUSTER_STARTED=0
-    die "Could not start the local Ray cluster (see the message above)."
-  }
-  eval "$(RAY_PORT="$RAY_PORT" CLUSTER_DIR="$CLUSTER_DIR" "$REPO_ROOT/scripts/local-cluster.sh" env)"
 }
 
 # Start the Ray run with checkpoints in the background; its output goes to this terminal.
@@ -199,7 +184,8 @@ main() {
   ensure_venv requirements.txt
   trap cleanup EXIT
   trap 'exit 130' INT TERM
-  start_cluster
+  # A spare worker node: a killed node does not come back, and the restarted group needs one.
+  start_cluster_nodes "$((NUM_WORKERS + SPARE_NODES))"
   start_training
   node="$(wait_for_checkpoint)"
   kill_worker_node "$node"

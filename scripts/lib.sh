@@ -129,18 +129,19 @@ resolve_recipe() {
 }
 
 # Start the local multi-node cluster (local-cluster.sh) with WORKERS worker nodes, reading
-# CPUS_PER_WORKER, RAY_PORT, DASHBOARD_PORT and PIN_CPUS; export what a driver needs to
-# reach it. Sets CLUSTER_STARTED=1, so that the caller's EXIT trap can stop_started_cluster.
+# CPUS_PER_WORKER, RAY_PORT, DASHBOARD_PORT, PIN_CPUS (default auto) and CLUSTER_DIR (default:
+# local-cluster.sh's); export what a driver needs to reach it. Sets CLUSTER_STARTED=1, so
+# that the caller's EXIT trap can stop_started_cluster.
 start_cluster_nodes() {
   local workers="$1"
   CLUSTER_STARTED=1
   NUM_WORKERS="$workers" CPUS_PER_WORKER="$CPUS_PER_WORKER" RAY_PORT="$RAY_PORT" \
-    DASHBOARD_PORT="$DASHBOARD_PORT" PIN_CPUS="$PIN_CPUS" \
+    DASHBOARD_PORT="$DASHBOARD_PORT" PIN_CPUS="${PIN_CPUS:-auto}" CLUSTER_DIR="${CLUSTER_DIR:-}" \
     "$REPO_ROOT/scripts/local-cluster.sh" start || {
     CLUSTER_STARTED=0
     die "Could not start the local Ray cluster (see the message above)."
   }
-  eval "$(RAY_PORT="$RAY_PORT" "$REPO_ROOT/scripts/local-cluster.sh" env)"
+  eval "$(RAY_PORT="$RAY_PORT" CLUSTER_DIR="${CLUSTER_DIR:-}" "$REPO_ROOT/scripts/local-cluster.sh" env)"
   log "Dashboard: http://127.0.0.1:$DASHBOARD_PORT (open it while training runs)"
 }
 
@@ -148,7 +149,7 @@ start_cluster_nodes() {
 stop_started_cluster() {
   if ((${CLUSTER_STARTED:-0} == 1)); then
     CLUSTER_STARTED=0
-    RAY_PORT="$RAY_PORT" "$REPO_ROOT/scripts/local-cluster.sh" stop || true
+    RAY_PORT="$RAY_PORT" CLUSTER_DIR="${CLUSTER_DIR:-}" "$REPO_ROOT/scripts/local-cluster.sh" stop || true
   fi
 }
 

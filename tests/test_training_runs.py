@@ -127,3 +127,14 @@ def test_tiny_ray_run_shards_data_synchronises_weights_and_uses_two_nodes(local_
     assert "ray worker 0/2 epoch 2:" in finished.stdout
     # Each progress line reaches the driver once, not once per node.
     assert finished.stdout.count("ray worker 1/2 epoch 1:") == 1
+
+
+def test_strategy_overhead_measures_every_mode_in_its_own_process():
+    finished = run([PYTHON, "-m", "training.strategy_overhead", "--steps", "2", "--warmup-steps", "1",
+                    "--batch-size", "8"], timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in finished.stdout.splitlines()[1:]}
+    assert set(rows) == {"plain", "mirrored", "multiworker"}
+    for images_per_second, images_per_cpu_second, extra in rows.values():
+        assert float(images_per_second) > 0 and float(images_per_cpu_second) > 0
+    assert rows["plain"][2] == "+0%"

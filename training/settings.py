@@ -36,37 +36,30 @@ SMOKE_EPOCHS = 1
 SMOKE_BATCH_SIZE = 32
 
 
-def positive_int(text):
-    """argparse type: a whole number >= 1, with a message that says what was wrong."""
+def _checked_number(text, convert, is_valid, expectation):
+    """Convert an argparse value; say what was expected and what was given when it is not."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expectation}, got '{text}'") from None
+    if not is_valid(value):
+        raise argparse.ArgumentTypeError(f"expected {expectation}, got {value}")
     return value
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1."""
+    return _checked_number(text, int, lambda value: value >= 1, "a whole number of at least 1")
 
 
 def non_negative_int(text):
     """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number (0 or more), got {value}")
-    return value
+    return _checked_number(text, int, lambda value: value >= 0, "a whole number (0 or more)")
 
 
 def positive_float(text):
     """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number greater than 0, got '{text}'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number greater than 0, got {value}")
-    return value
+    return _checked_number(text, float, lambda value: value > 0, "a number greater than 0")
 
 
 def add_common_arguments(parser):
