@@ -100,7 +100,9 @@ def test_ray_run_with_two_cpus_per_worker_on_one_cpu_nodes_fails_fast(local_clus
 def test_tiny_ray_run_shards_data_synchronises_weights_and_uses_two_nodes(local_cluster, tmp_path):
     finished = run([PYTHON, "-m", "training.ray_training", *TINY, "--batch-size", "32",
                     "--num-workers", "2", "--cpus-per-worker", "1", "--results-dir", str(tmp_path)],
-                   env=local_cluster["env"], timeout=600)
+                   # Ray's log deduplication would fold worker 1's epoch line into worker 0's
+                   # ("[repeated 2x across cluster]"), hiding what the last assertion counts.
+                   env={**local_cluster["env"], "RAY_DEDUP_LOGS": "0"}, timeout=600)
     assert finished.returncode == 0, (finished.stdout + finished.stderr)[-5000:]
     record = json.loads((tmp_path / results.ray_file(2)).read_text())
     for key in results.RUN_KEYS:
