@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Remove what install-ray.sh created: the RayCluster and its NodePort service, the KubeRay
-# operator (Helm release) and its namespace. Works on a half-installed cluster and when
-# run twice. DELETE_CLUSTER=1 also deletes the minikube profile.
+# Remove what install-ray.sh created: the RayCluster and its NodePort service, the
+# checkpoint store of CHECKPOINTS=1, the KubeRay operator (Helm release) and its
+# namespace. Works on a half-installed cluster and when run twice. DELETE_CLUSTER=1 also
+# deletes the minikube profile.
 # It only ever talks to the minikube profile's kube-context, whatever context is current.
 #
 # Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
@@ -53,6 +54,13 @@ delete_ray_cluster() {
   kube --namespace "$RAY_NAMESPACE" wait --for=delete pod \
     --selector "ray.io/cluster=$RAY_CLUSTER_NAME" --timeout="${DELETE_TIMEOUT}s" >/dev/null 2>&1 ||
     warn "Some Ray pods were still terminating after ${DELETE_TIMEOUT}s; they will go on their own."
+}
+
+# Delete the checkpoint store of CHECKPOINTS=1 (k8s/checkpoint-storage.yaml), if any.
+delete_checkpoint_storage() {
+  log "Deleting the checkpoint store (k8s/checkpoint-storage.yaml) in namespace '$RAY_NAMESPACE', if present."
+  kube --namespace "$RAY_NAMESPACE" delete --filename "$REPO_ROOT/k8s/checkpoint-storage.yaml" \
+    --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
 }
 
 # Uninstall the operator's Helm release when it exists.
@@ -108,6 +116,7 @@ main() {
     log "The cluster of context '$KUBE_CONTEXT' does not answer; it is deleted whole below."
   else
     delete_ray_cluster
+    delete_checkpoint_storage
     uninstall_operator
     delete_namespaces
   fi

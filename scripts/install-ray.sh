@@ -6,7 +6,11 @@
 #
 # Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
 #        [OPERATOR_NAMESPACE=ray-system] [KUBERAY_VERSION=1.7.0] [IMAGE=ray-training-demo:ray2.60.0-py311]
-#        [POD_READY_TIMEOUT=600] [ALLOW_ANY_CONTEXT=0] [SKIP_IMAGE_BUILD=0] ./scripts/install-ray.sh [--help]
+#        [POD_READY_TIMEOUT=600] [ALLOW_ANY_CONTEXT=0] [SKIP_IMAGE_BUILD=0] [CHECKPOINTS=0]
+#        ./scripts/install-ray.sh [--help]
+#   CHECKPOINTS=1        also install the in-cluster S3 store of k8s/checkpoint-storage.yaml
+#                        (MinIO, 0.25 CPU / 512 MiB), which CHECKPOINT=1, RESUME=1 and
+#                        TARGET=minikube ./scripts/chaos.sh need: the pods share no disk.
 #   ALLOW_ANY_CONTEXT=1  allow a kube-context other than the minikube profile.
 #   SKIP_IMAGE_BUILD=1   do not run docker/build-and-push.sh (the image is already loaded).
 #   POD_READY_TIMEOUT    seconds to wait for the operator and for the Ray pods.
@@ -23,8 +27,10 @@ KUBERAY_CHART_REPO="${KUBERAY_CHART_REPO:-https://ray-project.github.io/kuberay-
 POD_READY_TIMEOUT="${POD_READY_TIMEOUT:-600}"
 ALLOW_ANY_CONTEXT="${ALLOW_ANY_CONTEXT:-0}"
 SKIP_IMAGE_BUILD="${SKIP_IMAGE_BUILD:-0}"
+CHECKPOINTS="${CHECKPOINTS:-0}"
 readonly CLUSTER_MANIFEST="$REPO_ROOT/k8s/ray-cluster.yaml"
 readonly SERVICE_MANIFEST="$REPO_ROOT/k8s/ray-service.yaml"
+readonly STORAGE_MANIFEST="$REPO_ROOT/k8s/checkpoint-storage.yaml"
 
 POLL_INTERVAL="${POLL_INTERVAL:-5}"
 
@@ -53,6 +59,9 @@ check_prerequisites() {
   KUBE_CONTEXT="$(current_kube_context)"
   [[ -f "$CLUSTER_MANIFEST" ]] || die "$CLUSTER_MANIFEST is missing."
   [[ -f "$SERVICE_MANIFEST" ]] || die "$SERVICE_MANIFEST is missing."
+  if [[ "$CHECKPOINTS" == "1" && ! -f "$STORAGE_MANIFEST" ]]; then
+    die "$STORAGE_MANIFEST is missing; it is needed for CHECKPOINTS=1."
+  fi
   if ! grep -qE "^  name: $RAY_CLUSTER_NAME\$" "$CLUSTER_MANIFEST"; then
     die "RAY_CLUSTER_NAME is '$RAY_CLUSTER_NAME' but $CLUSTER_MANIFEST names another cluster. Use the same name in both (and in k8s/ray-service.yaml's selector)."
   fi
@@ -93,23 +102,63 @@ ray_cluster_exists() {
   kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get raycluster "$RAY_CLUSTER_NAME" >/dev/null 2>&1
 }
 
-# Apply the RayCluster and the NodePort service.
-apply_manifests() {
-  CURRENT_STEP="applying the manifests"
+# Create RAY_NAMESPACE unless it is the default one.
+ensure_namespace() {
+  CURRENT_STEP="creating namespace '$RAY_NAMESPACE'"
   if [[ "$RAY_NAMESPACE" != "default" ]]; then
     kubectl --context "$KUBE_CONTEXT" create namespace "$RAY_NAMESPACE" --dry-run=client --output yaml |
       kubectl --context "$KUBE_CONTEXT" apply --filename - >/dev/null
   fi
-  local existed=0
+}
+
+# CHECKPOINTS=1: apply the in-cluster S3 store (k8s/checkpoint-storage.yaml), wait for it.
+install_checkpoint_storage() {
+  [[ "$CHECKPOINTS" == "1" ]] || return 0
+  CURRENT_STEP="installing the checkpoint storage"
+  TOUCHED_CLUSTER=1
+  log "CHECKPOINTS=1: installing the checkpoint store (k8s/checkpoint-storage.yaml) in namespace '$RAY_NAMESPACE'."
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" apply --filename "$STORAGE_MANIFEST" ||
+    die "kubectl apply of k8s/checkpoint-storage.yaml failed (output above)."
+  if ! kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" rollout status \
+    deployment/ray-checkpoint-storage --timeout="${POD_READY_TIMEOUT}s"; then
+    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" describe pods \
+      --selector app.kubernetes.io/name=ray-checkpoint-storage >&2 || true
+    die "The checkpoint store was not ready within ${POD_READY_TIMEOUT}s (details above). ImagePullBackOff: its image could not be pulled; see the comment about the image in k8s/checkpoint-storage.yaml. Then run this script again."
+  fi
+}
+
+# True when the running head pod has the store's keys in its environment (or no head
+# pod runs yet: new pods read the Secret when they start).
+head_has_storage_keys() {
+  local head
+  head="$(ray_head_pod --context "$KUBE_CONTEXT")"
+  [[ -n "$head" ]] || return 0
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" exec "$head" -c ray-head -- \
+    printenv AWS_ACCESS_KEY_ID >/dev/null 2>&1
+}
+
+# Apply the RayCluster and the NodePort service.
+apply_manifests() {
+  CURRENT_STEP="applying the manifests"
+  local existed=0 restart_reason=""
   ray_cluster_exists && existed=1
   log "Applying k8s/ray-cluster.yaml and k8s/ray-service.yaml in namespace '$RAY_NAMESPACE'."
   kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" apply \
     --filename "$CLUSTER_MANIFEST" --filename "$SERVICE_MANIFEST" ||
     die "kubectl apply failed (output above). Is the operator's CRD installed? 'kubectl get crd rayclusters.ray.io'"
-  # KubeRay does not recreate running pods when the image behind a tag changes, so
-  # restart them when a new build was just loaded into an existing cluster.
-  if ((existed == 1)) && [[ -n "$LOADED_MARKER" && -s "$LOADED_MARKER" ]]; then
-    log "A new image was loaded; restarting the Ray pods so they run it."
+  # KubeRay does not recreate running pods when the image behind a tag changes, and a
+  # pod reads its Secret-backed variables only when it starts: restart the Ray pods when
+  # a new build was just loaded into an existing cluster, or when they started before
+  # the checkpoint store's Secret existed.
+  if ((existed == 1)); then
+    if [[ -n "$LOADED_MARKER" && -s "$LOADED_MARKER" ]]; then
+      restart_reason="A new image was loaded"
+    elif [[ "$CHECKPOINTS" == "1" ]] && ! head_has_storage_keys; then
+      restart_reason="The Ray pods started before the checkpoint store's keys existed"
+    fi
+  fi
+  if [[ -n "$restart_reason" ]]; then
+    log "$restart_reason; restarting the Ray pods so they pick it up."
     kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" delete pods \
       --selector "ray.io/cluster=$RAY_CLUSTER_NAME"
   fi
@@ -181,16 +230,22 @@ main() {
     return 0
   fi
   log "Settings:"
-  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE KUBERAY_VERSION IMAGE POD_READY_TIMEOUT ALLOW_ANY_CONTEXT SKIP_IMAGE_BUILD
+  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE KUBERAY_VERSION IMAGE POD_READY_TIMEOUT ALLOW_ANY_CONTEXT SKIP_IMAGE_BUILD CHECKPOINTS
   require_positive_int POD_READY_TIMEOUT "$POD_READY_TIMEOUT"
+  require_one_of CHECKPOINTS "$CHECKPOINTS" 0 1
   trap cleanup EXIT
   check_prerequisites
   install_operator
   build_image
+  ensure_namespace
+  install_checkpoint_storage
   apply_manifests
   wait_for_ray_pods
   CURRENT_STEP="finishing"
   log "Done. Dashboard: minikube -p $MINIKUBE_PROFILE service ray-head-nodeport --url   Next: TARGET=minikube ./scripts/run-benchmark.sh"
+  if [[ "$CHECKPOINTS" == "1" ]]; then
+    log "Checkpoints: TARGET=minikube CHECKPOINT=1 ./scripts/run-benchmark.sh, or TARGET=minikube ./scripts/chaos.sh"
+  fi
 }
 
 main "$@"

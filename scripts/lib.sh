@@ -215,7 +215,10 @@ load_k8s_settings() {
   : "${OPERATOR_NAMESPACE:=ray-system}"
   # The tag carries the Ray and Python versions; it must match k8s/ray-cluster.yaml.
   : "${IMAGE:=ray-training-demo:ray2.60.0-py311}"
-  export MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE IMAGE
+  # Where Ray runs keep checkpoints on Kubernetes: the bucket of the in-cluster store that
+  # CHECKPOINTS=1 ./scripts/install-ray.sh installs (k8s/checkpoint-storage.yaml).
+  : "${K8S_CHECKPOINT_PATH:=s3://ray-checkpoints/runs}"
+  export MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE IMAGE K8S_CHECKPOINT_PATH
 }
 
 # Print "NAME=value" for each named setting, so a run log shows what was used.

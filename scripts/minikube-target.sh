@@ -10,8 +10,12 @@
 #   run_minikube_target        runs the benchmark; reads NUM_WORKERS (empty = every worker
 #                              slot Ray has), CPUS_PER_WORKER (empty = the Ray CPUs of one
 #                              worker pod), EPOCHS, BATCH_SIZE (per worker), DATASET,
-#                              TRAIN_SIZE, TEST_SIZE, RESULTS_DIR, and MINIKUBE_PROFILE,
-#                              RAY_NAMESPACE, RAY_CLUSTER_NAME (defaults in lib.sh).
+#                              TRAIN_SIZE, TEST_SIZE, RESULTS_DIR, CHECKPOINT, RESUME,
+#                              MAX_FAILURES (defaults 0, 0, 2), and MINIKUBE_PROFILE,
+#                              RAY_NAMESPACE, RAY_CLUSTER_NAME, K8S_CHECKPOINT_PATH (lib.sh).
+#   require_k8s_checkpoint_storage CONTEXT HEAD
+#                              fails with what to do unless the head pod has the keys
+#                              of the checkpoint store of CHECKPOINTS=1 install-ray.sh.
 #
 # Worker count and CPUs come from Ray's own view (ray.nodes() run in the head pod), not
 # from the pod specs: a worker pod that is Running but has not joined Ray yet, or that
@@ -51,6 +55,16 @@ minikube_exec_head() {
   kubectl --context "$context" --namespace "$RAY_NAMESPACE" exec "$head" -c ray-head -- "$@"
 }
 
+# Fail with what to do unless the head pod can use the in-cluster checkpoint store.
+# Checkpoints need storage every pod reaches; the pods get its keys from the Secret that
+# CHECKPOINTS=1 ./scripts/install-ray.sh creates (k8s/checkpoint-storage.yaml).
+require_k8s_checkpoint_storage() {
+  local context="$1" head="$2"
+  if ! minikube_exec_head "$context" "$head" printenv AWS_ACCESS_KEY_ID >/dev/null 2>&1; then
+    die "Checkpoints on Kubernetes need the in-cluster checkpoint store: the pods share no disk. Install it with 'CHECKPOINTS=1 ./scripts/install-ray.sh' (it restarts the Ray pods so they get its keys), then run this again. Or leave CHECKPOINT and RESUME unset."
+  fi
+}
+
 # Run the baseline, then Ray training, then the comparison in the head pod; copy results back.
 run_minikube_target() {
   load_k8s_settings
@@ -61,6 +75,8 @@ run_minikube_target() {
   : "${TEST_SIZE:?TEST_SIZE must be set (run-benchmark.sh sets it)}"
   : "${RESULTS_DIR:?RESULTS_DIR must be set (run-benchmark.sh sets it)}"
   local num_workers="${NUM_WORKERS:-}" cpus_per_worker="${CPUS_PER_WORKER:-}"
+  local checkpoint="${CHECKPOINT:-0}" resume="${RESUME:-0}" max_failures="${MAX_FAILURES:-2}"
+  local -a fault_tolerance=(--max-failures "$max_failures")
 
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
   require_minikube_context
@@ -71,6 +87,13 @@ run_minikube_target() {
     die "No running Ray head pod (labels ray.io/cluster=$RAY_CLUSTER_NAME, ray.io/node-type=head) in namespace '$RAY_NAMESPACE' of context '$context'. Run ./scripts/install-ray.sh, then check 'kubectl get pods -n $RAY_NAMESPACE'."
   fi
   log "Ray head pod: $head (context $context, namespace $RAY_NAMESPACE)"
+  if [[ "$checkpoint$resume" != 00 ]]; then
+    require_k8s_checkpoint_storage "$context" "$head"
+    fault_tolerance+=(--storage-path "$K8S_CHECKPOINT_PATH")
+    [[ "$checkpoint" == 0 ]] || fault_tolerance+=(--checkpoint)
+    [[ "$resume" == 0 ]] || fault_tolerance+=(--resume)
+    log "Checkpoints every epoch in $K8S_CHECKPOINT_PATH (the in-cluster store)$([[ "$resume" == 0 ]] || echo "; resuming the latest interrupted run")."
+  fi
 
   # Ask Ray which worker nodes have joined and how many CPUs each offers.
   local output line
@@ -124,7 +147,8 @@ run_minikube_target() {
   minikube_exec_head "$context" "$head" python -m training.ray_training \
     --num-workers "$num_workers" --cpus-per-worker "$cpus_per_worker" \
     --dataset "$DATASET" --train-size "$TRAIN_SIZE" --test-size "$TEST_SIZE" \
-    --epochs "$EPOCHS" --batch-size "$BATCH_SIZE" --results-dir "$pod_dir" --address auto ||
+    --epochs "$EPOCHS" --batch-size "$BATCH_SIZE" --results-dir "$pod_dir" --address auto \
+    "${fault_tolerance[@]}" ||
     die "Ray training failed in pod '$head' (output above). Worker logs: kubectl logs -n $RAY_NAMESPACE -l ray.io/cluster=$RAY_CLUSTER_NAME,ray.io/node-type=worker"
 
   log "3/3 Comparison:"

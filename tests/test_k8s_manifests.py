@@ -16,6 +16,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_FILE = REPO_ROOT / "k8s" / "ray-cluster.yaml"
 SERVICE_FILE = REPO_ROOT / "k8s" / "ray-service.yaml"
+STORAGE_FILE = REPO_ROOT / "k8s" / "checkpoint-storage.yaml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 
 # Two minikube nodes, as setup-minikube.sh starts them (NODE_CPUS=4, NODE_MEMORY=8192).
@@ -225,12 +226,13 @@ def requests(group):
     return cpu(values["cpu"]), gib(values["memory"])
 
 
-def test_head_and_max_workers_and_kubernetes_fit_two_nodes_in_sum(head, workers):
+def test_head_and_max_workers_and_the_store_and_kubernetes_fit_two_nodes_in_sum(head, workers, store):
     head_cpu, head_memory = requests(head)
     worker_cpu, worker_memory = requests(workers)
-    total_cpu = (head_cpu + workers["maxReplicas"] * worker_cpu
+    store_cpu, store_memory = requests(store)
+    total_cpu = (head_cpu + workers["maxReplicas"] * worker_cpu + store_cpu
                  + CONTROL_PLANE_ALLOWANCE["cpu"] + OTHER_NODE_ALLOWANCE["cpu"])
-    total_memory = (head_memory + workers["maxReplicas"] * worker_memory
+    total_memory = (head_memory + workers["maxReplicas"] * worker_memory + store_memory
                     + CONTROL_PLANE_ALLOWANCE["memory"] + OTHER_NODE_ALLOWANCE["memory"])
     assert total_cpu <= NODE_COUNT * NODE_CPUS
     assert total_memory <= NODE_COUNT * NODE_MEMORY_GIB
@@ -238,7 +240,7 @@ def test_head_and_max_workers_and_kubernetes_fit_two_nodes_in_sum(head, workers)
     assert re.search(rf"#\s+total\s+{total_cpu:.1f}\s+{total_memory:.1f} GiB", CLUSTER_FILE.read_text())
 
 
-def test_default_placement_fits_each_node(head, workers):
+def test_default_placement_fits_each_node(head, workers, store):
     # Default: 2 workers spread one per node; the worst case puts the head on the
     # control-plane node beside one worker.
     head_cpu, head_memory = requests(head)
@@ -247,9 +249,15 @@ def test_default_placement_fits_each_node(head, workers):
     assert CONTROL_PLANE_ALLOWANCE["cpu"] + head_cpu + per_node_workers * worker_cpu <= NODE_CPUS
     assert (CONTROL_PLANE_ALLOWANCE["memory"] + head_memory
             + per_node_workers * worker_memory <= NODE_MEMORY_GIB)
-    # The third replica goes to the emptier node (the one without the head).
-    assert OTHER_NODE_ALLOWANCE["cpu"] + 2 * worker_cpu <= NODE_CPUS
-    assert OTHER_NODE_ALLOWANCE["memory"] + 2 * worker_memory <= NODE_MEMORY_GIB
+    # The third replica goes to the emptier node (the one without the head), and so does
+    # the checkpoint store (its nodeAffinity prefers a node without the control plane).
+    store_cpu, store_memory = requests(store)
+    assert OTHER_NODE_ALLOWANCE["cpu"] + 2 * worker_cpu + store_cpu <= NODE_CPUS
+    assert OTHER_NODE_ALLOWANCE["memory"] + 2 * worker_memory + store_memory <= NODE_MEMORY_GIB
+    preferred = store["template"]["spec"]["affinity"]["nodeAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in preferred
+    term = preferred["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]["matchExpressions"][0]
+    assert term == {"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}
 
 
 def test_setup_script_memory_floor_covers_the_default_cluster(head, workers):
@@ -282,3 +290,62 @@ def test_service_exposes_dashboard_and_client_on_fixed_node_ports_but_not_the_gc
 def test_service_selects_the_head_by_kuberay_labels(service, cluster):
     assert service["spec"]["selector"] == {
         "ray.io/cluster": cluster["metadata"]["name"], "ray.io/node-type": "head"}
+
+
+# ---- checkpoint storage (CHECKPOINTS=1) ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def storage_documents():
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(STORAGE_FILE.read_text()) if doc}
+
+
+@pytest.fixture(scope="module")
+def store(storage_documents):
+    """The store's Deployment spec, shaped like a Ray group for container() and requests()."""
+    return storage_documents["Deployment"]["spec"]
+
+
+def test_checkpoint_storage_is_a_secret_a_deployment_and_a_service_all_valid(storage_documents):
+    assert sorted(storage_documents) == ["Deployment", "Secret", "Service"]
+    for document in storage_documents.values():
+        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+        # The scripts pass --namespace: the store lives beside the RayCluster.
+        assert "namespace" not in document["metadata"]
+
+
+def test_the_ray_pods_reach_the_store_by_its_service_and_read_its_secret_optionally(
+        cluster, head, workers, storage_documents):
+    service, secret = storage_documents["Service"], storage_documents["Secret"]
+    port = service["spec"]["ports"][0]["port"]
+    for group in (head, workers):
+        env = {item["name"]: item for item in container(group)["env"]}
+        assert env["AWS_ENDPOINT_URL"]["value"] == f"http://{service['metadata']['name']}:{port}"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            reference = env[key]["valueFrom"]["secretKeyRef"]
+            assert reference["name"] == secret["metadata"]["name"] and reference["key"] == key
+            assert key in secret["stringData"]
+            # Without CHECKPOINTS=1 the Secret does not exist; the pods must start anyway.
+            assert reference["optional"] is True
+
+
+def test_the_store_serves_its_pods_with_the_secret_keys_on_a_pinned_image(store, storage_documents):
+    spec = container(store)
+    assert spec["image"].startswith("quay.io/minio/minio:RELEASE.") and not spec["image"].endswith(":latest")
+    env = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in spec["env"]}
+    secret = storage_documents["Secret"]["metadata"]["name"]
+    assert env["MINIO_ROOT_USER"] == {"name": secret, "key": "AWS_ACCESS_KEY_ID"}
+    assert env["MINIO_ROOT_PASSWORD"] == {"name": secret, "key": "AWS_SECRET_ACCESS_KEY"}
+    # MinIO refuses a root password shorter than 8 characters.
+    assert len(storage_documents["Secret"]["stringData"]["AWS_SECRET_ACCESS_KEY"]) >= 8
+    assert spec["resources"]["requests"] == spec["resources"]["limits"]
+    selector = storage_documents["Service"]["spec"]["selector"]
+    assert store["selector"]["matchLabels"] == selector
+    assert store["template"]["metadata"]["labels"].items() >= selector.items()
+    assert spec["ports"][0]["containerPort"] == storage_documents["Service"]["spec"]["ports"][0]["targetPort"]
+
+
+def test_the_scripts_keep_checkpoints_in_a_bucket_of_the_store():
+    path = shell_default("scripts/lib.sh", "K8S_CHECKPOINT_PATH")
+    assert path.startswith("s3://") and path.count("/") >= 3, path
+    for name in ("ray-checkpoint-storage", "app.kubernetes.io/name=ray-checkpoint-storage"):
+        assert name in (REPO_ROOT / "scripts" / "install-ray.sh").read_text()

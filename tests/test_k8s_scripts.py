@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -624,6 +625,8 @@ CLEANUP_CALLS = [
     "ray-training-cluster --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s --namespace default wait --for=delete pod "
     "--selector ray.io/cluster=ray-training-cluster --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete --filename "
+    "<repo>/k8s/checkpoint-storage.yaml --ignore-not-found --timeout=120s",
     "helm status kuberay-operator --namespace ray-system --kube-context minikube",
     "helm uninstall kuberay-operator --namespace ray-system --kube-context minikube --wait",
     "kubectl --context minikube --request-timeout=30s delete namespace ray-system "
@@ -779,7 +782,7 @@ def test_target_runs_baseline_then_ray_then_compare_in_the_head_pod_and_copies_r
                   "--test-size 500 --epochs 2 --batch-size 64 --cpus 1 --results-dir", pod_dir),
         exec_call("python -m training.ray_training --num-workers 2 --cpus-per-worker 1",
                   "--dataset synthetic --train-size 2000 --test-size 500 --epochs 2",
-                  "--batch-size 32 --results-dir", pod_dir, "--address auto"),
+                  "--batch-size 32 --results-dir", pod_dir, "--address auto --max-failures 2"),
         exec_call("python -m training.compare --results-dir", pod_dir, "--num-workers 2"),
         f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/baseline_results.json "
         "results/minikube/baseline_results.json",
@@ -849,3 +852,197 @@ def test_target_stops_with_the_failing_step_when_ray_training_fails(world):
     assert result.returncode == 1
     assert "Ray training failed" in result.stderr
     assert not any("training.compare" in call or " cp " in call for call in world.calls())
+
+
+# ----------------------------------------------------------------------------------
+# Checkpoints on Kubernetes: the in-cluster S3 store (CHECKPOINTS=1 install-ray.sh),
+# CHECKPOINT=1 / RESUME=1 on the minikube target, and chaos.sh with TARGET=minikube.
+# (tests/test_storage.py runs the storage code itself against a real S3 server.)
+# ----------------------------------------------------------------------------------
+
+STORE_CALLS = [
+    "kubectl --context minikube --namespace default apply --filename <repo>/k8s/checkpoint-storage.yaml",
+    "kubectl --context minikube --namespace default rollout status deployment/ray-checkpoint-storage "
+    "--timeout=600s",
+]
+PRINTENV_CALL = exec_call("printenv AWS_ACCESS_KEY_ID")
+WORKER_POD = "ray-training-cluster-workers-worker-abcde"
+
+
+def existing_cluster_rules(world: FakeWorld):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*node-type=head --output*", output="True")
+    world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
+    world.rule("kubectl", "*--selector ray.io/cluster=ray-training-cluster,ray.io/node-type=head*",
+               output=HEAD)
+
+
+def test_install_with_checkpoints_applies_the_store_and_waits_for_it_before_the_raycluster(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    ray_ready_rules(world)
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1)
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == INSTALL_CALLS + STORE_CALLS + APPLY_CALLS
+    assert "TARGET=minikube ./scripts/chaos.sh" in result.stdout
+
+
+def test_install_without_checkpoints_leaves_the_store_out(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    ray_ready_rules(world)
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1)
+    assert result.returncode == 0, result.stderr
+    assert not any("checkpoint-storage" in call for call in world.calls())
+
+
+def test_install_with_checkpoints_restarts_ray_pods_that_started_without_the_store_keys(world):
+    existing_cluster_rules(world)
+    world.rule("kubectl", "*exec * printenv AWS_ACCESS_KEY_ID", code=1)
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1)
+    assert result.returncode == 0, result.stderr
+    calls = world.calls()
+    assert PRINTENV_CALL in calls
+    restart = ("kubectl --context minikube --namespace default delete pods "
+               "--selector ray.io/cluster=ray-training-cluster")
+    assert restart in calls and calls.index(PRINTENV_CALL) < calls.index(restart)
+    assert "started before the checkpoint store's keys existed" in result.stdout
+
+
+def test_install_with_checkpoints_keeps_ray_pods_that_have_the_store_keys(world):
+    existing_cluster_rules(world)
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1)
+    assert result.returncode == 0, result.stderr
+    assert PRINTENV_CALL in world.calls()
+    assert not any(" delete pods " in call for call in world.calls())
+
+
+def test_install_stops_with_the_store_pods_described_when_the_store_never_becomes_ready(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*rollout status deployment/ray-checkpoint-storage*", code=1,
+               output="error: timed out waiting for the condition")
+    world.rule("kubectl", "*describe pods --selector app.kubernetes.io/name=ray-checkpoint-storage",
+               output="Warning  Failed  Back-off pulling image quay.io/minio/minio")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1, POD_READY_TIMEOUT=5)
+    assert result.returncode == 1
+    assert "The checkpoint store was not ready within 5s" in result.stderr
+    assert "Back-off pulling image" in result.stderr and "ImagePullBackOff" in result.stderr
+    assert "stopped while installing the checkpoint storage" in result.stderr
+    assert not any("ray-cluster.yaml" in call for call in world.calls())
+
+
+def test_install_rejects_a_checkpoints_setting_that_is_not_0_or_1(world):
+    result = world.script("scripts/install-ray.sh", CHECKPOINTS="yes")
+    assert result.returncode == 1
+    assert "CHECKPOINTS" in result.stderr and "'yes'" in result.stderr
+    assert not any(call.startswith(("helm", "kubectl --context")) for call in world.calls())
+
+
+@pytest.mark.parametrize("settings, flags", [
+    ({"CHECKPOINT": "1"}, "--max-failures 2 --storage-path s3://ray-checkpoints/runs --checkpoint"),
+    ({"RESUME": "1", "MAX_FAILURES": "3"}, "--max-failures 3 --storage-path s3://ray-checkpoints/runs --resume"),
+    ({"CHECKPOINT": "1", "K8S_CHECKPOINT_PATH": "s3://my-bucket/demo"},
+     "--max-failures 2 --storage-path s3://my-bucket/demo --checkpoint"),
+])
+def test_target_with_checkpoints_keeps_them_in_the_in_cluster_store(world, settings, flags):
+    target_rules(world)
+    result = run_target(world, **settings)
+    assert result.returncode == 0, result.stderr
+    calls = world.calls()
+    ray_call = next(call for call in calls if "training.ray_training" in call)
+    assert ray_call.endswith("--address auto " + flags)
+    assert calls.index(PRINTENV_CALL) < calls.index(ray_call)
+
+
+def test_target_without_checkpoints_does_not_need_the_store(world):
+    target_rules(world)
+    result = run_target(world)
+    assert result.returncode == 0, result.stderr
+    assert PRINTENV_CALL not in world.calls()
+    ray_call = next(call for call in world.calls() if "training.ray_training" in call)
+    assert ray_call.endswith("--address auto --max-failures 2")
+
+
+def test_target_with_checkpoints_but_no_store_says_how_to_install_it(world):
+    target_rules(world)
+    world.rule("kubectl", "*exec * printenv AWS_ACCESS_KEY_ID", code=1)
+    result = run_target(world, CHECKPOINT=1)
+    assert result.returncode == 1
+    assert "CHECKPOINTS=1 ./scripts/install-ray.sh" in result.stderr
+    assert "the pods share no disk" in result.stderr
+    assert not any("training." in call for call in world.calls())
+
+
+def chaos_rules(world: FakeWorld, training_seconds: int = 3):
+    target_rules(world)
+    world.rule("kubectl", "*python -m training.ray_training*", code=f"0@{training_seconds}",
+               output="ray worker 0: epoch 1 done")
+    world.rule("kubectl", "*python -m training.checkpointing progress*", output="1 0f3a9c1d2e4b5a6978")
+    world.rule("kubectl", "*python -m training.checkpointing node-ip 0f3a9c1d2e4b5a6978", output="10.244.1.7")
+    world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-cluster,ray.io/node-type=worker "
+               "--field-selector status.podIP=10.244.1.7*", output=WORKER_POD)
+    world.rule("kubectl", "*python -m training.checkpointing report*",
+               output="Restarts of the worker group: 1, resumed from epoch(s): [1]")
+
+
+def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_recovery(world):
+    chaos_rules(world)
+    result = world.script("scripts/chaos.sh", TARGET="minikube")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [re.sub(r"chaos-\d{8}-\d{6}-\d+", "chaos-<run>", call) for call in world.calls()]
+    run_location = "s3://ray-checkpoints/runs/chaos-<run>"
+    pod_results = "/tmp/results/chaos-<run>"
+    training = exec_call(
+        "python -m training.ray_training --dataset synthetic --train-size 4096 --test-size 1024",
+        "--epochs 3 --batch-size 64 --results-dir", pod_results, "--num-workers 2 --cpus-per-worker 1",
+        "--address auto --checkpoint --storage-path s3://ray-checkpoints/runs --run-name chaos-<run>",
+        "--max-failures 2")
+    expected_in_order = [
+        PRINTENV_CALL,
+        training,  # in the background: the first look at the progress may come before it
+        exec_call("python -m training.checkpointing node-ip 0f3a9c1d2e4b5a6978"),
+        "kubectl --context minikube --namespace default get pods --selector "
+        "ray.io/cluster=ray-training-cluster,ray.io/node-type=worker --field-selector "
+        "status.podIP=10.244.1.7 --output jsonpath={.items[0].metadata.name}",
+        exec_call("python -m training.checkpointing mark-failure", run_location, "0f3a9c1d2e4b5a6978 1 1",
+                  f"kubectl delete pod {WORKER_POD} (KubeRay creates a new worker pod)"),
+        f"kubectl --context minikube --namespace default delete pod {WORKER_POD} --wait=false",
+        exec_call("python -m training.checkpointing report", f"{pod_results}/ray_results_2workers.json"),
+        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_results}/ray_results_2workers.json "
+        "<repo>/results/chaos/ray_results_2workers.json",
+    ]
+    positions = [calls.index(call) for call in expected_in_order]
+    assert positions == sorted(positions)
+    assert exec_call("python -m training.checkpointing progress", run_location, "1") in calls
+    assert not any("pkill" in call for call in calls), "a finished run needs no stopping"
+    assert f"deleting pod {WORKER_POD}, which runs worker rank 1" in result.stdout
+    assert "Restarts of the worker group: 1" in result.stdout
+    assert not (world.root / ".venv").exists(), "the minikube target runs everything in the pod"
+
+
+def test_chaos_on_minikube_without_the_store_says_how_to_install_it(world):
+    target_rules(world)
+    world.rule("kubectl", "*exec * printenv AWS_ACCESS_KEY_ID", code=1)
+    result = world.script("scripts/chaos.sh", TARGET="minikube")
+    assert result.returncode == 1
+    assert "CHECKPOINTS=1 ./scripts/install-ray.sh" in result.stderr
+    assert not any("training.ray_training" in call for call in world.calls())
+
+
+def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_be_found(world):
+    world.rule("kubectl", "*python -m training.checkpointing node-ip*", code=2,
+               output="checkpointing: error: no live Ray node has ID 0f3a9c1d2e4b5a6978.")
+    chaos_rules(world, training_seconds=30)  # the first matching rule wins
+    started = time.time()
+    result = world.script("scripts/chaos.sh", TARGET="minikube")
+    assert result.returncode == 1
+    assert time.time() - started < 25, "the training was not stopped"
+    assert "Ray does not know a live node 0f3a9c1d" in result.stderr
+    assert not any(" delete pod " in call for call in world.calls())
+    assert any(call.startswith(exec_call("pkill -INT -f -- --run-name chaos-")) for call in world.calls())
+
+
+def test_chaos_rejects_an_unknown_target(world):
+    result = world.script("scripts/chaos.sh", TARGET="kubernetes")
+    assert result.returncode == 1
+    assert "TARGET" in result.stderr and "'kubernetes'" in result.stderr
+    assert world.calls() == []

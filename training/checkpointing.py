@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from training import runtime
+from training import runtime, storage
 
 DEFAULT_MAX_FAILURES = 2
 # Two checkpoints on disk: the latest, and the one before it in case the latest is torn.
@@ -251,18 +251,18 @@ def plan_run(storage_path, run_name, resume, settings_for_resume):
     `resume` is False, or True to continue `run_name` (or, without a name, the most recent
     run in `storage_path` that did not complete). Returns (run_name, run_dir, resuming).
     """
-    storage_path = os.path.abspath(storage_path)
+    storage_path = storage.normalize(storage_path)
     if not resume:
         name = run_name or f"ray-demo-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        run_dir = os.path.join(storage_path, name)
+        run_dir = storage.join(storage_path, name)
         # Ray Train would silently resume a folder holding its snapshot: make that explicit.
-        if any(os.path.exists(os.path.join(run_dir, name)) for name in (STATUS_FILE, RAY_SNAPSHOT_FILE)):
+        if any(storage.exists(storage.join(run_dir, name)) for name in (STATUS_FILE, RAY_SNAPSHOT_FILE)):
             raise ValueError(f"A run named '{name}' already exists in {storage_path}. Resume it "
                              "(--resume, RESUME=1) or choose another --run-name (RUN_NAME).")
         return name, run_dir, False
     name = run_name or _latest_unfinished_run(storage_path)
-    run_dir = os.path.join(storage_path, name)
-    status = read_json(os.path.join(run_dir, STATUS_FILE))
+    run_dir = storage.join(storage_path, name)
+    status = read_json(storage.join(run_dir, STATUS_FILE))
     if status is None:
         raise ValueError(f"There is no run '{name}' to resume in {storage_path}. List the runs "
                          f"there (ls {storage_path}) or start a new one without --resume (RESUME=0).")
@@ -283,11 +283,10 @@ def plan_run(storage_path, run_name, resume, settings_for_resume):
 
 def _latest_unfinished_run(storage_path):
     candidates = []
-    if os.path.isdir(storage_path):
-        for name in os.listdir(storage_path):
-            status = read_json(os.path.join(storage_path, name, STATUS_FILE))
-            if status and status.get("status") != "completed":
-                candidates.append((status.get("updated", 0), name))
+    for name in storage.list_folders(storage_path):
+        status = read_json(storage.join(storage_path, name, STATUS_FILE))
+        if status and status.get("status") != "completed":
+            candidates.append((status.get("updated", 0), name))
     if not candidates:
         raise ValueError(f"There is no interrupted run to resume in {storage_path}. Start one with "
                          "checkpoints (--checkpoint, CHECKPOINT=1), or pass --storage-path "
@@ -306,25 +305,20 @@ def _process_alive(pid):
 
 
 def read_json(path):
-    """The JSON object in `path`, or None when it is missing or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as source:
-            value = json.load(source)
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
+    """The JSON object in `path` (local or s3://), or None when it is missing or unreadable."""
+    return storage.read_json(path)
 
 
 def write_status(run_dir, status, **facts):
     """Mark the run's own folder running, completed, interrupted or failed (atomically)."""
-    previous = read_json(os.path.join(run_dir, STATUS_FILE)) or {}
+    previous = read_json(storage.join(run_dir, STATUS_FILE)) or {}
     previous.update(facts, status=status, updated=time.time(), pid=os.getpid())
-    runtime.write_json_atomic(os.path.join(run_dir, STATUS_FILE), previous)
+    storage.write_json(storage.join(run_dir, STATUS_FILE), previous)
 
 
 def registered_epoch(run_dir):
     """The epoch of the latest checkpoint Ray Train registered for this run (0 if none)."""
-    snapshot = read_json(os.path.join(run_dir, RAY_SNAPSHOT_FILE)) or {}
+    snapshot = read_json(storage.join(run_dir, RAY_SNAPSHOT_FILE)) or {}
     latest = snapshot.get("latest_checkpoint_result") or {}
     return int((latest.get("metrics") or {}).get("epoch", 0))
 
@@ -375,7 +369,7 @@ class ProgressMonitor:
         if epoch > self.epoch_logged:
             runtime.log(f"fault tolerance: checkpoint of epoch {epoch} registered in {self.run_dir}")
             self.epoch_logged = epoch
-        runtime.write_json_atomic(os.path.join(self.run_dir, PROGRESS_FILE), {
+        storage.write_json(storage.join(self.run_dir, PROGRESS_FILE), {
             "registered_checkpoint_epoch": epoch,
             "restarts": facts["restarts"],
             "attempts": facts["attempts"],
@@ -391,7 +385,7 @@ def storage_root(storage_path, checkpoint):
     """Where Ray Train keeps the run: the given path, the repo's checkpoints/ when saving
     checkpoints, else Ray's default. Absolute, since workers run in other directories."""
     if storage_path:
-        return os.path.abspath(storage_path)
+        return storage.normalize(storage_path)
     return DEFAULT_STORAGE_PATH if checkpoint else os.path.expanduser("~/ray_results")
 
 
@@ -429,7 +423,7 @@ class StatusGuard:
 def progress_line(run_dir, rank):
     """'EPOCH NODE_ID': the latest registered checkpoint epoch and the node of `rank` in
     the latest attempt ('-' while unknown)."""
-    progress = read_json(os.path.join(run_dir, PROGRESS_FILE)) or {}
+    progress = read_json(storage.join(run_dir, PROGRESS_FILE)) or {}
     attempts = progress.get("attempts") or []
     node = attempts[-1]["nodes"].get(str(rank), "-") if attempts else "-"
     return f"{progress.get('registered_checkpoint_epoch', 0)} {node}"
@@ -467,6 +461,23 @@ def recovery_report(record):
     return lines
 
 
+def live_node_address(node_id):
+    """The IP of the live Ray node `node_id` of the cluster on this machine, or None.
+
+    On Kubernetes a Ray node is a pod and this is the pod's IP, which names the pod to delete.
+    """
+    import ray
+
+    ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+    try:
+        for node in ray.nodes():
+            if node["NodeID"] == node_id and node["Alive"]:
+                return node["NodeManagerAddress"]
+    finally:
+        ray.shutdown()
+    return None
+
+
 def main(argv=None):
     import argparse
     import sys
@@ -478,9 +489,29 @@ def main(argv=None):
     progress.add_argument("rank", type=int)
     report = commands.add_parser("report", help="explain the restarts recorded in a results JSON")
     report.add_argument("results_file")
+    mark = commands.add_parser("mark-failure", help="note in a run's folder the failure about to be injected")
+    mark.add_argument("run_dir")
+    mark.add_argument("node_id")
+    mark.add_argument("rank", type=int)
+    mark.add_argument("after_epoch", type=int)
+    mark.add_argument("how")
+    node_ip = commands.add_parser("node-ip", help="print the IP of a live Ray node (run on the cluster)")
+    node_ip.add_argument("node_id")
     args = parser.parse_args(argv)
     if args.command == "progress":
         print(progress_line(args.run_dir, args.rank))
+        return 0
+    if args.command == "mark-failure":
+        storage.write_json(storage.join(args.run_dir, FAILURE_FILE), {
+            "time": time.time(), "node_id": args.node_id, "rank": args.rank,
+            "after_epoch": args.after_epoch, "how": args.how})
+        return 0
+    if args.command == "node-ip":
+        address = live_node_address(args.node_id)
+        if address is None:
+            print(f"checkpointing: error: no live Ray node has ID {args.node_id}.", file=sys.stderr)
+            return 2
+        print(address)
         return 0
     record = read_json(args.results_file)
     if record is None:

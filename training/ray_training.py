@@ -29,7 +29,7 @@ import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-from training import checkpointing, data, results, runtime, settings  # noqa: E402
+from training import checkpointing, data, results, runtime, settings, storage  # noqa: E402
 from training.model import create_model  # noqa: E402
 
 TRAINING_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -207,6 +207,7 @@ def run_ray_training(sizes, num_workers, cpus_per_worker, learning_rate, seed, d
     check_address_answers(address)
     checkpoint = checkpoint or resume
     storage_path = checkpointing.storage_root(storage_path, checkpoint)
+    storage.prepare(storage_path)
     run_settings = dict(sizes, num_workers=num_workers, seed=seed, learning_rate=learning_rate)
     run_name, run_dir, resume = checkpointing.plan_run(storage_path, run_name, resume, run_settings)
     import ray
@@ -230,7 +231,7 @@ def run_ray_training(sizes, num_workers, cpus_per_worker, learning_rate, seed, d
         config = dict(sizes=sizes, cpus_per_worker=cpus_per_worker, learning_rate=learning_rate,
                       seed=seed, data_dir=data_dir, collector=collector,
                       fault_tolerance={"checkpoint": checkpoint, "run_token": f"{run_name}-{run_start}"})
-        run_config = RunConfig(name=run_name, storage_path=storage_path,
+        run_config = RunConfig(name=run_name, **storage.ray_storage(storage_path),
                                failure_config=FailureConfig(max_failures=max_failures),
                                checkpoint_config=CheckpointConfig(num_to_keep=checkpointing.CHECKPOINTS_TO_KEEP))
         trainer = TensorflowTrainer(
@@ -252,7 +253,7 @@ def run_ray_training(sizes, num_workers, cpus_per_worker, learning_rate, seed, d
             worker_records = ray.get(collector.get_all.remote())
             fault_facts = checkpointing.summarize_attempts(
                 ray.get(collector.get_attempts.remote()),
-                checkpointing.read_json(os.path.join(run_dir, checkpointing.FAILURE_FILE)))
+                checkpointing.read_json(storage.join(run_dir, checkpointing.FAILURE_FILE)))
             fault_facts.update(run_name=run_name, run_dir=run_dir, checkpointing=checkpoint,
                                max_failures=max_failures)
             record = _write_ray_results(sizes, num_workers, cpus_per_worker, learning_rate, seed,
@@ -323,7 +324,8 @@ def main(argv=None):
                         help="Ray cluster: host:port, 'auto' (the cluster running on this machine, "
                              "the default) or 'local' (start a throwaway one-node cluster)")
     parser.add_argument("--storage-path", default=None,
-                        help="where Ray Train keeps run state and checkpoints; every node must reach it "
+                        help="where Ray Train keeps run state and checkpoints; every node must reach it: "
+                             "a folder, or s3://bucket/prefix with AWS_ENDPOINT_URL and the AWS keys set "
                              "(default: checkpoints/ in the repository with --checkpoint, else ~/ray_results)")
     parser.add_argument("--checkpoint", action="store_true",
                         help="save a checkpoint every epoch; a restarted worker group resumes from it")

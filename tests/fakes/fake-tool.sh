@@ -2,7 +2,8 @@
 # Stand-in for minikube, kubectl, helm and docker in the script tests (symlinked under
 # those names). It appends "TOOL ARGS" to FAKE_LOG and answers from FAKE_RULES, a file of
 # tab-separated rules: TOOL, a glob matched against the joined args, an exit code, and
-# output printed with printf %b (so \n and \t work). The first matching rule wins.
+# output printed with printf %b (so \n and \t work). The first matching rule wins. An exit
+# code written CODE@SECONDS answers after sleeping that long (a command that takes time).
 # Without a match it remembers a little state in FAKE_STATE_DIR, so re-runs behave like
 # the real tools: `docker build --label K=V` is what `docker image inspect` prints, and
 # `minikube image load A B` is what `minikube image ls` lists (as docker.io/library/A).
@@ -20,6 +21,15 @@ if [[ -n "${FAKE_RULES:-}" && -f "$FAKE_RULES" ]]; then
     [[ "$rule_tool" == "$tool" ]] || continue
     # shellcheck disable=SC2053 # the pattern is a glob on purpose
     if [[ "$args" == $pattern ]]; then
+      if [[ "$code" == *@* ]]; then
+        # Interruptible, and no orphaned sleep left holding the caller's output pipe.
+        sleep "${code#*@}" &
+        sleeper=$!
+        trap 'kill "$sleeper" 2>/dev/null; exit 143' TERM INT
+        wait "$sleeper"
+        trap - TERM INT
+        code="${code%@*}"
+      fi
       if [[ -n "${output:-}" ]]; then
         if [[ "$code" == "0" ]]; then
           printf '%b\n' "$output"
