@@ -48,11 +48,14 @@ minikube_target_available() {
   return 0
 }
 
-# Run a command in the head pod's Ray container.
+# Run a command in the head pod's Ray container (with DEMO_ALLOCATOR, when it is set here).
 minikube_exec_head() {
   local context="$1" head="$2"
   shift 2
-  kubectl --context "$context" --namespace "$RAY_NAMESPACE" exec "$head" -c ray-head -- "$@"
+  local -a settings=()
+  [[ -z "${DEMO_ALLOCATOR:-}" ]] || settings=(env "DEMO_ALLOCATOR=$DEMO_ALLOCATOR")
+  kubectl --context "$context" --namespace "$RAY_NAMESPACE" exec "$head" -c ray-head -- \
+    ${settings[@]+"${settings[@]}"} "$@"
 }
 
 # Fail with what to do unless the head pod can use the in-cluster checkpoint store.

@@ -27,6 +27,9 @@
 #   RAY_PORT=6380        head port of the local cluster
 #   DASHBOARD_PORT=8265  dashboard port of the local cluster
 #   PIN_CPUS=auto        pin local worker nodes and the baseline to their own cores (auto, 1, 0)
+#   DEMO_ALLOCATOR=tuned how TensorFlow gets memory for tensors, the same for both runs:
+#                        tuned (BFC allocator, glibc kept from trimming) or system (malloc);
+#                        see tune_memory_allocation in training/runtime.py
 #   CHECKPOINT=0         1: the Ray run saves a checkpoint every epoch and a restarted worker
 #                        group resumes from it (0, the default, keeps the quick start as fast)
 #   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target; on
@@ -101,6 +104,7 @@ resolve_settings() {
   require_one_of CHECKPOINT "$CHECKPOINT" 0 1
   require_one_of RESUME "$RESUME" 0 1
   require_non_negative_int MAX_FAILURES "$MAX_FAILURES"
+  require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system
 }
 
 # Decide between the local cluster and minikube, and say why.

@@ -252,7 +252,8 @@ def test_kill_node_refuses_what_it_cannot_kill(argument, message):
     ({"MAX_FAILURES": "-1"}, "MAX_FAILURES must be a whole number (0 or more), got '-1'"),
     ({"CHECKPOINT": "yes"}, "CHECKPOINT must be one of: 0 1; got 'yes'"),
     ({"RESUME": "maybe"}, "RESUME must be one of: 0 1; got 'maybe'"),
+    ({"DEMO_ALLOCATOR": "jemalloc"}, "DEMO_ALLOCATOR must be one of: tuned system; got 'jemalloc'"),
 ])
-def test_benchmark_rejects_bad_fault_tolerance_settings(env, message):
+def test_benchmark_rejects_bad_fault_tolerance_and_allocator_settings(env, message):
     finished = run([BENCHMARK], env={"TARGET": "local", **env}, timeout=60)
     assert finished.returncode == 1 and message in finished.stderr

@@ -125,18 +125,58 @@ def test_tiny_ray_run_shards_data_synchronises_weights_and_uses_two_nodes(local_
         assert worker["steps_per_epoch"] == [4, 4]
     assert record["epochs_completed"] == 2
     assert 0.0 <= record["test_accuracy"] <= 1.0 and len(record["test_predictions"]) == 128
+    # The final test was split: each worker evaluated half of the test set.
+    assert [worker["test_examples"] for worker in workers] == [64, 64]
     assert record["trainer_start_to_first_batch_seconds"] > 0
     assert "ray worker 0/2 epoch 2:" in finished.stdout
     # Each progress line reaches the driver once, not once per node.
     assert finished.stdout.count("ray worker 1/2 epoch 1:") == 1
 
 
-def test_strategy_overhead_measures_every_mode_in_its_own_process():
+def test_strategy_overhead_measures_every_mode_in_its_own_process_with_the_allocator_asked():
     finished = run([PYTHON, "-m", "training.strategy_overhead", "--steps", "2", "--warmup-steps", "1",
-                    "--batch-size", "8"], timeout=600)
+                    "--batch-size", "8", "--allocator", "system"], timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    rows = {line.split()[0]: line.split()[1:] for line in finished.stdout.splitlines()[1:]}
-    assert set(rows) == {"plain", "mirrored", "multiworker"}
-    for images_per_second, images_per_cpu_second, extra in rows.values():
-        assert float(images_per_second) > 0 and float(images_per_cpu_second) > 0
-    assert rows["plain"][2] == "+0%"
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in finished.stdout.splitlines()[1:]}
+    assert set(rows) == {("plain", "system"), ("mirrored", "system"), ("multiworker", "system")}
+    for images_per_second, images_per_cpu_second, extra, faults in rows.values():
+        assert float(images_per_second) > 0 and float(images_per_cpu_second) > 0 and float(faults) > 0
+    assert rows[("plain", "system")][2] == "+0%"
+
+
+def test_strategy_overhead_compares_each_mode_with_plain_keras_under_the_same_allocator():
+    from training.strategy_overhead import format_table
+
+    def result(mode, allocator, per_cpu_second, faults):
+        return {"mode": mode, "allocator": allocator, "images_per_second": per_cpu_second,
+                "images_per_cpu_second": per_cpu_second, "page_faults_per_step": faults}
+
+    table = format_table([result("plain", "tuned", 50.0, 80), result("multiworker", "tuned", 40.0, 4500),
+                          result("plain", "system", 40.0, 8000), result("multiworker", "system", 40.0, 150000)])
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in table.splitlines()[1:]}
+    assert rows[("multiworker", "tuned")][2] == "+25%"  # 50 / 40 - 1, against tuned plain
+    assert rows[("multiworker", "system")][2] == "+0%"  # against system plain, not tuned
+    assert rows[("multiworker", "system")][3] == "150000"
+
+
+def test_an_unknown_allocator_setting_is_refused_with_the_choices(tmp_path):
+    finished = run([PYTHON, "-m", "training.baseline_training", "--smoke-test", "--results-dir", str(tmp_path)],
+                   env={"DEMO_ALLOCATOR": "jemalloc"}, timeout=120)
+    assert finished.returncode == 2
+    assert "DEMO_ALLOCATOR must be one of tuned, system; got 'jemalloc'" in finished.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_test_shares_of_the_workers_are_put_back_in_the_order_of_the_test_set():
+    from training.ray_training import merge_test_shares
+
+    # 5 test examples over 2 workers: worker 0 had examples 0, 2, 4 and worker 1 had 1, 3.
+    workers = [
+        {"rank": 1, "test_share": {"count": 2, "loss_sum": 1.0, "correct": 1, "predictions": [11, 13]}},
+        {"rank": 0, "test_share": {"count": 3, "loss_sum": 2.0, "correct": 3, "predictions": [10, 12, 14]}},
+    ]
+    loss, accuracy, predictions = merge_test_shares(workers, 5)
+    assert predictions == [10, 11, 12, 13, 14]
+    assert loss == pytest.approx(3.0 / 5) and accuracy == pytest.approx(4 / 5)
+    with pytest.raises(RuntimeError, match="evaluated 5 test examples, not 6"):
+        merge_test_shares(workers, 6)

@@ -49,6 +49,7 @@ def train_baseline(sizes, cpus, learning_rate, seed, data_dir, results_dir):
         first_batch_time=timer.first_batch_time, epoch_times=timer.epoch_times,
         history=timer.history, test_loss=test_loss, test_accuracy=test_accuracy,
         test_predictions=predictions, learning_rate=learning_rate, seed=seed)
+    record.update(epoch_cpu_seconds=timer.epoch_cpu_seconds, epoch_page_faults=timer.epoch_page_faults)
     path = os.path.join(results_dir, results.BASELINE_FILE)
     results.finish(record, run_start, path)
     runtime.log(f"baseline: test accuracy {test_accuracy:.4f}, {record['images_per_second']:.1f} img/s, "
@@ -69,6 +70,7 @@ def main(argv=None):
                              f"(default {settings.DEFAULT_CPUS})")
     args = parser.parse_args(argv)
     try:
+        runtime.restart_with_allocator_environment("training.baseline_training")
         sizes = settings.resolve_sizes(args, settings.DEFAULT_BATCH_SIZE)
         train_baseline(sizes, args.cpus, args.learning_rate, args.seed, args.data_dir, args.results_dir)
     except ValueError as error:

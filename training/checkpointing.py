@@ -73,6 +73,8 @@ def begin_attempt(tf, strategy, model, config, rank, timer, step_counter):
         model.set_weights(weights)
         model.optimizer.set_weights(optimizer_weights)
         timer.epoch_times[:0] = state["epoch_times_seconds"]
+        timer.epoch_cpu_seconds[:0] = state.get("epoch_cpu_seconds", [])
+        timer.epoch_page_faults[:0] = state.get("epoch_page_faults", [])
         timer.history[:0] = state["history"]
         step_counter.steps_per_epoch[:0] = state["steps_per_epoch"]
         # A new process replays the seeds of epoch 1: the same shuffle order and dropout
@@ -132,6 +134,8 @@ def make_callback(tf, config, rank, timer, step_counter):
                     state = {
                         "epoch": epoch + 1,
                         "epoch_times_seconds": list(timer.epoch_times),
+                        "epoch_cpu_seconds": list(timer.epoch_cpu_seconds),
+                        "epoch_page_faults": list(timer.epoch_page_faults),
                         "history": list(timer.history),
                         "steps_per_epoch": list(step_counter.steps_per_epoch),
                         "first_batch_time": timer.first_batch_time,

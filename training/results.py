@@ -50,6 +50,9 @@ def run_record(*, training_type, sizes, per_worker_batch, num_workers, cpus_per_
         "num_workers": num_workers,
         "learning_rate": learning_rate,
         "seed": seed,
+        # The memory allocator setting (runtime.tune_memory_allocation); the Ray driver
+        # passes its own on to the workers, so this is the workers' setting too.
+        "allocator": runtime.allocator_setting(),
         "startup_seconds": first_batch_time - run_start,
         "train_time_seconds": sum(epoch_times),
         "epoch_times_seconds": list(epoch_times),
