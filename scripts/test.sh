@@ -20,7 +20,7 @@ main() {
   fi
   ensure_venv requirements-dev.txt
   cd "$REPO_ROOT"
-  log "Running the test suite (about 15 minutes on 2 cores)"
+  log "Running the test suite (about 20 minutes on 2 cores)"
   # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words on purpose
   "$REPO_ROOT/.venv/bin/python" -m pytest tests --durations=15 $PYTEST_ARGS "$@"
 }

@@ -180,3 +180,21 @@ def test_the_test_shares_of_the_workers_are_put_back_in_the_order_of_the_test_se
     assert loss == pytest.approx(3.0 / 5) and accuracy == pytest.approx(4 / 5)
     with pytest.raises(RuntimeError, match="evaluated 5 test examples, not 6"):
         merge_test_shares(workers, 6)
+
+
+def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
+    import os
+    import signal
+
+    from training.ray_training import noting_sigint
+
+    handled = []
+    original = signal.signal
+    with noting_sigint() as interrupted:
+        # What Ray Train V2's fit() does: install its own handler, which here swallows it.
+        signal.signal(signal.SIGINT, lambda signum, frame: handled.append(signum))
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+    assert handled == [signal.SIGINT] and interrupted.is_set()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.signal is original, "signal.signal must be put back"

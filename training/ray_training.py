@@ -25,8 +25,11 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 from training import checkpointing, data, results, runtime, settings, storage  # noqa: E402
@@ -260,8 +263,13 @@ def run_ray_training(sizes, num_workers, cpus_per_worker, learning_rate, seed, d
                     f"restarts{'; resuming' if resume else ''}")
         with checkpointing.StatusGuard(run_dir, settings=run_settings, checkpoint=checkpoint) as status:
             trainer_start = time.time()
-            with checkpointing.ProgressMonitor(ray, collector, run_dir):
+            with checkpointing.ProgressMonitor(ray, collector, run_dir), noting_sigint() as interrupted:
                 trainer.fit()
+            if interrupted.is_set():
+                # Ray Train's Ctrl-C handler asks the controller to abort; an abort sent
+                # while the controller is still starting is lost and the run completes.
+                # A run the user interrupted must still end as interrupted, without results.
+                raise KeyboardInterrupt
             worker_records = ray.get(collector.get_all.remote())
             fault_facts = checkpointing.summarize_attempts(
                 ray.get(collector.get_attempts.remote()),
@@ -275,6 +283,39 @@ def run_ray_training(sizes, num_workers, cpus_per_worker, learning_rate, seed, d
     finally:
         ray.shutdown()
     return record
+
+
+@contextlib.contextmanager
+def noting_sigint():
+    """Yield an Event that is set when SIGINT arrives, whoever handles it.
+
+    Ray Train V2 installs its own SIGINT handler inside `fit()`; signal.signal is wrapped
+    for the duration so that the handler it installs also sets the event first.
+    """
+    interrupted = threading.Event()
+    original = signal.signal
+
+    def note_then(handler):
+        def noting(signum, frame):
+            interrupted.set()
+            return handler(signum, frame)
+        return noting
+
+    def wrapping(signum, handler):
+        if signum == signal.SIGINT and callable(handler):
+            return original(signum, note_then(handler))
+        return original(signum, handler)
+
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous):  # an ignored SIGINT (a background job) stays ignored
+        original(signal.SIGINT, note_then(previous))
+    signal.signal = wrapping
+    try:
+        yield interrupted
+    finally:
+        signal.signal = original
+        if previous is not None:
+            original(signal.SIGINT, previous)
 
 
 def merge_test_shares(workers, test_size):
