@@ -887,14 +887,6 @@ def test_install_with_checkpoints_applies_the_store_and_waits_for_it_before_the_
     assert "TARGET=minikube ./scripts/chaos.sh" in result.stdout
 
 
-def test_install_without_checkpoints_leaves_the_store_out(world):
-    world.rule("kubectl", "config current-context", output="minikube")
-    ray_ready_rules(world)
-    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1)
-    assert result.returncode == 0, result.stderr
-    assert not any("checkpoint-storage" in call for call in world.calls())
-
-
 def test_install_with_checkpoints_restarts_ray_pods_that_started_without_the_store_keys(world):
     existing_cluster_rules(world)
     world.rule("kubectl", "*exec * printenv AWS_ACCESS_KEY_ID", code=1)
