@@ -170,3 +170,46 @@ def test_shards_are_disjoint_and_cover_the_training_set(tf):
         seen.append(set(labels))
     assert seen[0].isdisjoint(seen[1]) and seen[1].isdisjoint(seen[2]) and seen[0].isdisjoint(seen[2])
     assert set.union(*seen) == set(range(24))
+
+
+PER_DEVICE_AUTOTUNE = """
+import json
+from tensorflow.python.data.ops import multi_device_iterator_ops
+from training import runtime, data
+
+tf = runtime.import_tensorflow(1)
+strategy = tf.distribute.MultiWorkerMirroredStrategy()  # no TF_CONFIG: one local worker
+x = tf.zeros((8, 2)).numpy()
+y = tf.zeros((8,), dtype=tf.int32).numpy()
+
+
+def per_device_autotune():
+    # fit() distributes a DatasetCreator's function the same way.
+    distributed = strategy.distribute_datasets_from_function(
+        lambda context: data.make_train_dataset(tf, x, y, 2, 1, 0, seed=0))
+    worker_iterators = iter(distributed)._iterators
+    return [device._dataset.options().autotune.enabled  # None: not set, so on
+            for worker in worker_iterators for device in worker._iterator._device_iterators]
+
+
+patched = per_device_autotune()
+multi_device_iterator_ops._create_device_dataset = multi_device_iterator_ops._create_device_dataset.wrapped
+unpatched = per_device_autotune()
+runtime.disable_autotune_on_device_iterators(tf)
+print(json.dumps({"patched": patched, "unpatched": unpatched, "again": per_device_autotune()}))
+"""
+
+
+def test_the_per_device_iterators_of_multiworker_input_do_not_autotune():
+    # Their autotuning thread kept fit() idle for up to a minute at its end (runtime.py).
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    finished = subprocess.run([sys.executable, "-c", PER_DEVICE_AUTOTUNE], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    seen = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert seen["unpatched"] == [None]  # TensorFlow's default, autotuning on: the control
+    assert seen["patched"] == [False] and seen["again"] == [False]

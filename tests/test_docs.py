@@ -30,11 +30,12 @@ import sys
 
 import pytest
 
-from training import compare, report
+from training import compare, report, results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("README.md", "GETTING_STARTED.md", "docs/EXERCISE.md", "docs/QUICK_REFERENCE.md", "AGENTS.md")
 QUICKSTART_DIR = os.path.join(REPO_ROOT, "docs", "results", "quickstart")
+SCALING_DIR = os.path.join(REPO_ROOT, "docs", "results", "scaling")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 PATH_PREFIXES = ("training", "scripts", "k8s", "docker", "docs", "tests", ".ci")
 PATH_PATTERN = re.compile(r"^(?:\./)?(?:%s)/[\w./<>*-]*$" % "|".join(re.escape(p) for p in PATH_PREFIXES))
@@ -414,11 +415,23 @@ def quoted_values():
     failure = chaos["injected_failure"]
     seconds += [failure["time_lost_seconds"], failure["detect_and_restart_seconds"], failure["redone_seconds"]]
     seconds += chaos["epoch_times_seconds"]
+    # The scaling sweep's run (docs/results/scaling/workers-<N>/), quoted for its targets.
+    runs = [baseline, ray_run, chaos]
+    for folder in sorted(glob.glob(os.path.join(SCALING_DIR, "workers-*"))):
+        with open(os.path.join(folder, "comparison.json"), encoding="utf-8") as source:
+            sweep = json.load(source)
+        ratios += [sweep["speedup"], sweep["speedup_end_to_end"], sweep["throughput_ratio"]]
+        for kind in ("baseline", "ray"):
+            runs.append(sweep[kind])
+            seconds += [sweep[kind]["train_time_seconds"], sweep[kind]["total_time_seconds"]]
+        with open(os.path.join(folder, results.ray_file(sweep["num_workers"])), encoding="utf-8") as source:
+            seconds.append(json.load(source)["trainer_start_to_first_batch_seconds"])
     return {
         "ratio": {f"{value:.2f}x" for value in ratios}
-        | {f"{2 * report.TARGET_EFFICIENCY:.1f}x", f"{2 * report.TARGET_EFFICIENCY:.2f}x"},
-        "throughput": {f"{run['images_per_second']:.1f} img/s" for run in (baseline, ray_run)},
-        "accuracy": {f"{run[key]:.4f}" for run in (baseline, ray_run, chaos) for key in ("test_accuracy", "test_loss")},
+        | {f"{2 * report.TARGET_EFFICIENCY:.1f}x", f"{2 * report.TARGET_EFFICIENCY:.2f}x",
+           f"{report.TARGET_OVERHEAD_RATIO:.2f}x"},
+        "throughput": {f"{run['images_per_second']:.1f} img/s" for run in runs if "images_per_second" in run},
+        "accuracy": {f"{run[key]:.4f}" for run in runs for key in ("test_accuracy", "test_loss")},
         "seconds": {f"{value:.1f} s" for value in seconds},
         "duration": {_duration(value) for value in durations},
     }
@@ -444,6 +457,18 @@ def test_the_readme_shows_the_comparison_table_of_the_committed_run():
 def test_the_committed_comparison_follows_from_the_committed_runs():
     comparison = compare.compare(_load("baseline_results.json"), _load("ray_results_2workers.json"))
     assert comparison == _load("comparison.json")
+
+
+def test_the_committed_sweep_has_both_worker_counts_and_its_comparisons_follow_from_its_runs():
+    folders = sorted(glob.glob(os.path.join(SCALING_DIR, "workers-*")))
+    assert [os.path.basename(folder) for folder in folders] == ["workers-1", "workers-2"]
+    for folder in folders:
+        def load(name):
+            with open(os.path.join(folder, name), encoding="utf-8") as source:
+                return json.load(source)
+        workers = int(folder.rsplit("-", 1)[1])
+        assert compare.compare(load("baseline_results.json"), load(results.ray_file(workers))) == load("comparison.json")
+    assert os.path.exists(os.path.join(SCALING_DIR, "REPORT.md"))
 
 
 def test_every_number_quoted_in_the_docs_is_a_value_of_the_committed_run():
