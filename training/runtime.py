@@ -130,7 +130,7 @@ def disable_autotune_on_device_iterators(tf):
     an iterator at the end of fit() waits for its autotuning thread: measured 42-56 s of
     idle after the last epoch in 2 of 5 single-process runs and in 2-worker Ray runs (the
     stack: ~IteratorResource -> RootDataset::Iterator -> LogicalThreadWrapper); with this
-    0 s in 5 of 5. TensorFlow offers no option for those datasets, so this wraps the
+    0 s in 6 of 6. TensorFlow offers no option for those datasets, so this wraps the
     private factory that builds them (TensorFlow 2.21); when it is missing (another
     version) nothing is changed. Returns True when the wrapper is in place.
     """
