@@ -1,6 +1,7 @@
 """Shared fixtures: the repository, a quiet TensorFlow, and a real local Ray cluster."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,16 @@ def run(command, env=None, timeout=600, cwd=REPO_ROOT):
     merged.update(env or {})
     return subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def interruptible():
+    """For Popen(preexec_fn=...): give the child the default SIGINT action, as a terminal does.
+
+    A suite started as a background job (`./scripts/test.sh &`, nohup) inherits SIGINT
+    ignored, and a bash script cannot trap a signal ignored on entry, so without this a
+    test's Ctrl-C would not reach the script at all and the test would wait in vain.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cluster_processes(cluster_dir):

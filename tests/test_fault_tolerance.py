@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, cluster_processes, run
+from conftest import PYTHON, REPO_ROOT, cluster_processes, interruptible, run
 from training import checkpointing, results
 
 CHAOS = str(REPO_ROOT / "scripts" / "chaos.sh")
@@ -89,7 +89,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint_to_completion(resum
               "--storage-path", str(storage), "--results-dir", str(tmp_path / "results")]
     process = subprocess.Popen([*common, "--checkpoint", "--run-name", "long-run"], cwd=REPO_ROOT,
                                env={**os.environ, **resume_cluster}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, preexec_fn=interruptible)
     try:
         wait_for_checkpoint(storage / "long-run", 1, process)
         process.send_signal(signal.SIGINT)  # Ctrl-C
@@ -137,7 +137,8 @@ def test_ctrl_c_during_the_ray_run_of_the_benchmark_leaves_no_ray_process(tmp_pa
     env = dict(os.environ, RESULTS_DIR=str(tmp_path), TARGET="local", RAY_PORT=SCRIPT_PORTS["RAY_PORT"],
                DASHBOARD_PORT=SCRIPT_PORTS["DASHBOARD_PORT"])
     process = subprocess.Popen([BENCHMARK, "--smoke-test"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=interruptible)
     seen = []
     try:
         for line in process.stdout:

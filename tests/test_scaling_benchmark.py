@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO_ROOT, cluster_processes, run
+from conftest import REPO_ROOT, cluster_processes, interruptible, run
 
 SCRIPT = str(REPO_ROOT / "scripts" / "scaling-benchmark.sh")
 # Ports of this file's cluster: free of the session test cluster's (6395), run-benchmark's
@@ -165,7 +165,8 @@ def test_a_sweep_that_cannot_start_its_cluster_leaves_failed_and_does_not_move_l
 def test_an_interrupted_sweep_stops_its_cluster_and_marks_both_folders_failed(tmp_path):
     env = dict(os.environ, RESULTS_DIR=str(tmp_path), **PORTS)
     process = subprocess.Popen([SCRIPT, "--smoke-test"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=interruptible)
     seen = []
     try:
         for line in process.stdout:

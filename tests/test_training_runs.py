@@ -190,11 +190,14 @@ def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
 
     handled = []
     original = signal.signal
+    # SIGINT's handler before: Python's default_int_handler, or SIG_IGN when the suite was
+    # started as a background job; either way it must be put back.
+    before = signal.getsignal(signal.SIGINT)
     with noting_sigint() as interrupted:
         # What Ray Train V2's fit() does: install its own handler, which here swallows it.
         signal.signal(signal.SIGINT, lambda signum, frame: handled.append(signum))
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.2)
     assert handled == [signal.SIGINT] and interrupted.is_set()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     assert signal.signal is original, "signal.signal must be put back"
