@@ -1,6 +1,7 @@
 """Datasets: the CIFAR-10 reader on a tiny archive in the real format, synthetic data, sharding."""
 
 import hashlib
+import json
 import os
 import pickle
 import tarfile
@@ -8,6 +9,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from conftest import PYTHON, run
 from training import data
 
 
@@ -202,13 +204,7 @@ print(json.dumps({"patched": patched, "unpatched": unpatched, "again": per_devic
 
 def test_the_per_device_iterators_of_multiworker_input_do_not_autotune():
     # Their autotuning thread kept fit() idle for up to a minute at its end (runtime.py).
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    finished = subprocess.run([sys.executable, "-c", PER_DEVICE_AUTOTUNE], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1], timeout=120)
+    finished = run([PYTHON, "-c", PER_DEVICE_AUTOTUNE], timeout=120)
     assert finished.returncode == 0, finished.stderr[-3000:]
     seen = json.loads(finished.stdout.strip().splitlines()[-1])
     assert seen["unpatched"] == [None]  # TensorFlow's default, autotuning on: the control

@@ -326,12 +326,12 @@ def merge_test_shares(workers, test_size):
     world_size = len(workers)
     predictions = [None] * test_size
     counted = sum(worker["test_share"]["count"] for worker in workers)
-    for worker in workers:
-        share = worker["test_share"]["predictions"]
-        if len(range(worker["rank"], test_size, world_size)) != len(share):
-            raise RuntimeError(f"The workers evaluated {counted} test examples, not {test_size}.")
-        predictions[worker["rank"]::world_size] = share
-    if counted != test_size or any(label is None for label in predictions):
+    shares_fit = all(len(range(worker["rank"], test_size, world_size)) == len(worker["test_share"]["predictions"])
+                     for worker in workers)
+    if shares_fit:
+        for worker in workers:
+            predictions[worker["rank"]::world_size] = worker["test_share"]["predictions"]
+    if not shares_fit or counted != test_size or any(label is None for label in predictions):
         raise RuntimeError(f"The workers evaluated {counted} test examples, not {test_size}.")
     loss = sum(worker["test_share"]["loss_sum"] for worker in workers) / test_size
     accuracy = sum(worker["test_share"]["correct"] for worker in workers) / test_size
