@@ -42,18 +42,18 @@ set -o errexit -o nounset -o pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TARGET="${TARGET:-local}"
-NUM_WORKERS="${NUM_WORKERS:-2}"
+NUM_WORKERS="${NUM_WORKERS:-}"
 SPARE_NODES="${SPARE_NODES:-1}"
-CPUS_PER_WORKER="${CPUS_PER_WORKER:-1}"
-EPOCHS="${EPOCHS:-3}"
+CPUS_PER_WORKER="${CPUS_PER_WORKER:-}"
+EPOCHS="${EPOCHS:-}"
 KILL_AFTER_EPOCH="${KILL_AFTER_EPOCH:-1}"
 KILL_DELAY="${KILL_DELAY:-0}"
 KILL_RANK="${KILL_RANK:-1}"
-MAX_FAILURES="${MAX_FAILURES:-2}"
-BATCH_SIZE="${BATCH_SIZE:-64}"
-DATASET="${DATASET:-synthetic}"
-TRAIN_SIZE="${TRAIN_SIZE:-4096}"
-TEST_SIZE="${TEST_SIZE:-1024}"
+MAX_FAILURES="${MAX_FAILURES:-}"
+BATCH_SIZE="${BATCH_SIZE:-}"
+DATASET="${DATASET:-}"
+TRAIN_SIZE="${TRAIN_SIZE:-}"
+TEST_SIZE="${TEST_SIZE:-}"
 DATA_DIR="${DATA_DIR:-$REPO_ROOT/.data}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results/chaos}"
 CHECKPOINT_DIR="${CHECKPOINT_DIR:-$REPO_ROOT/checkpoints}"
@@ -89,18 +89,17 @@ parse_flags() {
 # Validate every setting before anything starts.
 check_settings() {
   require_one_of TARGET "$TARGET" local minikube
+  resolve_recipe default
+  NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
+  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
+  MAX_FAILURES="${MAX_FAILURES:-$DEFAULT_MAX_FAILURES}"
   require_positive_int NUM_WORKERS "$NUM_WORKERS"
   require_non_negative_int SPARE_NODES "$SPARE_NODES"
   require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
-  require_positive_int EPOCHS "$EPOCHS"
   require_positive_int KILL_AFTER_EPOCH "$KILL_AFTER_EPOCH"
   require_non_negative_int KILL_DELAY "$KILL_DELAY"
   require_non_negative_int KILL_RANK "$KILL_RANK"
   require_positive_int MAX_FAILURES "$MAX_FAILURES"
-  require_positive_int BATCH_SIZE "$BATCH_SIZE"
-  require_one_of DATASET "$DATASET" synthetic cifar10
-  require_positive_int TRAIN_SIZE "$TRAIN_SIZE"
-  require_positive_int TEST_SIZE "$TEST_SIZE"
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   require_positive_int WAIT_TIMEOUT "$WAIT_TIMEOUT"
@@ -178,11 +177,10 @@ start_training() {
   log "Training: $NUM_WORKERS workers, a checkpoint every epoch, up to $MAX_FAILURES restarts"
   # Not through the cluster_python function: a backgrounded function is a subshell, and
   # TRAIN_PID must be the process itself, so that cleanup can stop it.
-  "${CLUSTER_PYTHON[@]}" -m training.ray_training --dataset "$DATASET" --train-size "$TRAIN_SIZE" \
-    --test-size "$TEST_SIZE" --epochs "$EPOCHS" --batch-size "$BATCH_SIZE" \
-    ${DATA_DIR_FLAG[@]+"${DATA_DIR_FLAG[@]}"} --results-dir "$results_dir" --num-workers "$NUM_WORKERS" \
-    --cpus-per-worker "$CPUS_PER_WORKER" --address "$address" --checkpoint --storage-path "$storage" \
-    --run-name "$RUN_NAME" --max-failures "$MAX_FAILURES" &
+  training_args ray "$NUM_WORKERS" "$CPUS_PER_WORKER" "$results_dir" \
+    ${DATA_DIR_FLAG[@]+"${DATA_DIR_FLAG[@]}"} --address "$address" --checkpoint --storage-path "$storage" \
+    --run-name "$RUN_NAME"
+  "${CLUSTER_PYTHON[@]}" "${TRAINING_ARGS[@]}" &
   TRAIN_PID=$!
 }
 
@@ -191,7 +189,7 @@ wait_for_checkpoint() {
   local deadline=$((SECONDS + WAIT_TIMEOUT)) epoch node
   while ((SECONDS < deadline)); do
     kill -0 "$TRAIN_PID" 2>/dev/null || die "The training ended before epoch $KILL_AFTER_EPOCH was checkpointed (see above)."
-    read -r epoch node < <(cluster_python -m training.checkpointing progress "$RUN_LOCATION" "$KILL_RANK" 2>/dev/null |
+    read -r epoch node < <(cluster_python -m training.chaos progress "$RUN_LOCATION" "$KILL_RANK" 2>/dev/null |
       tail -n 1 || echo "0 -") || true
     [[ "$epoch" =~ ^[0-9]+$ ]] || epoch=0
     if ((epoch >= KILL_AFTER_EPOCH)) && [[ "$node" != "-" ]]; then
@@ -206,7 +204,7 @@ wait_for_checkpoint() {
 # The worker pod that is Ray node NODE_ID (Ray knows the pod's IP, Kubernetes its name).
 worker_pod_of_node() {
   local node="$1" ip pod
-  ip="$(cluster_python -m training.checkpointing node-ip "$node" 2>/dev/null | tail -n 1)" || true
+  ip="$(cluster_python -m training.chaos node-ip "$node" 2>/dev/null | tail -n 1)" || true
   [[ "$ip" =~ ^[0-9a-fA-F.:]+$ ]] ||
     die "Ray does not know a live node ${node:0:8} (it printed '$ip'); the worker may have died on its own. See the training output above."
   pod="$(kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
@@ -230,7 +228,7 @@ kill_worker_node() {
     log "Waiting ${KILL_DELAY}s into epoch $((KILL_AFTER_EPOCH + 1))"
     sleep "$KILL_DELAY"
   fi
-  cluster_python -m training.checkpointing mark-failure "$RUN_LOCATION" "$node" "$KILL_RANK" \
+  cluster_python -m training.chaos mark-failure "$RUN_LOCATION" "$node" "$KILL_RANK" \
     "$KILL_AFTER_EPOCH" "$how" ||
     die "Could not note the failure in $RUN_LOCATION (see above)."
   if [[ "$TARGET" == minikube ]]; then
@@ -254,14 +252,14 @@ finish() {
   local file="ray_results_${NUM_WORKERS}workers.json"
   log "Recovery:"
   if [[ "$TARGET" == minikube ]]; then
-    minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python -m training.checkpointing report "$POD_RESULTS_DIR/$file" ||
+    minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python -m training.chaos report "$POD_RESULTS_DIR/$file" ||
       die "Could not read the results in pod $HEAD_POD (see above)."
     kubectl --context "$KUBE_CONTEXT" cp -c ray-head "$RAY_NAMESPACE/$HEAD_POD:$POD_RESULTS_DIR/$file" "$RESULTS_DIR/$file" ||
       die "Could not copy $POD_RESULTS_DIR/$file from pod $HEAD_POD to $RESULTS_DIR."
     log "Results copied to $RESULTS_DIR/$file"
     return 0
   fi
-  "$VENV_PYTHON" -m training.checkpointing report "$RESULTS_DIR/$file"
+  "$VENV_PYTHON" -m training.chaos report "$RESULTS_DIR/$file"
 }
 
 main() {

@@ -59,6 +59,18 @@ require_one_of() {
   die "$name must be one of: $*; got '$value'."
 }
 
+# True when something accepts TCP connections at HOST:PORT (giving up after 5 s where
+# `timeout` exists; a closed port on a reachable host answers "no" at once).
+address_answers() {
+  local host="${1%:*}" port="${1##*:}"
+  if command -v timeout >/dev/null 2>&1; then
+    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
+    timeout 5 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+  else
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null
+  fi
+}
+
 # The Python interpreter used to create .venv: PYTHON if set, else python3.11, else python3.
 find_python() {
   local candidate
@@ -88,7 +100,9 @@ ensure_venv() {
   fi
   # The stamp covers every requirements file, since the dev file includes the runtime one.
   wanted="$(cat "$REPO_ROOT"/requirements*.txt | sha256sum_portable)"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]]; then
+  # The test tools' file includes the runtime one, so its stamp covers both.
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]] ||
+    [[ -f "$venv/.installed-requirements-dev.sha256" && "$(cat "$venv/.installed-requirements-dev.sha256")" == "$wanted" ]]; then
     return 0
   fi
   log "Installing $requirements into .venv (first time: 2-5 minutes, about 3 GB)"
@@ -107,25 +121,84 @@ sha256sum_portable() {
   fi
 }
 
-# The training recipe of a benchmark mode (default, smoke or full), shared by
-# run-benchmark.sh and scaling-benchmark.sh: fills whichever of EPOCHS, BATCH_SIZE,
-# DATASET, TRAIN_SIZE and TEST_SIZE are empty, then validates all five.
-resolve_recipe() {
-  local mode="$1" epochs=3 batch=64 dataset=synthetic train=4096 test=1024
+# A Python that can read training/settings.py (standard library only): .venv's when it
+# exists, else PYTHON, python3.11 or python3. The Minikube target needs no .venv for this.
+settings_python() {
+  local candidate
+  for candidate in "$REPO_ROOT/.venv/bin/python" "${PYTHON:-}" python3.11 python3; do
+    [[ -n "$candidate" ]] || continue
+    if command -v "$candidate" >/dev/null 2>&1; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  die "No Python was found to read the defaults in training/settings.py. Install Python 3.11 (https://www.python.org/downloads/) or set PYTHON=/path/to/python3.11."
+}
+
+# Set DEFAULT_<NAME> for each training default of a mode (default, smoke or full), read from
+# training/settings.py, the one place the defaults live: DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE,
+# DEFAULT_DATASET, DEFAULT_TRAIN_SIZE, DEFAULT_TEST_SIZE, DEFAULT_NUM_WORKERS,
+# DEFAULT_CPUS_PER_WORKER and DEFAULT_MAX_FAILURES.
+load_training_defaults() {
+  local mode="$1" defaults name value
+  local -a flag=()
   case "$mode" in
-    full) epochs=10 dataset=cifar10 train=50000 test=10000 ;;
-    smoke) epochs=1 batch=32 train=256 test=128 ;;
+    smoke) flag=(--smoke-test) ;;
+    full) flag=(--full) ;;
   esac
-  EPOCHS="${EPOCHS:-$epochs}"
-  BATCH_SIZE="${BATCH_SIZE:-$batch}"
-  DATASET="${DATASET:-$dataset}"
-  TRAIN_SIZE="${TRAIN_SIZE:-$train}"
-  TEST_SIZE="${TEST_SIZE:-$test}"
+  defaults="$(cd "$REPO_ROOT" && "$(settings_python)" -m training.settings ${flag[@]+"${flag[@]}"})" ||
+    die "Could not read the training defaults from training/settings.py (see above)."
+  while IFS='=' read -r name value; do
+    [[ "$name" =~ ^[A-Z_]+$ ]] && printf -v "DEFAULT_$name" '%s' "$value"
+  done <<<"$defaults"
+}
+
+# The training recipe of a mode (default, smoke or full): fills whichever of EPOCHS,
+# BATCH_SIZE, DATASET, TRAIN_SIZE and TEST_SIZE are empty from training/settings.py, then
+# validates all five.
+resolve_recipe() {
+  load_training_defaults "$1"
+  EPOCHS="${EPOCHS:-$DEFAULT_EPOCHS}"
+  BATCH_SIZE="${BATCH_SIZE:-$DEFAULT_BATCH_SIZE}"
+  DATASET="${DATASET:-$DEFAULT_DATASET}"
+  TRAIN_SIZE="${TRAIN_SIZE:-$DEFAULT_TRAIN_SIZE}"
+  TEST_SIZE="${TEST_SIZE:-$DEFAULT_TEST_SIZE}"
   require_one_of DATASET "$DATASET" synthetic cifar10
   require_positive_int EPOCHS "$EPOCHS"
   require_positive_int BATCH_SIZE "$BATCH_SIZE"
   require_positive_int TRAIN_SIZE "$TRAIN_SIZE"
   require_positive_int TEST_SIZE "$TEST_SIZE"
+}
+
+# The command line of a training entry point after the interpreter, in the array
+# TRAINING_ARGS, built from the recipe (EPOCHS, DATASET, TRAIN_SIZE, TEST_SIZE, and
+# BATCH_SIZE per worker). The one place the scripts build it, for every target:
+#   training_args baseline WORKERS CPUS RESULTS_DIR [FLAG...]   plain Keras, with the global
+#       batch of WORKERS workers (BATCH_SIZE x WORKERS) on the CPUs of one worker
+#   training_args ray WORKERS CPUS RESULTS_DIR [FLAG...]        Ray Train, WORKERS x CPUS;
+#       adds --max-failures MAX_FAILURES (when set), --checkpoint (CHECKPOINT=1) and
+#       --resume (RESUME=1)
+# FLAGs are appended as they are (e.g. --data-dir DIR, --address ADDRESS).
+training_args() {
+  local kind="$1" workers="$2" cpus="$3" results_dir="$4"
+  shift 4
+  local -a recipe=(--dataset "$DATASET" --train-size "$TRAIN_SIZE" --test-size "$TEST_SIZE"
+    --epochs "$EPOCHS" --results-dir "$results_dir")
+  case "$kind" in
+    baseline)
+      TRAINING_ARGS=(-m training.baseline_training "${recipe[@]}" --batch-size "$((BATCH_SIZE * workers))"
+        --cpus "$cpus")
+      ;;
+    ray)
+      TRAINING_ARGS=(-m training.ray_training "${recipe[@]}" --batch-size "$BATCH_SIZE"
+        --num-workers "$workers" --cpus-per-worker "$cpus")
+      [[ -z "${MAX_FAILURES:-}" ]] || TRAINING_ARGS+=(--max-failures "$MAX_FAILURES")
+      [[ "${CHECKPOINT:-0}" != 1 ]] || TRAINING_ARGS+=(--checkpoint)
+      [[ "${RESUME:-0}" != 1 ]] || TRAINING_ARGS+=(--resume)
+      ;;
+    *) die "training_args: unknown entry point '$kind' (baseline or ray)." ;;
+  esac
+  TRAINING_ARGS+=("$@")
 }
 
 # Start the local multi-node cluster (local-cluster.sh) with WORKERS worker nodes, reading

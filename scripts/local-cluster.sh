@@ -22,21 +22,17 @@ set -o errexit -o nounset -o pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-NUM_WORKERS="${NUM_WORKERS:-2}"
-CPUS_PER_WORKER="${CPUS_PER_WORKER:-1}"
+NUM_WORKERS="${NUM_WORKERS:-}"
+CPUS_PER_WORKER="${CPUS_PER_WORKER:-}"
 RAY_PORT="${RAY_PORT:-6380}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
 PIN_CPUS="${PIN_CPUS:-auto}"
 CLUSTER_DIR="${CLUSTER_DIR:-/tmp/ray-demo-${RAY_PORT}}"
 START_TIMEOUT="${START_TIMEOUT:-90}"
 
-# The ray CLI of .venv, or of PATH when run inside the Docker image.
+# The ray CLI of .venv (start creates .venv first, like the other scripts).
 ray_cli() {
-  if [[ -x "$REPO_ROOT/.venv/bin/ray" ]]; then
-    "$REPO_ROOT/.venv/bin/ray" "$@"
-  else
-    ray "$@"
-  fi
+  "$REPO_ROOT/.venv/bin/ray" "$@"
 }
 
 # Environment every process of this cluster (and every driver) shares: the same token
@@ -53,7 +49,7 @@ cluster_env() {
 
 # True when something listens on 127.0.0.1:PORT.
 port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  address_answers "127.0.0.1:$1"
 }
 
 # Print every descendant of the given PIDs (children, their children, ...), one a line.
@@ -110,6 +106,9 @@ should_pin() {
 
 # Start the head node (no CPUs for training) and the worker nodes.
 start_cluster() {
+  load_training_defaults default
+  NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
+  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
   require_positive_int NUM_WORKERS "$NUM_WORKERS"
   require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
   require_positive_int RAY_PORT "$RAY_PORT"
@@ -125,6 +124,7 @@ start_cluster() {
     die "Dashboard port $DASHBOARD_PORT is already taken (another Ray dashboard?). Choose a free one: DASHBOARD_PORT=8266 $0 start"
   fi
   mkdir -p "$CLUSTER_DIR" || die "Cannot create $CLUSTER_DIR. Set CLUSTER_DIR to a writable folder."
+  ensure_venv requirements.txt
   cluster_env
   # A fresh random token per cluster; every node and driver of this cluster reads it.
   (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$RAY_AUTH_TOKEN_PATH")
@@ -143,7 +143,7 @@ start_cluster() {
       pin_prefix=(taskset -c "$first-$last")
     fi
     log "Starting worker node $index with $CPUS_PER_WORKER CPU(s)${pin_prefix[*]:+ pinned to cores $first-$last}"
-    ${pin_prefix[@]+"${pin_prefix[@]}"} "$(command -v "$REPO_ROOT/.venv/bin/ray" || command -v ray)" start \
+    ${pin_prefix[@]+"${pin_prefix[@]}"} "$REPO_ROOT/.venv/bin/ray" start \
       --address="127.0.0.1:$RAY_PORT" --node-ip-address=127.0.0.1 --num-cpus="$CPUS_PER_WORKER" \
       --resources="{\"worker_node_$index\": 1}" --temp-dir="$CLUSTER_DIR/ray-worker-$index" \
       --disable-usage-stats >"$CLUSTER_DIR/worker-$index.log" 2>&1 ||

@@ -11,7 +11,8 @@
 #                              slot Ray has), CPUS_PER_WORKER (empty = the Ray CPUs of one
 #                              worker pod), EPOCHS, BATCH_SIZE (per worker), DATASET,
 #                              TRAIN_SIZE, TEST_SIZE, RESULTS_DIR, CHECKPOINT, RESUME,
-#                              MAX_FAILURES (defaults 0, 0, 2), and MINIKUBE_PROFILE,
+#                              MAX_FAILURES (defaults 0, 0, and training/settings.py's),
+#                              and MINIKUBE_PROFILE,
 #                              RAY_NAMESPACE, RAY_CLUSTER_NAME, K8S_CHECKPOINT_PATH (lib.sh).
 #   require_k8s_checkpoint_storage CONTEXT HEAD
 #                              fails with what to do unless the head pod has the keys
@@ -78,8 +79,8 @@ run_minikube_target() {
   : "${TEST_SIZE:?TEST_SIZE must be set (run-benchmark.sh sets it)}"
   : "${RESULTS_DIR:?RESULTS_DIR must be set (run-benchmark.sh sets it)}"
   local num_workers="${NUM_WORKERS:-}" cpus_per_worker="${CPUS_PER_WORKER:-}"
-  local checkpoint="${CHECKPOINT:-0}" resume="${RESUME:-0}" max_failures="${MAX_FAILURES:-2}"
-  local -a fault_tolerance=(--max-failures "$max_failures")
+  local checkpoint="${CHECKPOINT:-0}" resume="${RESUME:-0}"
+  local -a storage=()
 
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
   require_minikube_context
@@ -92,9 +93,7 @@ run_minikube_target() {
   log "Ray head pod: $head (context $context, namespace $RAY_NAMESPACE)"
   if [[ "$checkpoint$resume" != 00 ]]; then
     require_k8s_checkpoint_storage "$context" "$head"
-    fault_tolerance+=(--storage-path "$K8S_CHECKPOINT_PATH")
-    [[ "$checkpoint" == 0 ]] || fault_tolerance+=(--checkpoint)
-    [[ "$resume" == 0 ]] || fault_tolerance+=(--resume)
+    storage=(--storage-path "$K8S_CHECKPOINT_PATH")
     log "Checkpoints every epoch in $K8S_CHECKPOINT_PATH (the in-cluster store)$([[ "$resume" == 0 ]] || echo "; resuming the latest interrupted run")."
   fi
 
@@ -134,24 +133,19 @@ run_minikube_target() {
   fi
   log "Ray sees ${#worker_cpus[@]} worker pod(s) with CPUs (${worker_cpus[*]}); running $num_workers worker(s) x $cpus_per_worker CPU(s)."
 
-  local pod_dir global_batch
+  local pod_dir
   pod_dir="$POD_RESULTS_ROOT/run-$(date +%Y%m%d-%H%M%S)"
-  # Same global batch as the Ray run, on the CPUs of one Ray worker: a fair baseline.
-  global_batch=$((BATCH_SIZE * num_workers))
 
-  log "1/3 Baseline in the head pod: one process, $cpus_per_worker CPU(s), batch $global_batch."
-  minikube_exec_head "$context" "$head" python -m training.baseline_training \
-    --dataset "$DATASET" --train-size "$TRAIN_SIZE" --test-size "$TEST_SIZE" \
-    --epochs "$EPOCHS" --batch-size "$global_batch" --cpus "$cpus_per_worker" \
-    --results-dir "$pod_dir" ||
+  # Same global batch as the Ray run, on the CPUs of one Ray worker: a fair baseline.
+  log "1/3 Baseline in the head pod: one process, $cpus_per_worker CPU(s), batch $((BATCH_SIZE * num_workers))."
+  training_args baseline "$num_workers" "$cpus_per_worker" "$pod_dir"
+  minikube_exec_head "$context" "$head" python "${TRAINING_ARGS[@]}" ||
     die "The baseline failed in pod '$head' (output above)."
 
   log "2/3 Ray training: $num_workers worker(s) x $cpus_per_worker CPU(s), batch $BATCH_SIZE per worker."
-  minikube_exec_head "$context" "$head" python -m training.ray_training \
-    --num-workers "$num_workers" --cpus-per-worker "$cpus_per_worker" \
-    --dataset "$DATASET" --train-size "$TRAIN_SIZE" --test-size "$TEST_SIZE" \
-    --epochs "$EPOCHS" --batch-size "$BATCH_SIZE" --results-dir "$pod_dir" --address auto \
-    "${fault_tolerance[@]}" ||
+  training_args ray "$num_workers" "$cpus_per_worker" "$pod_dir" --address auto \
+    ${storage[@]+"${storage[@]}"}
+  minikube_exec_head "$context" "$head" python "${TRAINING_ARGS[@]}" ||
     die "Ray training failed in pod '$head' (output above). Worker logs: kubectl logs -n $RAY_NAMESPACE -l ray.io/cluster=$RAY_CLUSTER_NAME,ray.io/node-type=worker"
 
   log "3/3 Comparison:"

@@ -69,7 +69,7 @@ DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
 PIN_CPUS="${PIN_CPUS:-auto}"
 CHECKPOINT="${CHECKPOINT:-0}"
 CHECKPOINT_DIR="${CHECKPOINT_DIR:-$REPO_ROOT/checkpoints}"
-MAX_FAILURES="${MAX_FAILURES:-2}"
+MAX_FAILURES="${MAX_FAILURES:-}"
 RESUME="${RESUME:-0}"
 # The .venv interpreter; PYTHON (read by ensure_venv) chooses the one that creates .venv.
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
@@ -96,6 +96,7 @@ parse_flags() {
 resolve_settings() {
   require_one_of TARGET "$TARGET" auto local minikube
   resolve_recipe "$MODE"
+  MAX_FAILURES="${MAX_FAILURES:-$DEFAULT_MAX_FAILURES}"
   [[ -z "$NUM_WORKERS" ]] || require_positive_int NUM_WORKERS "$NUM_WORKERS"
   [[ -z "$CPUS_PER_WORKER" ]] || require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
   require_positive_int RAY_PORT "$RAY_PORT"
@@ -176,6 +177,16 @@ start_run_dir() {
   log "This run's folder: $RUN_DIR"
 }
 
+# Fail in seconds, before any training, when RAY_ADDRESS names a cluster that does not
+# answer: usually one left exported by `eval "$(./scripts/local-cluster.sh env)"` and
+# stopped since.
+check_existing_cluster() {
+  [[ -n "$EXISTING_CLUSTER" ]] || return 0
+  if [[ "$RAY_ADDRESS" =~ ^[^/]+:[0-9]+$ ]] && ! address_answers "$RAY_ADDRESS"; then
+    die "RAY_ADDRESS=$RAY_ADDRESS is set in your environment, but no Ray cluster answers there. It is probably left over from 'eval \"\$(./scripts/local-cluster.sh env)\"' for a cluster that has stopped since. Run 'unset RAY_ADDRESS' and this script starts a cluster of its own, or start the cluster at that address first."
+  fi
+}
+
 # Start the local multi-node cluster, or use the one at RAY_ADDRESS.
 start_local_cluster() {
   if [[ -n "$EXISTING_CLUSTER" ]]; then
@@ -186,12 +197,6 @@ start_local_cluster() {
   start_cluster_nodes "$NUM_WORKERS"
 }
 
-# The flags both trainings share (in the array COMMON_FLAGS; bash 3.2 has no mapfile).
-set_common_flags() {
-  COMMON_FLAGS=(--dataset "$DATASET" --train-size "$TRAIN_SIZE" --test-size "$TEST_SIZE"
-    --epochs "$EPOCHS" --data-dir "$DATA_DIR" --results-dir "$RESULTS_DIR")
-}
-
 # Plain Keras in one process with the budget of one Ray worker and the Ray run's global batch.
 run_baseline() {
   local pin=()
@@ -199,24 +204,17 @@ run_baseline() {
     pin=(taskset -c "0-$((CPUS_PER_WORKER - 1))")
   fi
   log "1/3 Baseline: plain Keras, $CPUS_PER_WORKER CPU(s), batch $((BATCH_SIZE * NUM_WORKERS))"
-  set_common_flags
-  ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" -m training.baseline_training "${COMMON_FLAGS[@]}" \
-    --batch-size "$((BATCH_SIZE * NUM_WORKERS))" --cpus "$CPUS_PER_WORKER" ||
-    die "The baseline training failed (see above)."
+  training_args baseline "$NUM_WORKERS" "$CPUS_PER_WORKER" "$RESULTS_DIR" --data-dir "$DATA_DIR"
+  ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The baseline training failed (see above)."
 }
 
-# Ray Train with NUM_WORKERS workers on the cluster.
+# Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
+# RESUME=1; see training/fault_tolerance.py).
 run_ray() {
   log "2/3 Ray Train: $NUM_WORKERS workers x $CPUS_PER_WORKER CPU(s), batch $BATCH_SIZE per worker"
-  set_common_flags
-  # Checkpoints are opt-in (CHECKPOINT=1, RESUME=1); see training/checkpointing.py.
-  local fault_tolerance=(--max-failures "$MAX_FAILURES" --storage-path "$CHECKPOINT_DIR")
-  ((CHECKPOINT == 0)) || fault_tolerance+=(--checkpoint)
-  ((RESUME == 0)) || fault_tolerance+=(--resume)
-  "$VENV_PYTHON" -m training.ray_training "${COMMON_FLAGS[@]}" --batch-size "$BATCH_SIZE" \
-    --num-workers "$NUM_WORKERS" --cpus-per-worker "$CPUS_PER_WORKER" --address "$RAY_ADDRESS" \
-    "${fault_tolerance[@]}" ||
-    die "The Ray training failed (see above)."
+  training_args ray "$NUM_WORKERS" "$CPUS_PER_WORKER" "$RESULTS_DIR" --data-dir "$DATA_DIR" \
+    --address "$RAY_ADDRESS" --storage-path "$CHECKPOINT_DIR"
+  "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The Ray training failed (see above)."
 }
 
 # Turn the two results into speedup, efficiency, throughput and accuracy.
@@ -236,9 +234,10 @@ write_report() {
 
 # The whole local benchmark.
 run_local_target() {
-  NUM_WORKERS="${NUM_WORKERS:-2}"
-  CPUS_PER_WORKER="${CPUS_PER_WORKER:-1}"
+  NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
+  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
   print_settings
+  check_existing_cluster
   check_results_dir
   ensure_venv requirements.txt
   start_run_dir

@@ -44,7 +44,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MODE="default"
 DRY_RUN=0
 WORKER_COUNTS="${WORKER_COUNTS:-}"
-CPUS_PER_WORKER="${CPUS_PER_WORKER:-1}"
+CPUS_PER_WORKER="${CPUS_PER_WORKER:-}"
 EPOCHS="${EPOCHS:-}"
 BATCH_SIZE="${BATCH_SIZE:-}"
 DATASET="${DATASET:-}"
@@ -88,6 +88,7 @@ parse_flags() {
 # Fill in the defaults, validate every setting and decide the worker counts and pinning.
 resolve_settings() {
   resolve_recipe "$MODE"
+  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
   require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"

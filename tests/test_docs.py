@@ -1,6 +1,6 @@
 """The docs teach only what the code does: every command, flag, setting, path and number in them is checked.
 
-Documents: README.md, GETTING_STARTED.md, docs/EXERCISE.md, docs/QUICK_REFERENCE.md, AGENTS.md.
+Documents: README.md, GETTING_STARTED.md, AGENTS.md and every docs/*.md.
 
 - Every fenced shell command (```bash, ```sh, ```shell, ```console) and every command quoted
   inline in backticks is parsed: a `./scripts/X.sh` or `docker/X.sh` must exist, each of its
@@ -33,7 +33,8 @@ import pytest
 from training import compare, report, results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ("README.md", "GETTING_STARTED.md", "docs/EXERCISE.md", "docs/QUICK_REFERENCE.md", "AGENTS.md")
+DOCS = ("README.md", "GETTING_STARTED.md", "AGENTS.md") + tuple(
+    sorted(os.path.relpath(path, REPO_ROOT) for path in glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))))
 QUICKSTART_DIR = os.path.join(REPO_ROOT, "docs", "results", "quickstart")
 SCALING_DIR = os.path.join(REPO_ROOT, "docs", "results", "scaling")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}

@@ -61,7 +61,7 @@ def train_baseline(sizes, cpus, learning_rate, seed, data_dir, results_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_common_arguments(parser)
+    settings.add_recipe_arguments(parser)
     parser.add_argument("--batch-size", type=settings.positive_int, default=None,
                         help="examples per step; use the Ray run's global batch to compare "
                              f"(default {settings.DEFAULT_BATCH_SIZE})")
@@ -71,7 +71,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         runtime.restart_with_allocator_environment("training.baseline_training")
-        sizes = settings.resolve_sizes(args, settings.DEFAULT_BATCH_SIZE)
+        sizes = settings.resolve_sizes(args)
         train_baseline(sizes, args.cpus, args.learning_rate, args.seed, args.data_dir, args.results_dir)
     except ValueError as error:
         print(f"baseline_training: error: {error}", file=sys.stderr)

@@ -388,7 +388,7 @@ def _write_ray_results(sizes, num_workers, cpus_per_worker, learning_rate, seed,
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings.add_common_arguments(parser)
+    settings.add_recipe_arguments(parser)
     parser.add_argument("--num-workers", type=settings.positive_int, default=settings.DEFAULT_NUM_WORKERS,
                         help=f"Ray Train workers (default {settings.DEFAULT_NUM_WORKERS})")
     parser.add_argument("--cpus-per-worker", type=settings.positive_int, default=settings.DEFAULT_CPUS,
@@ -415,7 +415,7 @@ def main(argv=None):
                         help="Ray Train run name, the folder under --storage-path (default: generated)")
     args = parser.parse_args(argv)
     try:
-        sizes = settings.resolve_sizes(args, settings.DEFAULT_BATCH_SIZE)
+        sizes = settings.resolve_sizes(args)
         run_ray_training(sizes, args.num_workers, args.cpus_per_worker, args.learning_rate, args.seed,
                          args.data_dir, args.results_dir, address=args.address,
                          storage_path=args.storage_path, checkpoint=args.checkpoint,
