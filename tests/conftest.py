@@ -51,7 +51,7 @@ def cluster_processes(cluster_dir):
 
 @pytest.fixture(scope="session")
 def tf():
-    from training.runtime import import_tensorflow
+    from training.workarounds import import_tensorflow
 
     return import_tensorflow(1)
 

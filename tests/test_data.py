@@ -177,9 +177,9 @@ def test_shards_are_disjoint_and_cover_the_training_set(tf):
 PER_DEVICE_AUTOTUNE = """
 import json
 from tensorflow.python.data.ops import multi_device_iterator_ops
-from training import runtime, data
+from training import data, workarounds
 
-tf = runtime.import_tensorflow(1)
+tf = workarounds.import_tensorflow(1)
 strategy = tf.distribute.MultiWorkerMirroredStrategy()  # no TF_CONFIG: one local worker
 x = tf.zeros((8, 2)).numpy()
 y = tf.zeros((8,), dtype=tf.int32).numpy()
@@ -197,13 +197,13 @@ def per_device_autotune():
 patched = per_device_autotune()
 multi_device_iterator_ops._create_device_dataset = multi_device_iterator_ops._create_device_dataset.wrapped
 unpatched = per_device_autotune()
-runtime.disable_autotune_on_device_iterators(tf)
+workarounds.disable_autotune_on_device_iterators(tf)
 print(json.dumps({"patched": patched, "unpatched": unpatched, "again": per_device_autotune()}))
 """
 
 
 def test_the_per_device_iterators_of_multiworker_input_do_not_autotune():
-    # Their autotuning thread kept fit() idle for up to a minute at its end (runtime.py).
+    # Their autotuning thread kept fit() idle for up to a minute at its end (workarounds.py).
     finished = run([PYTHON, "-c", PER_DEVICE_AUTOTUNE], timeout=120)
     assert finished.returncode == 0, finished.stderr[-3000:]
     seen = json.loads(finished.stdout.strip().splitlines()[-1])

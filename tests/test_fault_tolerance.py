@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import PYTHON, REPO_ROOT, cluster_processes, interruptible, run
-from training import checkpointing, results
+from training import results, run_state
 
 CHAOS = str(REPO_ROOT / "scripts" / "chaos.sh")
 BENCHMARK = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
@@ -64,7 +64,7 @@ def test_chaos_demo_kills_a_worker_node_after_epoch_one_and_the_run_still_finish
     assert "CHAOS: epoch 1 is checkpointed; killing the node of worker rank 1" in output
     assert "fault tolerance: RESTART 1: a new worker group (attempt 2) resumes from the epoch 1" in output
     assert "Time lost to one worker failure:" in output and "Restarts of the worker group: 1" in output
-    status = json.loads((tmp_path / "checkpoints" / record["run_name"] / checkpointing.STATUS_FILE).read_text())
+    status = json.loads((tmp_path / "checkpoints" / record["run_name"] / run_state.STATUS_FILE).read_text())
     assert status["status"] == "completed"
     assert "Local cluster stopped." in output
     time.sleep(1)
@@ -77,7 +77,7 @@ def wait_for_checkpoint(run_dir, epoch, process, timeout=600):
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert process.poll() is None, "the run ended before it was interrupted"
-        if checkpointing.registered_epoch(str(run_dir)) >= epoch:
+        if run_state.registered_epoch(str(run_dir)) >= epoch:
             return
         time.sleep(0.5)
     pytest.fail(f"no checkpoint of epoch {epoch} within {timeout}s")
@@ -100,7 +100,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint_to_completion(resum
     assert process.returncode == 130, output[-4000:]
     assert "interrupted: no results were written" in output
     assert not (tmp_path / "results" / results.ray_file(2)).exists()
-    status = json.loads((storage / "long-run" / checkpointing.STATUS_FILE).read_text())
+    status = json.loads((storage / "long-run" / run_state.STATUS_FILE).read_text())
     assert status["status"] == "interrupted"
 
     resumed = run([*common, "--resume"], env=resume_cluster, timeout=900)
@@ -112,7 +112,7 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint_to_completion(resum
     for worker in record["workers"]:
         assert worker["samples_per_epoch"] == [128] * 3
     assert "restored the epoch" in resumed.stdout
-    assert json.loads((storage / "long-run" / checkpointing.STATUS_FILE).read_text())["status"] == "completed"
+    assert json.loads((storage / "long-run" / run_state.STATUS_FILE).read_text())["status"] == "completed"
 
     again = run([*common, "--resume", "--run-name", "long-run"], env=resume_cluster, timeout=120)
     assert again.returncode == 2
@@ -177,7 +177,7 @@ def write_run(storage, name, status, **settings):
     base = {"dataset": "synthetic", "train_size": 256, "test_size": 128, "batch_size": 32, "epochs": 1,
             "num_workers": 2, "seed": 42, "learning_rate": 0.001}
     base.update(settings)
-    (folder / checkpointing.STATUS_FILE).write_text(json.dumps(
+    (folder / run_state.STATUS_FILE).write_text(json.dumps(
         {"status": status, "settings": base, "pid": 999999999, "updated": 1.0, "results": "r.json"}))
 
 

@@ -1026,7 +1026,7 @@ def test_chaos_on_minikube_without_the_store_says_how_to_install_it(world):
 
 def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_be_found(world):
     world.rule("kubectl", "*python -m training.chaos node-ip*", code=2,
-               output="checkpointing: error: no live Ray node has ID 0f3a9c1d2e4b5a6978.")
+               output="chaos: error: no live Ray node has ID 0f3a9c1d2e4b5a6978.")
     chaos_rules(world, training_seconds=30)  # the first matching rule wins
     started = time.time()
     result = world.script("scripts/chaos.sh", TARGET="minikube")

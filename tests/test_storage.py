@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from training import checkpointing, results, storage
+from training import fault_tolerance, results, run_state, storage
 from conftest import PYTHON, run
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
@@ -75,12 +75,12 @@ def test_plan_run_finds_the_latest_unfinished_run_in_s3(s3_env):
     location = "s3://plan-bucket/runs"
     storage.prepare(location)
     for name, status, updated in (("old", "interrupted", 1), ("done", "completed", 3), ("new", "failed", 2)):
-        storage.write_json(storage.join(location, name, checkpointing.STATUS_FILE),
+        storage.write_json(storage.join(location, name, run_state.STATUS_FILE),
                            {"status": status, "updated": updated, "settings": {"batch_size": 64}})
-    name, run_dir, resuming = checkpointing.plan_run(location, None, True, {"batch_size": 64})
+    name, run_dir, resuming = run_state.plan_run(location, None, True, {"batch_size": 64})
     assert (name, run_dir, resuming) == ("new", "s3://plan-bucket/runs/new", True)
     with pytest.raises(ValueError, match="A run named 'done' already exists in s3://plan-bucket/runs"):
-        checkpointing.plan_run(location, "done", False, {})
+        run_state.plan_run(location, "done", False, {})
 
 
 def test_an_unreachable_store_fails_at_once_with_what_to_check(monkeypatch):
@@ -122,15 +122,15 @@ def test_a_ray_run_checkpoints_into_s3_and_resumes_from_there(local_cluster, s3_
     os.environ.update(s3_server)
     try:
         run_dir = storage.join(location, "s3-run")
-        assert storage.read_json(storage.join(run_dir, checkpointing.STATUS_FILE))["status"] == "completed"
-        assert checkpointing.registered_epoch(run_dir) == 1
+        assert storage.read_json(storage.join(run_dir, run_state.STATUS_FILE))["status"] == "completed"
+        assert run_state.registered_epoch(run_dir) == 1
         assert storage.list_folders(run_dir) == ["epoch-0001"]
-        for name in (checkpointing.STATE_FILE, checkpointing.WEIGHTS_FILE, checkpointing.OPTIMIZER_FILE):
+        for name in (fault_tolerance.STATE_FILE, fault_tolerance.WEIGHTS_FILE, fault_tolerance.OPTIMIZER_FILE):
             assert storage.exists(storage.join(run_dir, "epoch-0001", name)), name
         # Pretend the run was interrupted after epoch 1, then continue it to epoch 2: the
         # new worker group downloads the checkpoint from S3.
-        status = storage.read_json(storage.join(run_dir, checkpointing.STATUS_FILE))
-        storage.write_json(storage.join(run_dir, checkpointing.STATUS_FILE), dict(status, status="interrupted"))
+        status = storage.read_json(storage.join(run_dir, run_state.STATUS_FILE))
+        storage.write_json(storage.join(run_dir, run_state.STATUS_FILE), dict(status, status="interrupted"))
     finally:
         for name in s3_server:
             os.environ.pop(name, None)

@@ -168,7 +168,7 @@ def test_an_unknown_allocator_setting_is_refused_with_the_choices(tmp_path):
 
 
 def test_the_test_shares_of_the_workers_are_put_back_in_the_order_of_the_test_set():
-    from training.ray_training import merge_test_shares
+    from training.results import merge_test_shares
 
     # 5 test examples over 2 workers: worker 0 had examples 0, 2, 4 and worker 1 had 1, 3.
     workers = [
@@ -186,7 +186,7 @@ def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
     import os
     import signal
 
-    from training.ray_training import noting_sigint
+    from training.workarounds import noting_sigint
 
     handled = []
     original = signal.signal

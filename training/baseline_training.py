@@ -1,16 +1,16 @@
-"""Plain Keras baseline: the CNN trained with model.fit in one process on a fixed CPU budget.
+"""Plain Keras baseline: the CNN trained with model.fit in one process, on a fixed CPU budget.
 
-This is the reference the Ray run is measured against. It gets the same CPU budget as
-one Ray worker (`--cpus`, default 1: TensorFlow's thread pools are sized to it) and the
-same global batch as the Ray run it is compared with, so both runs take the same number
-of optimizer steps over the same examples.
+This is the reference the Ray run is measured against. It gets the CPU budget of one Ray
+worker (`--cpus`, default 1: TensorFlow's thread pools are sized to it) and the global batch
+of the Ray run it is compared with, so both runs take the same optimizer steps over the same
+examples. Diff it against ray_training.py to see what data parallelism adds.
 
-Run (from the repository root, inside .venv):
-    python -m training.baseline_training --batch-size 128 --cpus 1
-    python -m training.baseline_training --smoke-test          # seconds, proves the path
+Run from the repository root (./scripts/run-benchmark.sh runs it for you, with the Ray run):
+    .venv/bin/python -m training.baseline_training --batch-size 128 --cpus 1
+    .venv/bin/python -m training.baseline_training --smoke-test      # seconds, proves the path
 
-Expect on one core of a 2-core laptop: about 50 images/s, 4096 synthetic images x 3
-epochs in about 4-5 minutes, test accuracy well above the 10% of chance.
+Expect the default recipe to train for a few minutes on one core, with a test accuracy far
+above the 10% of chance: the quick start's measured run is in docs/results/quickstart/.
 """
 
 import argparse
@@ -18,43 +18,38 @@ import os
 import sys
 import time
 
-from training import data, results, runtime, settings
-from training.model import create_model
+from training import data, records, results, settings, workarounds
+from training.model import create_model, evaluate
 
 
-def train_baseline(sizes, cpus, learning_rate, seed, data_dir, results_dir):
-    """Train, evaluate and write results_dir/baseline_results.json. Returns the record."""
+def train_baseline(run_settings, data_dir, results_dir):
+    """Train in this process, evaluate, and write results_dir/baseline_results.json."""
     run_start = time.time()
-    runtime.check_results_dir_writable(results_dir)
-    tf = runtime.import_tensorflow(cpus)
+    results.check_writable(results_dir)
+    seed = run_settings["seed"]
+    tf = workarounds.import_tensorflow(run_settings["cpus_per_worker"])
     tf.keras.utils.set_random_seed(seed)
-    dataset = data.load_dataset(sizes["dataset"], sizes["train_size"], sizes["test_size"],
+    dataset = data.load_dataset(run_settings["dataset"], run_settings["train_size"], run_settings["test_size"],
                                 data_dir=data_dir, seed=seed)
-    batch_size = sizes["batch_size"]
-    plan = data.shard_plan(sizes["train_size"], batch_size, num_workers=1)
-    train_dataset = data.make_train_dataset(tf, dataset.x_train, dataset.y_train, batch_size,
+    plan = data.shard_plan(run_settings["train_size"], run_settings["batch_size"], num_workers=1)
+    recorder = records.epoch_recorder(tf, "baseline", plan["samples_per_epoch"])
+    # One pipeline over the whole training set, at the whole batch.
+    train_dataset = data.make_train_dataset(tf, dataset.x_train, dataset.y_train, run_settings["batch_size"],
                                             num_shards=1, shard_index=0, seed=seed)
-    eval_dataset = data.make_eval_dataset(tf, dataset.x_test, dataset.y_test, batch_size)
-    model = create_model(tf, learning_rate)
-    timer = runtime.make_epoch_timer(tf, "baseline", plan["samples_per_epoch"])
-    runtime.log(f"baseline: {sizes['dataset']} {sizes['train_size']} train / {sizes['test_size']} test, "
-                f"{sizes['epochs']} epochs, batch {batch_size}, {cpus} CPU(s)")
-    model.fit(train_dataset, epochs=sizes["epochs"], steps_per_epoch=plan["steps_per_epoch"],
-              validation_data=eval_dataset, callbacks=[timer], verbose=0)
-    test_loss, test_accuracy, predictions = runtime.evaluate(model, dataset.x_test, dataset.y_test,
-                                                             batch_size)
-    record = results.run_record(
-        training_type="baseline", sizes=sizes, per_worker_batch=batch_size, num_workers=1,
-        cpus_per_worker=cpus, plan=plan, run_start=run_start,
-        first_batch_time=timer.first_batch_time, epoch_times=timer.epoch_times,
-        history=timer.history, test_loss=test_loss, test_accuracy=test_accuracy,
-        test_predictions=predictions, learning_rate=learning_rate, seed=seed)
-    record.update(epoch_cpu_seconds=timer.epoch_cpu_seconds, epoch_page_faults=timer.epoch_page_faults)
+    model = create_model(tf, run_settings["learning_rate"])
+    records.log(f"baseline: {run_settings['dataset']} {run_settings['train_size']} train / "
+                f"{run_settings['test_size']} test, {run_settings['epochs']} epochs, batch "
+                f"{run_settings['batch_size']}, {run_settings['cpus_per_worker']} CPU(s)")
+    model.fit(train_dataset, epochs=run_settings["epochs"], steps_per_epoch=plan["steps_per_epoch"],
+              validation_data=data.make_eval_dataset(tf, dataset.x_test, dataset.y_test, plan["global_batch_size"]),
+              callbacks=[recorder], verbose=0)
+    test_loss, test_accuracy, predictions = evaluate(model, dataset.x_test, dataset.y_test,
+                                                     run_settings["batch_size"])
+    record = results.run_record("baseline", run_settings, plan, run_start, recorder.state(),
+                                test_loss, test_accuracy, predictions)
     path = os.path.join(results_dir, results.BASELINE_FILE)
-    results.finish(record, run_start, path)
-    runtime.log(f"baseline: test accuracy {test_accuracy:.4f}, {record['images_per_second']:.1f} img/s, "
-                f"train {record['train_time_seconds']:.1f}s, total {record['total_time_seconds']:.1f}s "
-                f"-> {path}")
+    results.write(record, run_start, path)
+    records.log(f"baseline: {results.summary_line(record)} -> {path}")
     return record
 
 
@@ -70,9 +65,10 @@ def main(argv=None):
                              f"(default {settings.DEFAULT_CPUS})")
     args = parser.parse_args(argv)
     try:
-        runtime.restart_with_allocator_environment("training.baseline_training")
-        sizes = settings.resolve_sizes(args)
-        train_baseline(sizes, args.cpus, args.learning_rate, args.seed, args.data_dir, args.results_dir)
+        workarounds.restart_with_allocator_environment("training.baseline_training")
+        run_settings = dict(settings.resolve_sizes(args), num_workers=1, cpus_per_worker=args.cpus,
+                            learning_rate=args.learning_rate, seed=args.seed)
+        train_baseline(run_settings, args.data_dir, args.results_dir)
     except ValueError as error:
         print(f"baseline_training: error: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ injects, find the pod of a Ray node, and explain the run's recovery afterwards.
 import time
 
 from training import storage
-from training.checkpointing import FAILURE_FILE, PROGRESS_FILE, read_json
+from training.run_state import FAILURE_FILE, PROGRESS_FILE, read_json
 
 
 def progress_line(run_dir, rank):

@@ -18,7 +18,7 @@ import argparse
 import os
 import sys
 
-from training import results, runtime
+from training import results
 
 
 def compare(baseline, ray_run):
@@ -126,7 +126,7 @@ def main(argv=None):
     except ValueError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
-    runtime.write_json_atomic(os.path.join(args.results_dir, results.COMPARISON_FILE), comparison)
+    results.write_json_atomic(os.path.join(args.results_dir, results.COMPARISON_FILE), comparison)
     print(format_table(comparison))
     return 0
 

@@ -1,4 +1,5 @@
-"""The CNN both runs train: one definition, so the comparison is about parallelism only.
+"""The CNN both runs train, and its evaluation: one definition, so the comparison is about
+parallelism only.
 
 Three blocks of 64, 128 and 256 filters (each: two 3x3 convolutions with batch norm and
 ReLU, 2x2 max pooling, dropout 0.25), then dense 512 with batch norm, ReLU and dropout 0.5,
@@ -42,3 +43,16 @@ def create_model(tf, learning_rate, input_shape=INPUT_SHAPE, num_classes=NUM_CLA
         metrics=["accuracy"],
     )
     return model
+
+
+def evaluate(model, x_test, y_test, batch_size):
+    """Test loss, accuracy and predicted classes of a (non-distributed) model: the same
+    evaluation for the baseline and for each Ray worker's share of the test set."""
+    import numpy as np
+
+    probabilities = model.predict(x_test, batch_size=batch_size, verbose=0)
+    predictions = probabilities.argmax(axis=1)
+    picked = probabilities[np.arange(len(y_test)), y_test]
+    loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+    accuracy = float((predictions == y_test).mean())
+    return loss, accuracy, predictions

@@ -93,6 +93,23 @@ def add_mode_arguments(parser):
                         help="tiny data, one epoch: proves the path works in seconds")
 
 
+def add_fault_tolerance_arguments(parser):
+    """The Ray run's checkpoint and restart flags (training/fault_tolerance.py)."""
+    parser.add_argument("--storage-path", default=None,
+                        help="where Ray Train keeps run state and checkpoints; every node must reach it: "
+                             "a folder, or s3://bucket/prefix with AWS_ENDPOINT_URL and the AWS keys set "
+                             "(default: checkpoints/ in the repository with --checkpoint, else ~/ray_results)")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="save a checkpoint every epoch; a restarted worker group resumes from it")
+    parser.add_argument("--max-failures", type=non_negative_int, default=DEFAULT_MAX_FAILURES,
+                        help=f"worker group restarts Ray Train may make (default {DEFAULT_MAX_FAILURES})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run (--run-name, or the latest unfinished one in "
+                             "--storage-path) from its latest checkpoint; implies --checkpoint")
+    parser.add_argument("--run-name", default=None,
+                        help="Ray Train run name, the folder under --storage-path (default: generated)")
+
+
 def recipe_mode(args):
     """'full', 'smoke' or 'default', from the flags."""
     if args.full and args.smoke_test:

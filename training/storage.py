@@ -131,9 +131,9 @@ def read_json(location):
 def write_json(location, value):
     """Write `value` as JSON, whole or not at all (an S3 object is replaced in one PUT)."""
     if not is_remote(location):
-        from training import runtime
+        from training import results
 
-        runtime.write_json_atomic(location, value)
+        results.write_json_atomic(location, value)
         return
     filesystem, path = filesystem_and_path(location)
     with filesystem.open_output_stream(path) as out:

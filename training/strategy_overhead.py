@@ -2,7 +2,7 @@
 
 Trains the CNN for a few steps three ways on one core: plain Keras, a one-device
 MirroredStrategy, and a one-worker MultiWorkerMirroredStrategy (the strategy Ray Train
-uses), under both memory allocator settings of runtime.tune_memory_allocation: "system"
+uses), under both memory allocator settings of workarounds.tune_memory_allocation: "system"
 (TensorFlow's default, malloc) and "tuned" (what the benchmark uses). Each measurement
 runs in its own process (TensorFlow's thread pools, allocator and TF_CONFIG are per
 process), pinned to core 0 when `taskset` exists. It prints images per wall-second,
@@ -31,11 +31,11 @@ import subprocess
 import sys
 import time
 
-from training import data, runtime, settings
+from training import data, settings, workarounds
 from training.model import create_model
 
 MODES = ("plain", "mirrored", "multiworker")
-ALLOCATOR_CHOICES = runtime.ALLOCATORS + ("both",)
+ALLOCATOR_CHOICES = workarounds.ALLOCATORS + ("both",)
 
 
 def measure(mode, batch_size, steps, warmup_steps, seed=42):
@@ -47,7 +47,7 @@ def measure(mode, batch_size, steps, warmup_steps, seed=42):
             port = probe.getsockname()[1]
         os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]},
                                               "task": {"type": "worker", "index": 0}})
-    tf = runtime.import_tensorflow(1)
+    tf = workarounds.import_tensorflow(1)
     x, y = data.synthetic_split("train", batch_size * 8, seed)
 
     def dataset_fn(_input_context=None):
@@ -72,14 +72,14 @@ def measure(mode, batch_size, steps, warmup_steps, seed=42):
 
     model.fit(train_input, epochs=1, steps_per_epoch=warmup_steps + steps, callbacks=[StepClock()], verbose=0)
     images = batch_size * steps
-    return {"mode": mode, "allocator": os.environ.get(runtime.ALLOCATOR_VARIABLE, "tuned"),
+    return {"mode": mode, "allocator": os.environ.get(workarounds.ALLOCATOR_VARIABLE, "tuned"),
             "batch_size": batch_size, "steps": steps,
             "images_per_second": images / (wall[-1] - wall[warmup_steps - 1]),
             "images_per_cpu_second": images / (cpu[-1] - cpu[warmup_steps - 1]),
             "page_faults_per_step": (faults[-1] - faults[warmup_steps - 1]) / steps}
 
 
-def run_all(batch_size, steps, warmup_steps, allocators=runtime.ALLOCATORS):
+def run_all(batch_size, steps, warmup_steps, allocators=workarounds.ALLOCATORS):
     """Measure every mode under every allocator setting, each in a fresh process."""
     pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
     found = []
@@ -89,8 +89,8 @@ def run_all(batch_size, steps, warmup_steps, allocators=runtime.ALLOCATORS):
                              "--batch-size", str(batch_size), "--steps", str(steps),
                              "--warmup-steps", str(warmup_steps)]
             # From the process start, as the benchmark's processes get it.
-            env = dict(os.environ, **{runtime.ALLOCATOR_VARIABLE: allocator},
-                       **runtime.allocator_environment(allocator))
+            env = dict(os.environ, **{workarounds.ALLOCATOR_VARIABLE: allocator},
+                       **workarounds.allocator_environment(allocator))
             finished = subprocess.run(command, capture_output=True, text=True, env=env)
             lines = [line for line in finished.stdout.splitlines() if line.startswith("{")]
             if finished.returncode != 0 or not lines:
@@ -110,14 +110,14 @@ def main(argv=None):
                         help="untimed steps first, for graph tracing (default 10)")
     parser.add_argument("--allocator", choices=ALLOCATOR_CHOICES, default="both",
                         help="memory allocator setting(s) to measure (default both; see "
-                             "training/runtime.py tune_memory_allocation)")
+                             "training/workarounds.py, section 2)")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="measure one mode in this process and print it as JSON (used internally)")
     args = parser.parse_args(argv)
     if args.mode:
         print(json.dumps(measure(args.mode, args.batch_size, args.steps, args.warmup_steps)), flush=True)
         return 0
-    allocators = runtime.ALLOCATORS if args.allocator == "both" else (args.allocator,)
+    allocators = workarounds.ALLOCATORS if args.allocator == "both" else (args.allocator,)
     try:
         found = run_all(args.batch_size, args.steps, args.warmup_steps, allocators)
     except RuntimeError as error:

@@ -1,0 +1,248 @@
+"""Workarounds for the versions this demo pins. Skip this module when learning Ray Train:
+nothing in it is part of the lesson; each piece says what it works around, how it was
+measured, and the versions it applies to.
+
+Pinned (requirements.txt): TensorFlow 2.21.0, tf-keras 2.21.0, Ray 2.60.0, Python 3.11;
+the allocator settings need glibc (Linux). Import TensorFlow only through
+`import_tensorflow()`, which applies all of them in the right order.
+
+1. `use_tf_keras`: Keras 3's fit() fails under MultiWorkerMirroredStrategy.
+2. `tune_memory_allocation` and `restart_with_allocator_environment`: under the strategy,
+   freed tensor memory went back to the OS and was faulted in again at every step.
+3. `disable_autotune_on_device_iterators`: the end of fit() sat idle for up to a minute.
+4. `quiet_cuda_probe`: the CUDA-enabled wheel prints CUDA errors on every CPU-only machine.
+5. Thread pools: Ray sets OMP_NUM_THREADS on its workers and nothing else.
+6. `noting_sigint`: Ray Train can lose a Ctrl-C that arrives while its controller starts.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+import threading
+
+# 1. tf-keras, not Keras 3 (TensorFlow 2.21, tf-keras 2.21): Keras 3's model.fit fails under
+# MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)", ray-project/ray
+# issue 47464). TF_USE_LEGACY_KERAS=1 makes tf.keras the tf-keras package, but only if it
+# is set before TensorFlow is first imported: importing the `training` package sets it.
+LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
+
+
+def use_tf_keras():
+    """Select tf-keras for every later TensorFlow import in this process."""
+    os.environ[LEGACY_KERAS_VARIABLE] = "1"
+
+
+# 2. The memory allocator (TensorFlow 2.21 on glibc). Under MultiWorkerMirroredStrategy
+# TensorFlow's freed CPU tensors went back to the OS and were faulted in again at the next
+# step: about 150,000 minor page faults per step of this CNN at batch 64 (plain Keras: about
+# 8,000), and every kernel about 30% slower (a TensorFlow profile showed the same kernels,
+# each slower). TensorFlow's BFC allocator (it keeps what it frees), one malloc arena, and
+# glibc told neither to mmap tensors nor to trim its heap bring both paths to a few thousand
+# faults per step and the strategy's CPU cost per image from about 25% to a few percent
+# (`python -m training.strategy_overhead` measures both; docs/results/strategy_overhead/).
+# glibc reads MALLOC_* when a process starts, so each process gets them in its environment
+# from its start: Ray workers through the driver's runtime_env, an entry point started by
+# hand by re-executing itself once. DEMO_ALLOCATOR=system turns all of it off.
+ALLOCATOR_VARIABLE = "DEMO_ALLOCATOR"
+ALLOCATORS = ("tuned", "system")
+# glibc's mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+
+def allocator_setting():
+    """The DEMO_ALLOCATOR setting of this process, checked ("tuned" when unset)."""
+    choice = os.environ.get(ALLOCATOR_VARIABLE, "tuned")
+    if choice not in ALLOCATORS:
+        raise ValueError(f"{ALLOCATOR_VARIABLE} must be one of {', '.join(ALLOCATORS)}; got '{choice}'. "
+                         "Unset it for the default (tuned).")
+    return choice
+
+
+def allocator_environment(choice):
+    """The environment variables that apply an allocator setting from a process's start."""
+    if choice != "tuned":
+        return {}
+    return {"TF_CPU_ALLOCATOR_USE_BFC": "true", "MALLOC_ARENA_MAX": "1",
+            "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
+def restart_with_allocator_environment(module):
+    """Run this entry point again, once, with the allocator's variables in its environment.
+
+    Set later through mallopt() they left a MultiWorkerMirroredStrategy process with about
+    ten times the page faults, so every process of a comparison starts with them. Does
+    nothing when they are already set. Call before TensorFlow is imported.
+    """
+    wanted = allocator_environment(allocator_setting())
+    if all(os.environ.get(name) == value for name, value in wanted.items()):
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module] + sys.argv[1:], {**os.environ, **wanted})
+
+
+def tune_memory_allocation():
+    """Apply the allocator setting to this process as far as it still can (mallopt); the
+    environment variables above do it from the start. Returns the setting in use."""
+    choice = allocator_setting()
+    if choice == "system":
+        return choice
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            return choice  # not glibc (e.g. musl): the BFC allocator alone still helps
+        libc.mallopt(_M_ARENA_MAX, 1)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest; bigger blocks still mmap
+        libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    return choice
+
+
+def ray_worker_environment():
+    """Environment variables for Ray's worker processes (the driver's runtime_env): Ray
+    workers get their environment from the node, not from the driver, so tf-keras, the
+    allocator setting and the quiet TensorFlow log level must be passed on explicitly."""
+    allocator = allocator_setting()
+    return {LEGACY_KERAS_VARIABLE: "1", "TF_CPP_MIN_LOG_LEVEL": "2", ALLOCATOR_VARIABLE: allocator,
+            **allocator_environment(allocator)}
+
+
+# 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under
+# MultiWorkerMirroredStrategy, fit() reads its input through a MultiDeviceIterator whose
+# per-device datasets TensorFlow creates with default options, so autotuning is on there even
+# though our pipelines turn it off (data.pipeline_options). Destroying such an iterator at the
+# end of fit() waits for its autotuning thread (py-spy's native stack:
+# ~IteratorResource -> RootDataset::Iterator -> LogicalThreadWrapper). Measured: 42 s of idle
+# in 2 of 5 single-process runs, 0 s in 6 of 6 with this; in 2-worker Ray runs, 54 s and 66 s
+# from the last epoch to the results, 8 s with this. TensorFlow offers no option for those
+# datasets, so this wraps the private factory that builds them; when it is missing (another
+# version) nothing is changed.
+def disable_autotune_on_device_iterators(tf):
+    """Wrap tf.distribute's per-device dataset factory to turn autotuning off. Returns True
+    when the wrapper is in place."""
+    from tensorflow.python.data.ops import multi_device_iterator_ops
+
+    factory = getattr(multi_device_iterator_ops, "_create_device_dataset", None)
+    if factory is None:
+        return False
+    if getattr(factory, "autotune_disabled", False):
+        return True
+
+    def create_device_dataset(*args, **kwargs):
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return factory(*args, **kwargs).with_options(options)
+
+    create_device_dataset.autotune_disabled = True
+    create_device_dataset.wrapped = factory
+    multi_device_iterator_ops._create_device_dataset = create_device_dataset
+    return True
+
+
+# 4. CUDA noise (TensorFlow 2.21). tf-keras pins the full `tensorflow` wheel, which is built
+# with CUDA, so on a machine without a GPU every process printed, when TensorFlow loaded and
+# again when it first listed its devices: "WARNING: All log messages before
+# absl::InitializeLog() is called are written to STDERR", "cudart_stub.cc:31] Could not find
+# cuda drivers on your machine, GPU will not be used." and "cuda_platform.cc:52] failed call
+# to cuInit: ... UNKNOWN ERROR (303)". They come before TensorFlow's logging is set up, so
+# TF_CPP_MIN_LOG_LEVEL does not hide them (nor does CUDA_VISIBLE_DEVICES). While TensorFlow
+# loads and lists its devices, this sends file descriptor 2 to a temporary file, then passes
+# on every line except those three.
+CUDA_NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|"
+                        r"cudart_stub\.cc:\d+\] Could not find cuda drivers|"
+                        r"cuda_platform\.cc:\d+\] failed call to cuInit")
+
+
+@contextlib.contextmanager
+def quiet_cuda_probe():
+    """Drop the CUDA probe's messages from stderr while the block runs; keep all others."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not CUDA_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+# 5. Thread pools (Ray 2.60, TensorFlow 2.21). Ray sets OMP_NUM_THREADS on its workers and
+# nothing else, and TensorFlow would size its intra- and inter-op pools to every core of the
+# machine, so the workers would fight over the cores; the baseline gets the same pools.
+def import_tensorflow(cpus):
+    """Import TensorFlow with every workaround above, and `cpus` threads. Returns the module."""
+    use_tf_keras()
+    tune_memory_allocation()  # before the import where possible; mallopt() also works later
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's OpenMP pool follows OMP_NUM_THREADS: set it for the baseline as Ray does.
+    os.environ["OMP_NUM_THREADS"] = str(cpus)
+    with quiet_cuda_probe():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the second CUDA probe happens here
+    # MultiWorkerMirroredStrategy logs every collective at INFO, twice; keep warnings.
+    tf.get_logger().setLevel("WARNING")
+    if not tf.keras.Model.__module__.startswith("tf_keras"):
+        raise RuntimeError(
+            f"tf.keras is {tf.keras.Model.__module__}, not tf-keras: TensorFlow was imported "
+            "before TF_USE_LEGACY_KERAS=1 was set. Import TensorFlow only through "
+            "training.workarounds.import_tensorflow().")
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:
+        pass  # already initialised in this process (a second run in the same worker): kept
+    disable_autotune_on_device_iterators(tf)
+    return tf
+
+
+# 6. Ctrl-C during trainer.fit() (Ray 2.60, Train V2). Ray Train installs its own SIGINT
+# handler inside fit(), which asks its controller to abort and ends fit() normally; an abort
+# sent while the controller is still starting was lost and the run completed. The driver
+# needs to know that the user interrupted, whatever Ray Train did with the signal, so that
+# an interrupted run never ends looking like a success.
+@contextlib.contextmanager
+def noting_sigint():
+    """Yield an Event that is set when SIGINT arrives, whoever handles it.
+
+    signal.signal is wrapped for the duration, so that a handler installed meanwhile (Ray
+    Train's) also sets the event first.
+    """
+    interrupted = threading.Event()
+    original = signal.signal
+
+    def note_then(handler):
+        def noting(signum, frame):
+            interrupted.set()
+            return handler(signum, frame)
+        return noting
+
+    def wrapping(signum, handler):
+        if signum == signal.SIGINT and callable(handler):
+            return original(signum, note_then(handler))
+        return original(signum, handler)
+
+    previous = signal.getsignal(signal.SIGINT)
+    if callable(previous):  # an ignored SIGINT (a background job) stays ignored
+        original(signal.SIGINT, note_then(previous))
+    signal.signal = wrapping
+    try:
+        yield interrupted
+    finally:
+        signal.signal = original
+        if previous is not None:
+            original(signal.SIGINT, previous)
