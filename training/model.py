@@ -11,18 +11,24 @@ NUM_CLASSES = 10
 BLOCK_FILTERS = (64, 128, 256)
 
 
-def create_model(tf, learning_rate, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+def create_model(tf, learning_rate, allreduce_dtype="float32", input_shape=INPUT_SHAPE,
+                 num_classes=NUM_CLASSES):
     """Build and compile the CNN.
 
     Under MultiWorkerMirroredStrategy this must be called inside `strategy.scope()`, so
-    that the variables are mirrored on every worker and their gradients all-reduced.
+    that the variables are mirrored on every worker and their gradients all-reduced. Its
+    training step is Keras' own with the all-reduce timed on its own (step_timing.py).
     """
+    from training import step_timing
+
     layers = tf.keras.layers
     # Batch-norm momentum 0.9 (Keras defaults to 0.99): the moving statistics used at test
     # time then settle within tens of steps, which short demo runs need; with 0.99 a run
     # of ~100 steps is evaluated with statistics still close to their initial values.
     batch_norm = lambda: layers.BatchNormalization(momentum=0.9)  # noqa: E731
-    model = tf.keras.Sequential(name="cifar10_cnn")
+    sequential = (step_timing.sequential_class(tf, allreduce_dtype) if step_timing.timing_enabled()
+                  else tf.keras.Sequential)
+    model = sequential(name="cifar10_cnn")
     model.add(layers.Input(shape=input_shape))
     for filters in BLOCK_FILTERS:
         for _ in range(2):

@@ -26,7 +26,7 @@ import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from training import cluster_checks, data, fault_tolerance, records, settings, workarounds
+from training import cluster_checks, data, fault_tolerance, records, settings, step_timing, workarounds
 from training.collector import send_record, start_collector
 from training.model import create_model
 from training.run_state import RayRun
@@ -59,7 +59,7 @@ def train_loop_per_worker(config):
     # The model must be built and compiled inside strategy.scope(): its variables become
     # mirrored variables, whose gradients are all-reduced across the workers at every step.
     with strategy.scope():
-        model = create_model(tf, run_settings["learning_rate"])
+        model = create_model(tf, run_settings["learning_rate"], run_settings["allreduce_dtype"])
     # After a worker failure (or --resume) this loads the latest checkpoint first.
     checkpoints = fault_tolerance.epoch_checkpoints(tf, strategy, model, recorder, config)
     model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=run_settings["epochs"],
@@ -117,11 +117,15 @@ def main(argv=None):
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "auto"),
                         help="Ray cluster: host:port, 'auto' (the cluster running on this machine, "
                              "the default) or 'local' (start a throwaway one-node cluster)")
+    parser.add_argument("--allreduce-dtype", choices=step_timing.ALLREDUCE_DTYPES, default="float32",
+                        help="the gradients' type in the all-reduce: float32, or bfloat16/float16 to halve "
+                             "the bytes (default float32; docs/PERFORMANCE.md)")
     settings.add_fault_tolerance_arguments(parser)
     args = parser.parse_args(argv)
     try:
         run_settings = dict(settings.resolve_sizes(args), num_workers=args.num_workers,
-                            cpus_per_worker=args.cpus_per_worker, learning_rate=args.learning_rate, seed=args.seed)
+                            cpus_per_worker=args.cpus_per_worker, learning_rate=args.learning_rate, seed=args.seed,
+                            allreduce_dtype=args.allreduce_dtype)
         workarounds.allocator_setting()  # a bad DEMO_ALLOCATOR fails here, before any cluster work
         train_with_ray(run_settings, args.address, args.data_dir, args.results_dir,
                        storage_path=args.storage_path, checkpoint=args.checkpoint, resume=args.resume,

@@ -13,6 +13,8 @@ import resource
 import sys
 import time
 
+from training.step_timing import StepBreakdown
+
 
 def log(message):
     """A progress line, flushed at once so that it shows through Ray's log forwarding.
@@ -25,7 +27,8 @@ def log(message):
 
 
 # The recorder's lists, saved in a checkpoint and restored after a restart.
-STATE_KEYS = ("epoch_times_seconds", "epoch_cpu_seconds", "epoch_page_faults", "steps_per_epoch", "history")
+STATE_KEYS = ("epoch_times_seconds", "epoch_cpu_seconds", "epoch_page_faults", "steps_per_epoch", "history",
+              "epoch_step_parts")
 
 
 def epoch_recorder(tf, label, samples_per_epoch):
@@ -42,7 +45,11 @@ def epoch_recorder(tf, label, samples_per_epoch):
             self.first_batch_time = None
             self.fit_seconds = None
             self.input_pipelines = []
+            # Each epoch's steps by part: input, compute, all-reduce, optimizer (step_timing.py).
+            self.breakdown = StepBreakdown()
+            self.epoch_step_parts = self.breakdown.epochs
             self._fit_start = None
+            self._batch_begin = None
             self._epoch_start = None
             self._usage_start = None
             self._usage_end = None
@@ -62,9 +69,11 @@ def epoch_recorder(tf, label, samples_per_epoch):
 
         def on_epoch_begin(self, epoch, logs=None):
             self.steps_per_epoch.append(0)
+            self.breakdown.begin_epoch()
 
         def on_train_batch_begin(self, batch, logs=None):
             now = time.time()
+            self._batch_begin = now
             if self.first_batch_time is None:
                 self.first_batch_time = now
             if self._epoch_start is None:
@@ -75,6 +84,7 @@ def epoch_recorder(tf, label, samples_per_epoch):
             self._last_batch_end = time.time()
             self._usage_end = _usage()
             self.steps_per_epoch[-1] += 1
+            self.breakdown.add_step(self._batch_begin, self._last_batch_end, logs)
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = self._last_batch_end - self._epoch_start
@@ -82,7 +92,7 @@ def epoch_recorder(tf, label, samples_per_epoch):
             self.epoch_cpu_seconds.append(self._usage_end[0] - self._usage_start[0])
             self.epoch_page_faults.append(self._usage_end[1] - self._usage_start[1])
             self._epoch_start = None
-            logs = {key: float(value) for key, value in (logs or {}).items()}
+            logs = {key: float(value) for key, value in self.breakdown.strip(logs).items()}
             self.history.append(dict(epoch=epoch + 1, seconds=seconds, **logs))
             summary = " ".join(f"{key}={value:.4f}" for key, value in logs.items())
             log(f"{label} epoch {epoch + 1}: {seconds:.1f}s, {samples_per_epoch / seconds:.1f} img/s, {summary}")
@@ -96,7 +106,7 @@ def epoch_recorder(tf, label, samples_per_epoch):
             of a restarted run still holds every epoch. `same_run`: a restart inside this run,
             whose start-up (the first batch) was the first attempt's."""
             for key in STATE_KEYS:
-                setattr(self, key, list(state.get(key, [])) + getattr(self, key))
+                getattr(self, key)[:0] = state.get(key, [])
             if same_run:
                 self.first_batch_time = state["first_batch_time"]
 

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from training import workarounds
+from training import step_timing, workarounds
 
 BASELINE_FILE = "baseline_results.json"
 COMPARISON_FILE = "comparison.json"
@@ -32,7 +32,8 @@ RUN_KEYS = (
 # What each Ray worker's entry in the Ray JSON holds.
 WORKER_KEYS = ("rank", "node_id", "hostname", "pid", "input_pipelines", "steps_per_epoch",
                "samples_per_epoch", "weights_checksum", "trainable_weights_checksum",
-               "epoch_times_seconds", "epoch_cpu_seconds", "epoch_page_faults", "fit_seconds")
+               "epoch_times_seconds", "epoch_cpu_seconds", "epoch_page_faults", "epoch_step_parts",
+               "fit_seconds")
 
 
 def ray_file(num_workers):
@@ -88,6 +89,8 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
         "epoch_times_seconds": list(epoch_times),
         "images_per_second": steady_state_throughput(plan["samples_per_epoch"], epoch_times),
         "history": recorder["history"],
+        # Seconds per step in input, compute, all-reduce, optimizer (step_timing.py).
+        "step_breakdown": step_timing.summarize(recorder.get("epoch_step_parts") or []),
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         # Predicted class of each test example, in order: for the confusion matrix.
@@ -123,10 +126,14 @@ def ray_record(settings, plan, run_start, trainer_start, cluster, worker_records
                         test_predictions)
     checksums = {worker["weights_checksum"] for worker in workers}
     record.update(
+        # Over all workers: every step of every worker counts once.
+        step_breakdown=step_timing.summarize(*(worker["epoch_step_parts"] for worker in workers)),
         trainer_start_to_first_batch_seconds=first_batch_time - trainer_start,
         weights_identical=len(checksums) == 1,
         cluster=cluster,
-        workers=[{key: worker[key] for key in WORKER_KEYS} | {"test_examples": worker["test_share"]["count"]}
+        workers=[{key: worker[key] for key in WORKER_KEYS}
+                 | {"test_examples": worker["test_share"]["count"],
+                    "step_breakdown": step_timing.summarize(worker["epoch_step_parts"])}
                  for worker in workers],
     )
     return record
