@@ -124,7 +124,7 @@ class FakeWorld:
     def clear_log(self):
         self.log.write_text("")
 
-    def content_hash(self) -> str:
+    def content_hash(self, base_image: str = "rayproject/ray:2.60.0-py311-cpu") -> str:
         """The hash build-and-push.sh should compute, computed independently in Python."""
         files = {
             "./Dockerfile": self.root / "docker" / "Dockerfile",
@@ -133,7 +133,7 @@ class FakeWorld:
         for path in (self.root / "training").rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files["./" + str(path.relative_to(self.root))] = path
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(f"base {base_image}\n".encode())
         for name in sorted(files, key=lambda name: name.encode()):
             digest.update(name.encode() + b"\n" + files[name].read_bytes())
         return digest.hexdigest()
@@ -340,19 +340,50 @@ def test_setup_help_prints_usage_and_calls_nothing(world):
 # docker/build-and-push.sh
 # ----------------------------------------------------------------------------------
 
-def test_build_builds_with_the_content_hash_label_and_loads_both_tags_into_minikube(world):
+NODES = ("minikube", "minikube-m02")
+def inspect_calls():
+    """The check of each node for the image's content-hash label, through `minikube ssh`."""
+    inspect = f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {IMAGE}"
+    return [f"minikube -p minikube ssh -n {node} -- {inspect}" for node in NODES]
+
+
+def test_build_on_amd64_builds_from_the_plain_base_tag_and_checks_every_node_after_one_load(world):
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
+    tmp = world.env["TMPDIR"] + "/ray-image.<tmp>"
     assert world.calls() == [
         "docker info",
+        "docker version --format {{.Server.Arch}}",
         f"docker image inspect --format {{{{ index .Config.Labels \"{HASH_LABEL}\" }}}} {IMAGE}",
-        f"docker build --label {HASH_LABEL}=<hash> --tag {IMAGE} --tag ray-training-demo:src-<hash> "
-        f"--file <tmp>/Dockerfile <tmp>".replace("<tmp>", world.env["TMPDIR"] + "/ray-image.<tmp>"),
-        "minikube -p minikube image ls",
-        f"minikube -p minikube image load {IMAGE} ray-training-demo:src-<hash>",
+        f"docker build --build-arg RAY_BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu --label {HASH_LABEL}=<hash> "
+        f"--tag {IMAGE} --file {tmp}/Dockerfile {tmp}",
+        "minikube -p minikube node list",
+        *inspect_calls(),
+        f"minikube -p minikube image load {IMAGE}",
+        *inspect_calls(),
     ]
     label = (world.state / "docker-label").read_text().strip()
     assert label == world.content_hash()
+    assert "Every node now has" in result.stdout
+
+
+def test_build_on_arm64_builds_from_rays_aarch64_base_tag_whose_hash_differs(world):
+    world.rule("docker", "version --format*", output="arm64")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert any(call.startswith("docker build --build-arg RAY_BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu-aarch64 ")
+               for call in world.calls())
+    assert "base image rayproject/ray:2.60.0-py311-cpu-aarch64" in result.stdout
+    label = (world.state / "docker-label").read_text().strip()
+    assert label == world.content_hash("rayproject/ray:2.60.0-py311-cpu-aarch64") != world.content_hash()
+
+
+def test_build_refuses_an_architecture_ray_publishes_no_image_for(world):
+    world.rule("docker", "version --format*", output="s390x")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "architecture 's390x'" in result.stderr and "amd64 and arm64 only" in result.stderr
+    assert not any(call.startswith("docker build") for call in world.calls())
 
 
 def test_build_rerun_with_unchanged_content_skips_both_the_build_and_the_load(world):
@@ -361,31 +392,44 @@ def test_build_rerun_with_unchanged_content_skips_both_the_build_and_the_load(wo
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
     assert "is current" in result.stdout and "not loading again" in result.stdout
-    assert not any(call.startswith("docker build") for call in world.calls())
-    assert not any(" image load " in call for call in world.calls())
+    assert world.calls()[-3:] == ["minikube -p minikube node list", *inspect_calls()]
+    assert not any(call.startswith("docker build") or " image load " in call for call in world.calls())
 
 
-def test_build_skip_check_matches_the_fully_qualified_names_minikube_lists(world):
-    short_hash = world.content_hash()[:12]
-    (world.state / "docker-label").write_text(world.content_hash() + "\n")
-    world.rule("minikube", "-p minikube image ls",
-               output=f"registry.k8s.io/pause:3.10\ndocker.io/library/ray-training-demo:src-{short_hash}")
+def test_build_loads_again_when_one_node_lacks_the_image_that_the_others_have(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    (world.state / "node-image-minikube-m02").unlink()
+    world.clear_log()
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
-    assert [call.split(" ")[1:3] for call in world.calls()] == [
-        ["info"], ["image", "inspect"], ["-p", "minikube"],
-    ]
+    assert "Node(s) to load" in result.stdout and "minikube-m02" in result.stdout
+    assert not any(call.startswith("docker build") or " image rm " in call for call in world.calls())
+    assert f"minikube -p minikube image load {IMAGE}" in world.calls()
 
 
-def test_build_rebuilds_and_reloads_when_the_training_code_changes(world):
+def test_build_fails_naming_the_node_that_still_lacks_the_image_after_the_load(world):
+    (world.state / "minikube-failing-nodes").write_text("minikube-m02\n")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "node(s) minikube-m02 still lack" in result.stderr
+    assert "reports success even when a node fails" in result.stderr
+    assert "minikube -p minikube ssh -n minikube-m02 -- df -h /var" in result.stderr
+    assert "run docker/build-and-push.sh again" in result.stderr
+
+
+def test_build_untags_the_older_build_on_every_node_before_loading_a_changed_one(world):
     assert world.script("docker/build-and-push.sh").returncode == 0
     (world.root / "training" / "model.py").write_text("LAYERS = 4\n")
     world.clear_log()
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
-    assert any(call.startswith("docker build") for call in world.calls())
-    assert any(" image load " in call for call in world.calls())
-    assert (world.state / "docker-label").read_text().strip() == world.content_hash()
+    calls = world.calls()
+    untag = [f"minikube -p minikube ssh -n {node} -- docker image rm --force {IMAGE}" for node in NODES]
+    load = f"minikube -p minikube image load {IMAGE}"
+    assert any(call.startswith("docker build") for call in calls)
+    assert calls.index(untag[0]) < calls.index(untag[1]) < calls.index(load)
+    for node in NODES:
+        assert (world.state / f"node-image-{node}").read_text().strip() == world.content_hash()
 
 
 def test_build_ignores_python_caches_when_hashing_the_training_code(world):
@@ -397,16 +441,6 @@ def test_build_ignores_python_caches_when_hashing_the_training_code(world):
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
     assert not any(call.startswith("docker build") for call in world.calls())
-
-
-def test_build_reloads_when_minikube_lost_the_image_although_docker_has_it(world):
-    assert world.script("docker/build-and-push.sh").returncode == 0
-    (world.state / "minikube-images").unlink()
-    world.clear_log()
-    result = world.script("docker/build-and-push.sh")
-    assert result.returncode == 0, result.stderr
-    assert not any(call.startswith("docker build") for call in world.calls())
-    assert any(" image load " in call for call in world.calls())
 
 
 def test_build_force_build_rebuilds_and_reloads_current_images(world):
@@ -424,6 +458,13 @@ def test_build_fails_with_clear_message_when_docker_build_fails(world):
     assert result.returncode == 1
     assert "docker build failed" in result.stderr
     assert not any(" image load " in call for call in world.calls())
+
+
+def test_build_fails_with_the_next_step_when_the_profile_has_no_nodes(world):
+    world.rule("minikube", "-p minikube node list", code=85, output='Profile "minikube" not found.')
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "has no nodes" in result.stderr and "./scripts/setup-minikube.sh" in result.stderr
 
 
 def test_build_leaves_no_staging_folder_behind(world):
@@ -470,8 +511,9 @@ def test_install_installs_the_pinned_operator_builds_the_image_applies_and_waits
     assert calls[:4] == INSTALL_CALLS
     build_calls = calls[4:-5]
     assert [call.split(" ")[:3] for call in build_calls] == [
-        ["docker", "info"], ["docker", "image", "inspect"], ["docker", "build", "--label"],
-        ["minikube", "-p", "minikube"], ["minikube", "-p", "minikube"],
+        ["docker", "info"], ["docker", "version", "--format"], ["docker", "image", "inspect"],
+        ["docker", "build", "--build-arg"], ["minikube", "-p", "minikube"],
+        *[["minikube", "-p", "minikube"]] * 2, ["minikube", "-p", "minikube"], *[["minikube", "-p", "minikube"]] * 2,
     ]
     assert calls[-5:] == APPLY_CALLS
     assert "KUBERAY_VERSION=1.7.0" in result.stdout
@@ -533,26 +575,51 @@ def test_install_fails_with_clear_message_when_the_cluster_does_not_answer(world
     assert not any(call.startswith("helm") for call in world.calls())
 
 
-def test_install_times_out_with_describe_and_events_when_workers_never_become_ready(world):
+POD_STATE_QUERY = "*get pods --selector ray.io/cluster=ray-training-cluster --output jsonpath=*PodScheduled*"
+
+
+def test_install_times_out_with_each_unready_pods_state_its_fix_and_the_events(world):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-cluster --output*",
-               output="ray-training-cluster-head-x7k2p True\n"
-                      "ray-training-cluster-workers-worker-abcde True\n"
-                      "ray-training-cluster-workers-worker-fghij False")
-    world.rule("kubectl", "*describe pod*", output="Events:\n  Warning  FailedScheduling  0/2 nodes are available: 2 Insufficient memory.")
+    world.rule("kubectl", POD_STATE_QUERY,
+               output="ray-training-cluster-head-x7k2p|Running| | |||True\n"
+                      "ray-training-cluster-workers-worker-fghij|Pending| | |Unschedulable|"
+                      "0/2 nodes are available: 2 Insufficient memory.|False")
+    world.rule("kubectl", "*get events*", output="Warning  FailedScheduling  pod/ray-training-cluster-workers-worker-fghij")
     ray_ready_rules(world, workers="True\nFalse")
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
     assert result.returncode == 1
     assert "Timed out after 1s: head Ready 1/1, workers Ready 1/2" in result.stderr
-    assert "Insufficient memory" in result.stderr
-    calls = world.calls()
-    assert ("kubectl --context minikube --namespace default describe pod "
-            "ray-training-cluster-workers-worker-fghij") in calls
-    assert not any("describe pod ray-training-cluster-head" in call for call in calls)
-    assert calls[-1] == ("kubectl --context minikube --namespace default get events "
-                         "--sort-by=.lastTimestamp")
+    assert "Pod ray-training-cluster-workers-worker-fghij: Pending\n" in result.stderr
+    assert "not scheduled: 0/2 nodes are available: 2 Insufficient memory." in result.stderr
+    assert "Lower 'replicas' in k8s/ray-cluster.yaml" in result.stderr
+    assert "ray-training-cluster-head-x7k2p" not in result.stderr, "a Ready pod needs no explaining"
+    assert "FailedScheduling" in result.stderr
+    assert world.calls()[-1] == ("kubectl --context minikube --namespace default get events "
+                                 "--sort-by=.lastTimestamp")
     assert "left in place for inspection" in result.stderr
     assert "./scripts/cleanup.sh" in result.stderr
+
+
+@pytest.mark.parametrize("fields, shown, fix", [
+    ("Running| |OOMKilled OOMKilled|PodScheduled||False", "Running (OOMKilled OOMKilled)",
+     "OOMKilled: a process used more memory than the pod's limit"),
+    ("Pending|ImagePullBackOff| |PodScheduled||False", "Pending (ImagePullBackOff)",
+     "Kubernetes could not download the pod's image"),
+    ("Pending|ErrImageNeverPull | |PodScheduled||False", "Pending (ErrImageNeverPull)",
+     "Run docker/build-and-push.sh: it checks every node"),
+    ("Running|CrashLoopBackOff|Error|PodScheduled||False", "Running (CrashLoopBackOff Error)",
+     "kubectl logs --previous -n default ray-training-cluster-workers-worker-fghij --all-containers"),
+    ("Pending| | |Unschedulable|0/2 nodes are available: 2 Insufficient cpu.|False", "Pending",
+     "Pending, not scheduled: 0/2 nodes are available: 2 Insufficient cpu. Lower"),
+], ids=["OOMKilled", "ImagePullBackOff", "ErrImageNeverPull", "CrashLoopBackOff", "Pending-Unschedulable"])
+def test_install_explains_a_pod_stuck_in_each_container_state_with_its_fix(world, fields, shown, fix):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", POD_STATE_QUERY, output=f"ray-training-cluster-workers-worker-fghij|{fields}")
+    ray_ready_rules(world, workers="True\nFalse")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert f"Pod ray-training-cluster-workers-worker-fghij: {shown}\n  -> " in result.stderr
+    assert fix in result.stderr
 
 
 def test_install_times_out_with_a_hint_when_no_head_pod_exists(world):
@@ -561,8 +628,8 @@ def test_install_times_out_with_a_hint_when_no_head_pod_exists(world):
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
     assert result.returncode == 1
     assert "head Ready 0/1, workers Ready 0/2" in result.stderr
-    assert "No Ray pods of cluster 'ray-training-cluster'" in result.stderr
-    assert "kuberay-operator" in result.stderr
+    assert "No pod matches. Is the operator running?" in result.stderr
+    assert "-n ray-system logs deployment/kuberay-operator" in result.stderr
 
 
 def test_install_fails_with_clear_message_when_the_operator_chart_cannot_be_installed(world):
@@ -910,16 +977,17 @@ def test_install_with_checkpoints_keeps_ray_pods_that_have_the_store_keys(world)
     assert not any(" delete pods " in call for call in world.calls())
 
 
-def test_install_stops_with_the_store_pods_described_when_the_store_never_becomes_ready(world):
+def test_install_stops_with_the_store_pods_state_when_the_store_never_becomes_ready(world):
     world.rule("kubectl", "config current-context", output="minikube")
     world.rule("kubectl", "*rollout status deployment/ray-checkpoint-storage*", code=1,
                output="error: timed out waiting for the condition")
-    world.rule("kubectl", "*describe pods --selector app.kubernetes.io/name=ray-checkpoint-storage",
-               output="Warning  Failed  Back-off pulling image quay.io/minio/minio")
+    world.rule("kubectl", "*get pods --selector app.kubernetes.io/name=ray-checkpoint-storage --output*",
+               output="ray-checkpoint-storage-5d9f|Pending|ImagePullBackOff| |PodScheduled||False")
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1, POD_READY_TIMEOUT=5)
     assert result.returncode == 1
     assert "The checkpoint store was not ready within 5s" in result.stderr
-    assert "Back-off pulling image" in result.stderr and "ImagePullBackOff" in result.stderr
+    assert "Pod ray-checkpoint-storage-5d9f: Pending (ImagePullBackOff)" in result.stderr
+    assert "the checkpoint store's comes from quay.io" in result.stderr
     assert "stopped while installing the checkpoint storage" in result.stderr
     assert not any("ray-cluster.yaml" in call for call in world.calls())
 
