@@ -477,7 +477,7 @@ def test_build_leaves_no_staging_folder_behind(world):
 # ----------------------------------------------------------------------------------
 
 def ray_ready_rules(world: FakeWorld, workers: str = "True\nTrue", head: str = "True"):
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*get raycluster ray-training-cluster", code=1,
                output='Error from server (NotFound): rayclusters.ray.io "ray-training-cluster" not found')
     world.rule("kubectl", "*node-type=head --output*", output=head)
@@ -540,7 +540,7 @@ def test_install_refuses_a_kube_context_that_is_not_the_minikube_profile(world):
 
 def test_install_uses_another_context_only_when_allowed_explicitly(world):
     world.rule("kubectl", "config current-context", output="kind-ray")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*get raycluster ray-training-cluster", code=1)
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
@@ -644,7 +644,7 @@ def test_install_fails_with_clear_message_when_the_operator_chart_cannot_be_inst
 
 def test_install_rerun_with_a_current_image_keeps_the_running_pods(world):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     assert world.script("scripts/install-ray.sh").returncode == 0
@@ -657,7 +657,7 @@ def test_install_rerun_with_a_current_image_keeps_the_running_pods(world):
 
 def test_install_rerun_after_a_code_change_restarts_the_ray_pods_on_the_new_image(world):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     assert world.script("scripts/install-ray.sh").returncode == 0
@@ -940,11 +940,60 @@ WORKER_POD = "ray-training-cluster-workers-worker-abcde"
 
 def existing_cluster_rules(world: FakeWorld):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     world.rule("kubectl", "*--selector ray.io/cluster=ray-training-cluster,ray.io/node-type=head*",
                output=HEAD)
+
+
+OLD_WORKERS = "ray-training-cluster-workers-worker-abcde\nray-training-cluster-workers-worker-fghij"
+
+
+def changed_cluster_rules(world: FakeWorld, pods_after: str):
+    """An existing RayCluster whose applied spec changed; its live pods before and after."""
+    existing_cluster_rules(world)
+    world.rule("kubectl", "*get raycluster ray-training-cluster", output="ray-training-cluster")
+    world.rule("kubectl", "*apply --filename*ray-cluster.yaml*",
+               output="raycluster.ray.io/ray-training-cluster configured\nservice/ray-head-nodeport unchanged")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.metadata.generation}*",
+               output="3 3")
+    world.rule("kubectl", "*deletionTimestamp*", code="0+once", output=f"{HEAD}\n{OLD_WORKERS}")
+    world.rule("kubectl", "*deletionTimestamp*", output=pods_after)
+
+
+def test_install_says_kuberay_recreates_the_pods_of_a_changed_spec_and_waits_for_the_old_ones(world):
+    changed_cluster_rules(world, pods_after="ray-training-cluster-head-n3w9q\n"
+                                            f"{HEAD} 2026-12-01T00:00:00Z")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POLL_INTERVAL=0)
+    assert result.returncode == 0, result.stderr
+    assert "KubeRay is deleting every Ray pod and creating it anew" in result.stdout
+    assert "upgradeStrategy: Recreate" in result.stdout
+    calls = world.calls()
+    wait = ("kubectl --context minikube --namespace default wait --for=delete "
+            f"pod/{HEAD} pod/ray-training-cluster-workers-worker-abcde "
+            "pod/ray-training-cluster-workers-worker-fghij --timeout=600s")
+    assert wait in calls
+    assert calls.index(wait) < calls.index(HEAD_READY_QUERY.format(kind="head"))
+    assert not any(" delete pods " in call for call in calls), "KubeRay restarts them itself"
+
+
+def test_install_says_a_changed_worker_count_restarts_no_pod(world):
+    changed_cluster_rules(world, pods_after=f"{HEAD}\n{OLD_WORKERS}\nray-training-cluster-workers-worker-klmno")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POLL_INTERVAL=0)
+    assert result.returncode == 0, result.stderr
+    assert "Only the worker count changed" in result.stdout
+    assert not any(" wait --for=delete " in call or " delete pods " in call for call in world.calls())
+
+
+def test_install_restarts_the_ray_pods_when_a_new_image_was_loaded_into_an_unchanged_cluster(world):
+    existing_cluster_rules(world)
+    world.rule("kubectl", "*get raycluster ray-training-cluster", output="ray-training-cluster")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 0, result.stderr
+    assert "A new image was loaded; restarting the Ray pods" in result.stdout
+    assert ("kubectl --context minikube --namespace default delete pods "
+            "--selector ray.io/cluster=ray-training-cluster") in world.calls()
 
 
 def test_install_with_checkpoints_applies_the_store_and_waits_for_it_before_the_raycluster(world):
