@@ -291,7 +291,9 @@ load_k8s_settings() {
   # Where Ray runs keep checkpoints on Kubernetes: the bucket of the in-cluster store that
   # CHECKPOINTS=1 ./scripts/install-ray.sh installs (k8s/checkpoint-storage.yaml).
   : "${K8S_CHECKPOINT_PATH:=s3://ray-checkpoints/runs}"
-  export MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE IMAGE K8S_CHECKPOINT_PATH
+  # Runs the store keeps: older ones are deleted before a run that checkpoints starts.
+  : "${KEEP_RUNS:=5}"
+  export MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE IMAGE K8S_CHECKPOINT_PATH KEEP_RUNS
 }
 
 # Print "NAME=value" for each named setting, so a run log shows what was used.

@@ -10,11 +10,15 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+
+from conftest import interruptible
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_TOOL = REPO_ROOT / "tests" / "fakes" / "fake-tool.sh"
@@ -112,7 +116,7 @@ class FakeWorld:
         if not self.log.exists():
             return []
         text = self.log.read_text().replace(str(self.root), "<repo>")
-        text = re.sub(r"run-\d{8}-\d{6}", "run-<time>", text)
+        text = re.sub(r"run-\d{8}-\d{6}-\d+", "run-<time>", text)
         text = re.sub(r"src-[0-9a-f]{12}", "src-<hash>", text)
         text = re.sub(rf"{HASH_LABEL}=[0-9a-f]{{64}}", f"{HASH_LABEL}=<hash>", text)
         text = re.sub(r"ray-image\.[A-Za-z0-9]{6}", "ray-image.<tmp>", text)
@@ -791,12 +795,30 @@ BENCHMARK_SETTINGS = dict(EPOCHS=2, BATCH_SIZE=32, DATASET="synthetic", TRAIN_SI
 HEAD = "ray-training-cluster-head-x7k2p"
 
 
+RUN_FILES = ("baseline_results.json", "ray_results_2workers.json", "comparison.json", "REPORT.md", "speedup.png")
+
+
+def pod_results_tar(world: FakeWorld, files=RUN_FILES) -> Path:
+    """A tar stream of a run folder, as `tar -C DIR -cf - .` in the head pod writes it."""
+    source = world.root.parent / f"pod-run-{len(files)}"
+    source.mkdir(exist_ok=True)
+    for name in files:
+        (source / name).write_text(f"{name} from the pod\n")
+    archive = world.root.parent / f"pod-run-{len(files)}.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(source, arcname=".")
+    return archive
+
+
 def target_rules(world: FakeWorld, worker_cpus: str = "1 1", head: str = HEAD):
     world.rule("kubectl", "config current-context", output="minikube")
     world.rule("kubectl", "*--selector ray.io/cluster=ray-training-cluster,ray.io/node-type=head*",
                output=head)
+    world.rule("kubectl", "*exec * -- python -c *STOPPED*", output="STOPPED")
+    world.rule("kubectl", "*exec * -- python -c *KEPT*", output="REMOVED train_run-1 80\nKEPT 5")
     world.rule("kubectl", "*exec * -- python -c *",
                output=f"2026-11-25 INFO worker.py: Connecting to existing Ray cluster\nRAY_WORKER_CPUS {worker_cpus}".rstrip())
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/* -cf - .", output=f"@{pod_results_tar(world)}")
 
 
 def run_target(world: FakeWorld, **settings):
@@ -853,15 +875,72 @@ def test_target_runs_baseline_then_ray_then_compare_in_the_head_pod_and_copies_r
                   "--test-size 500 --epochs 2 --results-dir", pod_dir, "--batch-size 32",
                   "--num-workers 2 --cpus-per-worker 1 --address auto"),
         exec_call("python -m training.compare --results-dir", pod_dir, "--num-workers 2"),
-        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/baseline_results.json "
-        "results/minikube/baseline_results.json",
-        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/ray_results_2workers.json "
-        "results/minikube/ray_results_2workers.json",
-        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/comparison.json "
-        "results/minikube/comparison.json",
+        exec_call("python -m training.report --run-dir", pod_dir),
+        exec_call("tar -C", pod_dir, "-cf - ."),
     ]
     assert "Ray sees 2 worker pod(s) with CPUs (1 1); running 2 worker(s) x 1 CPU(s)." in result.stdout
-    assert (world.root / "results" / "minikube").is_dir()
+    for name in RUN_FILES:
+        assert (world.root / "results" / "minikube" / name).read_text() == f"{name} from the pod\n"
+
+
+def test_target_fails_naming_the_file_missing_from_the_copied_run_folder(world):
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/* -cf - .",
+               output=f"@{pod_results_tar(world, files=('baseline_results.json',))}")
+    target_rules(world)
+    result = run_target(world)
+    assert result.returncode == 1
+    assert "ray_results_2workers.json is missing from the results copied from" in result.stderr
+
+
+def test_benchmark_on_minikube_needs_no_venv_and_brings_back_the_report(world):
+    target_rules(world)
+    result = world.script("scripts/run-benchmark.sh", TARGET="minikube")
+    assert result.returncode == 0, result.stderr
+    run_dir = world.root / "results" / "latest"
+    assert run_dir.is_symlink() and run_dir.resolve().name.endswith("-minikube")
+    assert (run_dir / "REPORT.md").read_text() == "REPORT.md from the pod\n"
+    assert not (world.root / ".venv").exists(), "the minikube target runs everything in the pod"
+    assert not any("STOPPED" in call for call in world.calls()), "a finished run needs no stopping"
+
+
+def test_benchmark_on_minikube_interrupted_stops_this_runs_processes_in_the_pod_and_exits_130(world):
+    target_rules(world)
+    world.rule("kubectl", "*python -m training.baseline_training*", code="0@30")
+    process = subprocess.Popen(["./scripts/run-benchmark.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, TARGET="minikube"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True, preexec_fn=interruptible)
+    deadline = time.time() + 20
+    while not any("training.baseline_training" in call for call in world.calls()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole foreground group
+    _, stderr = process.communicate(timeout=40)
+    assert process.returncode == 130, stderr
+    stops = [call for call in world.calls() if "STOPPED" in call]
+    assert len(stops) == 1 and stops[0].startswith(exec_call("python -c"))
+    assert stops[0].endswith(" --results-dir /tmp/results/run-<time>"), "exactly this run's processes"
+    assert not any("training.ray_training" in call for call in world.calls())
+    failed = list((world.root / "results").glob("*-minikube/FAILED"))
+    assert len(failed) == 1 and "Interrupted" in failed[0].read_text()
+
+
+def test_target_with_checkpoints_keeps_only_the_newest_keep_runs_runs_in_the_store(world):
+    target_rules(world)
+    result = run_target(world, CHECKPOINT=1, KEEP_RUNS=3)
+    assert result.returncode == 0, result.stderr
+    calls = world.calls()
+    prune = next(call for call in calls if "KEPT" in call)
+    assert prune.startswith(exec_call("python -c")) and prune.endswith(" s3://ray-checkpoints/runs 3")
+    assert calls.index(prune) < calls.index(next(call for call in calls if "training.ray_training" in call))
+    assert "kept the newest 3 run(s) of s3://ray-checkpoints/runs (KEEP_RUNS), removed 1 older one(s)" in result.stdout
+
+
+def test_target_goes_on_with_a_warning_when_the_store_cannot_be_pruned(world):
+    world.rule("kubectl", "*exec * -- python -c *KEPT*", code=1, output="OSError: When listing objects: AWS Error")
+    target_rules(world)
+    result = run_target(world, CHECKPOINT=1)
+    assert result.returncode == 0, result.stderr
+    assert "Could not remove old runs from the checkpoint store (OSError: When listing objects" in result.stderr
+    assert any("training.ray_training" in call for call in world.calls())
 
 
 def test_target_uses_the_requested_worker_count_when_it_fits(world):
@@ -1126,7 +1205,7 @@ def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_
     # In the background: on a busy machine the progress polls may come before it is logged.
     assert training in calls and calls.index(PRINTENV_CALL) < calls.index(training)
     assert exec_call("python -m training.chaos progress", run_location, "1") in calls
-    assert not any("pkill" in call for call in calls), "a finished run needs no stopping"
+    assert not any("STOPPED" in call for call in calls), "a finished run needs no stopping"
     assert f"deleting pod {WORKER_POD}, which runs worker rank 1" in result.stdout
     assert "Restarts of the worker group: 1" in result.stdout
     assert not (world.root / ".venv").exists(), "the minikube target runs everything in the pod"
@@ -1151,7 +1230,8 @@ def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_
     assert time.time() - started < 25, "the training was not stopped"
     assert "Ray does not know a live node 0f3a9c1d" in result.stderr
     assert not any(" delete pod " in call for call in world.calls())
-    assert any(call.startswith(exec_call("pkill -INT -f -- --run-name chaos-")) for call in world.calls())
+    assert any(call.startswith(exec_call("python -c")) and re.search(r"STOPPED.* --run-name chaos-\d{8}-\d{6}-\d+$", call)
+               for call in world.calls())
 
 
 def test_chaos_rejects_an_unknown_target(world):
