@@ -691,6 +691,9 @@ def cleanup_rules(world: FakeWorld):
 CLEANUP_CALLS = [
     "kubectl config get-contexts --output name",
     "kubectl --context minikube --request-timeout=30s get namespace default",
+    "kubectl --context minikube --request-timeout=30s get crd rayjobs.ray.io",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete rayjobs --selector "
+    "app.kubernetes.io/part-of=ray-parallel-training-demo --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s --namespace default delete service "
     "ray-head-nodeport --ignore-not-found",
     "kubectl --context minikube --request-timeout=30s get crd rayclusters.ray.io",
@@ -702,12 +705,22 @@ CLEANUP_CALLS = [
     "<repo>/k8s/checkpoint-storage.yaml --ignore-not-found --timeout=120s",
     "helm status kuberay-operator --namespace ray-system --kube-context minikube",
     "helm uninstall kuberay-operator --namespace ray-system --kube-context minikube --wait",
+    "kubectl --context minikube --request-timeout=30s delete crd rayclusters.ray.io rayjobs.ray.io "
+    "rayservices.ray.io raycronjobs.ray.io --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s delete namespace ray-system "
     "--ignore-not-found --timeout=120s",
 ]
 
 
-def test_cleanup_deletes_the_raycluster_then_the_operator_then_its_namespace(world):
+def test_cleanup_keeps_the_crds_when_asked_to(world):
+    cleanup_rules(world)
+    result = world.script("scripts/cleanup.sh", KEEP_CRDS=1)
+    assert result.returncode == 0, result.stderr
+    assert not any(" delete crd " in call for call in world.calls())
+    assert "KEEP_CRDS=1: keeping the CRDs" in result.stdout
+
+
+def test_cleanup_deletes_the_rayjobs_the_raycluster_the_operator_its_four_crds_and_its_namespace(world):
     cleanup_rules(world)
     result = world.script("scripts/cleanup.sh")
     assert result.returncode == 0, result.stderr
@@ -725,7 +738,7 @@ def test_cleanup_only_talks_to_the_profile_context_even_when_another_is_current(
 
 def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
     cleanup_rules(world)
-    world.rule("kubectl", "*get crd rayclusters.ray.io", code=1, output="NotFound")
+    world.rule("kubectl", "*get crd ray*.ray.io", code=1, output="NotFound")
     world.rule("helm", "status *", code=1, output="Error: release: not found")
     for _ in range(2):
         world.clear_log()
