@@ -46,15 +46,10 @@ check_prerequisites() {
 # -aarch64 suffix on arm64. `docker version` reports the daemon's Go architecture (amd64,
 # arm64), which is what the nodes run; `docker info` would give uname's (x86_64, aarch64).
 choose_base_image() {
-  local arch default
+  local arch
   arch="$(docker version --format '{{.Server.Arch}}' 2>/dev/null || true)"
-  default="$(sed -n 's/^ARG RAY_BASE_IMAGE=//p' "$REPO_ROOT/docker/Dockerfile")"
-  [[ -n "$default" ]] || die "docker/Dockerfile has no 'ARG RAY_BASE_IMAGE=' line; it names the base image."
-  case "$arch" in
-    amd64) BASE_IMAGE="$default" ;;
-    arm64) BASE_IMAGE="$default-aarch64" ;;
-    *) die "Docker runs on architecture '${arch:-unknown}' ('docker version' said so); Ray publishes images for amd64 and arm64 only. Use a machine of one of those." ;;
-  esac
+  BASE_IMAGE="$(ray_base_image "$arch")" ||
+    die "Docker runs on architecture '${arch:-unknown}' ('docker version' said so); Ray publishes images for amd64 and arm64 only. Use a machine of one of those."
   log "Docker's architecture is $arch: base image $BASE_IMAGE"
 }
 

@@ -304,6 +304,20 @@ log_settings() {
   done
 }
 
+# The Ray base image of the training image for a Docker architecture (`docker version`'s
+# Server.Arch): docker/Dockerfile's default (amd64), with Ray's -aarch64 suffix on arm64.
+# Returns 1 for an architecture Ray publishes no image for.
+ray_base_image() {
+  local arch="$1" default
+  default="$(sed -n 's/^ARG RAY_BASE_IMAGE=//p' "$REPO_ROOT/docker/Dockerfile")"
+  [[ -n "$default" ]] || die "docker/Dockerfile has no 'ARG RAY_BASE_IMAGE=' line; it names the base image."
+  case "$arch" in
+    amd64) echo "$default" ;;
+    arm64) echo "$default-aarch64" ;;
+    *) return 1 ;;
+  esac
+}
+
 # Fail unless Docker answers; the docker CLI alone is not enough for the Docker driver.
 require_docker_running() {
   if ! docker info >/dev/null 2>&1; then

@@ -264,8 +264,9 @@ def test_default_placement_fits_each_node(head, workers, store):
 
 
 def test_setup_script_memory_floor_covers_the_default_cluster(head, workers):
-    # setup-minikube.sh refuses a Docker with less memory than the pods plus Kubernetes.
-    floor_mib = int(shell_default("scripts/setup-minikube.sh", "MIN_DOCKER_MEMORY"))
+    # preflight.sh (run by setup-minikube.sh) refuses a Docker with less memory than the pods
+    # plus Kubernetes.
+    floor_mib = int(shell_default("scripts/preflight.sh", "MIN_DOCKER_MEMORY"))
     _, head_memory = requests(head)
     _, worker_memory = requests(workers)
     needed = head_memory + workers["replicas"] * worker_memory + CONTROL_PLANE_ALLOWANCE["memory"]

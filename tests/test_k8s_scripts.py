@@ -163,7 +163,7 @@ def healthy_cluster_rules(world: FakeWorld):
 # ----------------------------------------------------------------------------------
 
 def fresh_host_rules(world: FakeWorld, cpus: int = 8, memory_mib: int = 15_800):
-    world.rule("docker", "info --format*", output=f"{cpus} {memory_mib * 1024 * 1024}")
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"{cpus} {memory_mib * 1024 * 1024}")
     world.rule("minikube", "-p minikube node list", code=85,
                output='Profile "minikube" not found.')
     world.rule("kubectl", "--context minikube get nodes --no-headers",
@@ -172,14 +172,24 @@ def fresh_host_rules(world: FakeWorld, cpus: int = 8, memory_mib: int = 15_800):
     world.rule("kubectl", "config current-context", output="minikube")
 
 
-def test_setup_creates_a_two_node_profile_with_metrics_server_and_waits_for_ready_nodes(world):
+PREFLIGHT_CALLS = [
+    "docker version --format client {{.Client.Version}}",
+    "minikube version --short",
+    "kubectl version --client",
+    "helm version --short",
+    "docker info",
+    "docker version --format {{.Server.Arch}}",
+    "docker info --format {{.NCPU}} {{.MemTotal}}",
+    "docker info --format {{.DockerRootDir}}",
+]
+
+
+def test_setup_runs_preflight_then_creates_a_two_node_profile_with_metrics_server_and_waits(world):
     fresh_host_rules(world)
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 0, result.stderr
-    assert world.calls() == [
-        "docker info",
+    assert world.calls() == PREFLIGHT_CALLS + [
         "minikube -p minikube node list",
-        "docker info --format {{.NCPU}} {{.MemTotal}}",
         "minikube start -p minikube --nodes 2 --cpus 4 --memory 8192 --driver docker",
         "minikube -p minikube addons enable metrics-server",
         "kubectl --context minikube wait --for=condition=Ready node --all --timeout=300s",
@@ -191,7 +201,7 @@ def test_setup_creates_a_two_node_profile_with_metrics_server_and_waits_for_read
     assert "Next: ./scripts/install-ray.sh" in result.stdout
 
 
-def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube(world):
+def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube_and_preflight(world):
     fresh_host_rules(world, cpus=16, memory_mib=64_000)
     world.rule("minikube", "-p demo node list", code=85)
     world.rule("kubectl", "--context demo get nodes --no-headers",
@@ -200,6 +210,7 @@ def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube(world):
                           NODE_CPUS=6, NODE_MEMORY=12288)
     assert result.returncode == 0, result.stderr
     assert "minikube start -p demo --nodes 2 --cpus 6 --memory 12288 --driver docker" in world.calls()
+    assert "NODE_CPUS=6 NODE_MEMORY=12288" in result.stdout, "preflight checks the same sizes"
 
 
 def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world):
@@ -207,8 +218,7 @@ def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 0, result.stderr
     assert "already runs 2 nodes; nothing to start" in result.stdout
-    assert world.calls() == [
-        "docker info",
+    assert world.calls()[len(PREFLIGHT_CALLS):] == [
         "minikube -p minikube node list",
         "minikube -p minikube status",
         "kubectl --context minikube wait --for=condition=Ready node --all --timeout=300s",
@@ -219,7 +229,6 @@ def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world
 
 def test_setup_restarts_a_stopped_two_node_profile_without_recreating_it(world):
     healthy_cluster_rules(world)
-    world.rule("docker", "info --format*", output=f"8 {16 * 1024 ** 3}")
     world.rule("minikube", "-p minikube status", code=7, output="host: Stopped")
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 0, result.stderr
@@ -237,64 +246,12 @@ def test_setup_reports_a_profile_with_a_different_node_count_with_the_command_to
     assert not any(call.startswith("minikube delete") for call in world.calls())
 
 
-@pytest.mark.parametrize("tool, where", [
-    ("minikube", "https://minikube.sigs.k8s.io/docs/start/"),
-    ("kubectl", "https://kubernetes.io/docs/tasks/tools/"),
-    ("docker", "https://docs.docker.com/get-docker/"),
-])
-def test_setup_fails_with_clear_message_when_a_tool_is_missing(world, tool, where):
-    world.remove_tool(tool)
+def test_setup_creates_nothing_when_preflight_fails(world):
+    fresh_host_rules(world, memory_mib=7_900)
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 1
-    assert f"'{tool}' is not installed or not on PATH" in result.stderr
-    assert where in result.stderr
-    assert not any(call.startswith("minikube start") for call in world.calls())
-
-
-def test_setup_fails_with_clear_message_when_minikube_is_missing(world):
-    world.remove_tool("minikube")
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "'minikube' is not installed" in result.stderr
-    assert world.calls() == []
-
-
-def test_setup_fails_with_clear_message_when_docker_is_not_running(world):
-    world.rule("docker", "info", code=1, output="Cannot connect to the Docker daemon")
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "Docker is installed but not running" in result.stderr
-    assert world.calls() == ["docker info"]
-
-
-def test_setup_fails_before_starting_when_docker_has_too_little_memory(world):
-    fresh_host_rules(world, cpus=8, memory_mib=7_900)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "Each node needs 8192 MiB but Docker has only 7900 MiB" in result.stderr
-    assert "Settings > Resources" in result.stderr
-    assert not any(call.startswith("minikube start") for call in world.calls())
-
-
-def test_setup_fails_before_starting_when_the_cluster_would_not_fit_in_dockers_memory(world):
-    fresh_host_rules(world, cpus=8, memory_mib=10_000)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "need about 11776 MiB together but Docker has only 10000 MiB" in result.stderr
-
-
-def test_setup_fails_before_starting_when_docker_has_fewer_cpus_than_a_node(world):
-    fresh_host_rules(world, cpus=2)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "Each node needs 4 CPUs but Docker has only 2" in result.stderr
-
-
-def test_setup_warns_when_the_nodes_share_fewer_cpus_than_they_may_use(world):
-    fresh_host_rules(world, cpus=6)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 0, result.stderr
-    assert "The 2 nodes share 6 CPUs" in result.stderr
+    assert "The preflight checks failed (above); nothing was created" in result.stderr
+    assert not any(call.startswith(("minikube start", "minikube delete")) for call in world.calls())
 
 
 def test_setup_deletes_the_profile_it_created_when_minikube_start_fails(world):
@@ -338,6 +295,101 @@ def test_setup_help_prints_usage_and_calls_nothing(world):
     assert result.returncode == 0
     assert "Usage:" in result.stdout and "NODE_MEMORY=8192" in result.stdout
     assert world.calls() == []
+
+
+# ----------------------------------------------------------------------------------
+# preflight.sh
+# ----------------------------------------------------------------------------------
+
+def test_preflight_passes_on_a_big_enough_amd64_docker_and_names_the_base_image_and_versions(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    world.rule("kubectl", "version --client", output="Client Version: v1.34.1\nKustomize Version: v5.7.1")
+    world.rule("helm", "version --short", output="v3.19.0+g3d8990f")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == PREFLIGHT_CALLS
+    assert "ok    kubectl Client Version: v1.34.1\n" in result.stdout
+    assert "ok    helm v3.19.0+g3d8990f" in result.stdout
+    assert "architecture amd64: the image builds FROM rayproject/ray:2.60.0-py311-cpu\n" in result.stdout
+    assert "All checks passed" in result.stdout
+
+
+@pytest.mark.parametrize("tool, where", [
+    ("docker", "https://docs.docker.com/get-docker/"),
+    ("minikube", "https://minikube.sigs.k8s.io/docs/start/"),
+    ("kubectl", "https://kubernetes.io/docs/tasks/tools/"),
+    ("helm", "https://helm.sh/docs/intro/install/"),
+])
+def test_preflight_fails_naming_a_missing_tool_and_where_to_get_it_after_checking_the_rest(world, tool, where):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    world.remove_tool(tool)
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert f"FAIL  '{tool}' is not installed or not on PATH. Install it: {where}" in result.stderr
+    assert "1 check(s) failed" in result.stderr
+    checked = {call.split(" ")[0] for call in world.calls()}
+    assert checked == {"docker", "minikube", "kubectl", "helm"} - {tool}, "every other check still runs"
+
+
+@pytest.mark.parametrize("cpus, memory_mib, message", [
+    (2, 15_800, "Each node needs 4 CPUs but Docker has only 2. Give Docker more CPUs"),
+    (8, 7_900, "Each node needs 8192 MiB but Docker has only 7900 MiB. Give Docker more memory"),
+    (8, 10_000, "need about 11776 MiB together but Docker has only 10000 MiB"),
+])
+def test_preflight_fails_with_what_to_change_when_docker_is_too_small(world, cpus, memory_mib, message):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"{cpus} {memory_mib * 1024 * 1024}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert message in result.stderr and "Settings > Resources" in result.stderr
+
+
+def test_preflight_fails_on_an_architecture_ray_publishes_no_image_for(world):
+    world.rule("docker", "version --format {{.Server.Arch}}", output="ppc64le")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert "architecture 'ppc64le'; Ray publishes images for amd64 and arm64 only" in result.stderr
+
+
+def test_preflight_names_the_aarch64_base_image_on_arm64(world):
+    world.rule("docker", "version --format {{.Server.Arch}}", output="arm64")
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert "architecture arm64: the image builds FROM rayproject/ray:2.60.0-py311-cpu-aarch64" in result.stdout
+
+
+def test_preflight_fails_when_docker_is_not_running(world):
+    world.rule("docker", "info", code=1, output="Cannot connect to the Docker daemon")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert "Docker is installed but not running" in result.stderr
+    assert "docker info --format {{.NCPU}} {{.MemTotal}}" not in world.calls()
+
+
+def test_preflight_fails_on_too_little_free_disk_before_the_first_install_and_warns_after_it(world, tmp_path):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    world.rule("docker", "info --format {{.DockerRootDir}}", output=str(tmp_path))
+    world.rule("minikube", "-p minikube node list", code="85+once", output='Profile "minikube" not found.')
+    first = world.script("scripts/preflight.sh", MIN_FREE_DISK_GB=10 ** 6)
+    assert first.returncode == 1
+    assert "a first install needs about 1000000 GB" in first.stderr and "docker system prune" in first.stderr
+    second = world.script("scripts/preflight.sh", MIN_FREE_DISK_GB=10 ** 6)
+    assert second.returncode == 0, second.stderr
+    assert "profile 'minikube' exists, so its images are probably in already" in second.stderr
+
+
+def test_preflight_warns_that_docker_desktops_disk_cannot_be_read_from_the_host(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert "Make sure it has 30 GB free" in result.stderr
+
+
+def test_preflight_warns_when_the_nodes_share_fewer_cpus_than_they_may_use(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"6 {16 * 1024 ** 3}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert "The 2 nodes share 6 CPUs" in result.stderr
 
 
 # ----------------------------------------------------------------------------------
