@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tarfile
 import time
@@ -1304,3 +1305,86 @@ def test_chaos_rejects_an_unknown_target(world):
     assert result.returncode == 1
     assert "TARGET" in result.stderr and "'kubernetes'" in result.stderr
     assert world.calls() == []
+
+
+# ----------------------------------------------------------------------------------
+# open-dashboard.sh
+# ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def listening_port():
+    """A port on 127.0.0.1 that answers, as a running dashboard (or a taken port) does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dashboard_on_minikube_forwards_the_head_service_prints_the_url_and_stops_on_ctrl_c(world):
+    port = free_port()
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*port-forward*", code="0@30", output=f"Forwarding from 127.0.0.1:{port} -> 8265")
+    process = subprocess.Popen(["./scripts/open-dashboard.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, TARGET="minikube", DASHBOARD_PORT=str(port)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=interruptible)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    rest, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert f"Ray dashboard: http://127.0.0.1:{port}/\n" in "".join(lines)
+    assert world.tool_calls("kubectl")[-1] == (
+        f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {port}:8265")
+
+
+def test_dashboard_on_minikube_names_the_taken_port_and_the_setting_that_changes_it(world, listening_port):
+    world.rule("kubectl", "config current-context", output="minikube")
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=listening_port)
+    assert result.returncode == 1
+    assert f"Port {listening_port} on this machine is already taken" in result.stderr
+    assert "DASHBOARD_PORT=8266" in result.stderr
+    assert not any("port-forward" in call for call in world.calls())
+
+
+def test_dashboard_on_minikube_fails_with_kubectls_reason_when_the_forward_cannot_start(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*port-forward*", code=1,
+               output='Error from server (NotFound): services "ray-training-cluster-head-svc" not found')
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=free_port())
+    assert result.returncode == 1
+    assert 'services "ray-training-cluster-head-svc" not found' in result.stderr
+    assert "HEAD_SERVICE=<rayjob>-head-svc" in result.stderr
+
+
+def test_dashboard_locally_prints_the_url_and_where_the_token_is(world, listening_port, tmp_path):
+    (tmp_path / "auth_token").write_text("0123abcd")
+    result = world.script("scripts/open-dashboard.sh", TARGET="local", DASHBOARD_PORT=listening_port,
+                          CLUSTER_DIR=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"Ray dashboard: http://127.0.0.1:{listening_port}" in result.stdout
+    assert f"paste the contents of {tmp_path}/auth_token (print it with: cat {tmp_path}/auth_token)" in result.stdout
+    assert world.calls() == []
+
+
+def test_dashboard_locally_says_when_no_local_cluster_runs(world):
+    result = world.script("scripts/open-dashboard.sh", TARGET="local", DASHBOARD_PORT=free_port())
+    assert result.returncode == 1
+    assert "No Ray dashboard answers" in result.stderr and "./scripts/run-benchmark.sh" in result.stderr
+
+
+def test_dashboard_auto_picks_the_local_target_without_a_minikube_head_pod(world):
+    world.rule("kubectl", "config current-context", output="kind-other")
+    result = world.script("scripts/open-dashboard.sh", DASHBOARD_PORT=free_port())
+    assert result.returncode == 1
+    assert "TARGET=auto: using the local target" in result.stdout

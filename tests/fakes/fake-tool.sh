@@ -3,8 +3,9 @@
 # those names). It appends "TOOL ARGS" to FAKE_LOG and answers from FAKE_RULES, a file of
 # tab-separated rules: TOOL, a glob matched against the joined args, an exit code, and
 # output printed with printf %b (so \n and \t work). The first matching rule wins. An exit
-# code written CODE@SECONDS answers after sleeping that long (a command that takes time); one
-# written CODE+once answers once, and later calls go on to the next matching rule.
+# code written CODE@SECONDS exits only after that long (a command that takes time; with code 0
+# its output comes first, like a server that says it listens); one written CODE+once answers
+# once, and later calls go on to the next matching rule.
 # An output written @PATH is that file's content, byte for byte (e.g. a tar stream).
 # Without a match it remembers a little state in FAKE_STATE_DIR, so re-runs behave like
 # the real tools: `docker build --label K=V` is what `docker image inspect` prints; `docker
@@ -35,6 +36,11 @@ if [[ -n "${FAKE_RULES:-}" && -f "$FAKE_RULES" ]]; then
         code="${code%+once}"
       fi
       if [[ "$code" == *@* ]]; then
+        # The output comes first, as from a command that says it started, then runs on.
+        if [[ "$code" == 0@* && -n "${output:-}" && "$output" != @* ]]; then
+          printf '%b\n' "$output"
+          output=""
+        fi
         # Interruptible, and no orphaned sleep left holding the caller's output pipe.
         sleep "${code#*@}" &
         sleeper=$!
