@@ -215,8 +215,9 @@ def test_workers_prefer_to_spread_over_nodes_without_requiring_it(workers):
     spec = workers["template"]["spec"]
     constraints = spec["topologySpreadConstraints"]
     assert constraints and all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in constraints)
-    assert constraints[0]["labelSelector"]["matchLabels"] == {
-        "ray.io/cluster": "ray-training-cluster", "ray.io/node-type": "worker"}
+    # The pod's own cluster, whatever its name (a RayJob's cluster is named after the RayJob).
+    assert constraints[0]["labelSelector"]["matchLabels"] == {"ray.io/node-type": "worker"}
+    assert constraints[0]["matchLabelKeys"] == ["ray.io/cluster"]
     affinity = spec.get("affinity", {})
     for kind in ("podAntiAffinity", "podAffinity", "nodeAffinity"):
         assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity.get(kind, {})

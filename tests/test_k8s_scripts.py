@@ -9,6 +9,7 @@ the messages and exit codes. No test reaches a real cluster, Docker or the netwo
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import interruptible
 
@@ -118,6 +120,7 @@ class FakeWorld:
             return []
         text = self.log.read_text().replace(str(self.root), "<repo>")
         text = re.sub(r"run-\d{8}-\d{6}-\d+", "run-<time>", text)
+        text = re.sub(r"ray-training-benchmark-\d{8}-\d{6}", "ray-training-benchmark-<time>", text)
         text = re.sub(r"src-[0-9a-f]{12}", "src-<hash>", text)
         text = re.sub(rf"{HASH_LABEL}=[0-9a-f]{{64}}", f"{HASH_LABEL}=<hash>", text)
         text = re.sub(r"ray-image\.[A-Za-z0-9]{6}", "ray-image.<tmp>", text)
@@ -1388,3 +1391,134 @@ def test_dashboard_auto_picks_the_local_target_without_a_minikube_head_pod(world
     result = world.script("scripts/open-dashboard.sh", DASHBOARD_PORT=free_port())
     assert result.returncode == 1
     assert "TARGET=auto: using the local target" in result.stdout
+
+
+# ----------------------------------------------------------------------------------
+# run-rayjob.sh (k8s/ray-job.yaml)
+# ----------------------------------------------------------------------------------
+
+JOB = "ray-training-benchmark-<time>"
+JOB_CLUSTER = "ray-training-benchmark-<time>-x4k2q"
+JOB_STATUS_QUERY = "*get rayjob ray-training-benchmark-* --output jsonpath=*jobDeploymentStatus*"
+
+
+def rayjob_rules(world: FakeWorld, final: str = "Complete|SUCCEEDED"):
+    """An installed operator, no long-running RayCluster, and a RayJob that runs, then ends."""
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get raycluster ray-training-cluster", code=1, output="NotFound")
+    world.rule("kubectl", JOB_STATUS_QUERY, code="0+once", output="Initializing||||")
+    world.rule("kubectl", JOB_STATUS_QUERY, code="0+once", output=f"Running|RUNNING|{JOB_CLUSTER}||")
+    world.rule("kubectl", JOB_STATUS_QUERY, output=f"{final}|{JOB_CLUSTER}|AppFailed|Job entrypoint command failed")
+    world.rule("kubectl", "*logs --follow job/*", output="[ray worker 0/2 epoch 1] ... Job succeeded")
+    world.rule("kubectl", f"*--selector ray.io/cluster={JOB_CLUSTER.replace('<time>', '*')},ray.io/node-type=head*",
+               output=f"{JOB_CLUSTER}-head-abcde")
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/ray-training-benchmark-* -cf - .",
+               output=f"@{pod_results_tar(world)}")
+
+
+def rayjob_calls(world: FakeWorld) -> list:
+    """The calls, with the generated RayCluster name made stable too."""
+    return [call.replace("ray-training-benchmark-<time>-x4k2q", JOB_CLUSTER) for call in world.calls()]
+
+
+def test_rayjob_dry_run_renders_the_clusters_spec_without_upgrade_strategy_and_the_benchmark(world):
+    result = world.script("scripts/run-rayjob.sh", "--dry-run", "--smoke-test", NUM_WORKERS=2)
+    assert result.returncode == 0, result.stderr
+    job = yaml.safe_load(result.stdout)
+    cluster = yaml.safe_load((world.root / "k8s" / "ray-cluster.yaml").read_text())
+    expected_spec = {key: value for key, value in cluster["spec"].items() if key != "upgradeStrategy"}
+    assert job["spec"]["rayClusterSpec"] == expected_spec, "one source: k8s/ray-cluster.yaml's spec"
+    assert re.fullmatch(r"ray-training-benchmark-\d{8}-\d{6}", job["metadata"]["name"])
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:2] == ["bash", "-c"] and len(words) == 3
+    pod_dir = f"/tmp/results/{job['metadata']['name']}"
+    recipe = f"--dataset synthetic --train-size 256 --test-size 128 --epochs 1 --results-dir {pod_dir}"
+    assert words[2].split(" && ") == [
+        f"python -m training.baseline_training {recipe} --batch-size 64 --cpus 1",
+        f"python -m training.ray_training {recipe} --batch-size 32 --num-workers 2 --cpus-per-worker 1 --address auto",
+        f"python -m training.compare --results-dir {pod_dir} --num-workers 2",
+        f"python -m training.report --run-dir {pod_dir}",
+    ]
+    assert world.calls() == [], "--dry-run touches nothing"
+
+
+def test_rayjob_submits_follows_the_logs_copies_the_run_folder_back_and_deletes_the_rayjob(world):
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", POLL_INTERVAL=0)
+    assert result.returncode == 0, result.stderr
+    run_dir = world.root / "results" / "latest"
+    assert run_dir.resolve().name.endswith("-minikube-rayjob")
+    for name in RUN_FILES:
+        assert (run_dir / name).read_text() == f"{name} from the pod\n"
+    submitted = yaml.safe_load((run_dir / "rayjob.yaml").read_text())
+    assert submitted["kind"] == "RayJob" and submitted["spec"]["shutdownAfterJobFinishes"] is True
+    calls = rayjob_calls(world)
+    kube = "kubectl --context minikube --namespace default"
+    in_order = [
+        "kubectl --context minikube --request-timeout=10s get crd rayjobs.ray.io",
+        f"{kube} get raycluster ray-training-cluster",
+        f"{kube} create --filename <repo>/results/{run_dir.resolve().name}/rayjob.yaml",
+        f"{kube} logs --follow job/{JOB} --pod-running-timeout=5m",
+        f"{kube} exec {JOB_CLUSTER}-head-abcde -c ray-head -- tar -C /tmp/results/{JOB} -cf - .",
+        f"{kube} delete rayjob {JOB} --wait=false",
+    ]
+    positions = [calls.index(call) for call in in_order]
+    assert positions == sorted(positions)
+    assert "Running (RayCluster" in result.stdout and "Complete, job status SUCCEEDED" in result.stdout
+
+
+def test_rayjob_refuses_to_start_beside_the_long_running_raycluster(world):
+    world.rule("kubectl", "*get raycluster ray-training-cluster", output="ray-training-cluster")
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh")
+    assert result.returncode == 1
+    assert "the two do not fit the nodes' memory" in result.stderr
+    assert "delete raycluster ray-training-cluster" in result.stderr
+    assert not any(" create " in call for call in world.calls())
+
+
+def test_rayjob_without_the_operator_says_to_run_install_ray(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get crd rayjobs.ray.io", code=1, output="NotFound")
+    result = world.script("scripts/run-rayjob.sh")
+    assert result.returncode == 1
+    assert "no RayJob CRD" in result.stderr and "./scripts/install-ray.sh" in result.stderr
+
+
+def test_rayjob_that_fails_keeps_the_rayjob_and_says_where_its_log_is(world):
+    rayjob_rules(world, final="Complete|FAILED")
+    result = world.script("scripts/run-rayjob.sh", POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "job status 'FAILED' (AppFailed): Job entrypoint command failed" in result.stderr
+    assert "logs job/ray-training-benchmark-" in result.stderr
+    assert not any(" delete rayjob " in call for call in world.calls()), "kept for inspection"
+    assert len(list((world.root / "results").glob("*-minikube-rayjob/FAILED"))) == 1
+
+
+def test_rayjob_that_does_not_start_explains_its_pods_and_is_deleted(world):
+    world.rule("kubectl", JOB_STATUS_QUERY, output=f"Initializing||{JOB_CLUSTER}||")
+    world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-benchmark-*PodScheduled*",
+               output=f"{JOB_CLUSTER}-head-abcde|Pending|ErrImageNeverPull| |||False")
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", START_TIMEOUT=1, POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "The RayJob did not start within 1s" in result.stderr
+    assert "Pending (ErrImageNeverPull)" in result.stderr and "docker/build-and-push.sh" in result.stderr
+    assert rayjob_calls(world)[-1] == f"kubectl --context minikube --namespace default delete rayjob {JOB} --wait=false"
+
+
+def test_rayjob_interrupted_deletes_the_rayjob_and_exits_130(world):
+    world.rule("kubectl", "*logs --follow job/*", code="0@30", output="training ...")
+    rayjob_rules(world)
+    process = subprocess.Popen(["./scripts/run-rayjob.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, POLL_INTERVAL="0"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True, preexec_fn=interruptible)
+    deadline = time.time() + 20
+    while not any(" logs --follow " in call for call in world.calls()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert rayjob_calls(world)[-1] == f"kubectl --context minikube --namespace default delete rayjob {JOB} --wait=false"
+    failed = list((world.root / "results").glob("*-minikube-rayjob/FAILED"))
+    assert len(failed) == 1 and "Interrupted" in failed[0].read_text()
