@@ -7,6 +7,7 @@ ports, image, and the resource arithmetic stated at the top of ray-cluster.yaml.
 """
 
 import re
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -354,3 +355,43 @@ def test_the_scripts_keep_checkpoints_in_a_bucket_of_the_store():
     assert path.startswith("s3://") and path.count("/") >= 3, path
     for name in ("ray-checkpoint-storage", "app.kubernetes.io/name=ray-checkpoint-storage"):
         assert name in (REPO_ROOT / "scripts" / "install-ray.sh").read_text()
+
+
+# ---- RayJob (k8s/ray-job.yaml as run-rayjob.sh submits it) -------------------------------
+
+@pytest.fixture(scope="module")
+def ray_job():
+    rendered = subprocess.run([str(REPO_ROOT / "scripts" / "run-rayjob.sh"), "--dry-run"], cwd=REPO_ROOT,
+                              capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(rendered)
+
+
+def test_rayjob_deletes_its_cluster_after_a_grace_period_and_never_retries(ray_job):
+    spec = ray_job["spec"]
+    assert ray_job["apiVersion"] == "ray.io/v1" and ray_job["kind"] == "RayJob"
+    assert spec["shutdownAfterJobFinishes"] is True
+    # Long enough to copy the results out of the head pod, short enough to free the nodes.
+    assert 60 <= spec["ttlSecondsAfterFinished"] <= 900
+    assert spec["backoffLimit"] == 0 and spec["submitterConfig"]["backoffLimit"] == 0
+    assert spec["submissionMode"] == "K8sJobMode"
+    assert ray_job["metadata"]["labels"]["app.kubernetes.io/part-of"] == "ray-parallel-training-demo"
+
+
+def test_rayjob_cluster_follows_kuberays_rules_for_a_rayjob(ray_job, cluster):
+    cluster_spec = ray_job["spec"]["rayClusterSpec"]
+    # KubeRay refuses upgradeStrategy in a RayJob's cluster (ValidateRayClusterUpgradeOptions),
+    # and without autoscaling every worker group needs minReplicas and maxReplicas.
+    assert "upgradeStrategy" not in cluster_spec and cluster["spec"]["upgradeStrategy"] == {"type": "Recreate"}
+    for group in cluster_spec["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+def test_rayjob_submitter_is_a_valid_small_guaranteed_pod_on_the_loaded_image(ray_job):
+    template = ray_job["spec"]["submitterPodTemplate"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "submitter"}, "spec": template["spec"]}
+    kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+    submitter = container({"template": template})
+    assert submitter["image"] == shell_default("scripts/lib.sh", "IMAGE")
+    assert submitter["imagePullPolicy"] == "Never"
+    assert submitter["resources"]["requests"] == submitter["resources"]["limits"]
+    assert "command" not in submitter, "KubeRay fills in the ray job submit command"
