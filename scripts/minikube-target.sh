@@ -25,6 +25,7 @@
 #                              copies a folder of a pod into a local one.
 #   minikube_stop_pod_run      for an EXIT trap: stops the run that run_minikube_target
 #                              started in the head pod, if one may still be running.
+#   require_recipe_fits_pods   fails unless TRAIN_SIZE + TEST_SIZE fit the pods' memory.
 #
 # Nothing here needs the laptop's .venv: the report, too, is written in the head pod, and the
 # whole run folder (JSON, REPORT.md, plots) is copied back.
@@ -156,6 +157,19 @@ prune_checkpoint_runs() {
   fi
 }
 
+# Fail before any training when the recipe holds more examples (TRAIN_SIZE + TEST_SIZE) than
+# the pods of k8s/ray-cluster.yaml are sized for: its max-examples annotation, with the
+# measured arithmetic beside it. Each worker holds the whole data set, so a bigger one would
+# be OOM-killed mid-run instead.
+require_recipe_fits_pods() {
+  local manifest="$REPO_ROOT/k8s/ray-cluster.yaml" max examples=$((TRAIN_SIZE + TEST_SIZE))
+  max="$(sed -n 's/^ *ray-parallel-training-demo\/max-examples: *"\{0,1\}\([0-9][0-9]*\)"\{0,1\} *$/\1/p' "$manifest" | head -n 1)"
+  [[ -n "$max" ]] || return 0
+  if ((examples > max)); then
+    die "TRAIN_SIZE + TEST_SIZE = $examples examples, but the pods of k8s/ray-cluster.yaml are sized for at most $max (its max-examples annotation: each worker and the baseline hold the whole data set, about 35 KB per example). CIFAR-10 size (--full, 60000) needs a head of 4608 MiB and workers of 4352 MiB (measured; the arithmetic is at the top of k8s/ray-cluster.yaml): set those and max-examples there, start nodes of 11 GiB (NODE_MEMORY=11264 ./scripts/setup-minikube.sh on a new profile) and run ./scripts/install-ray.sh. Or lower TRAIN_SIZE."
+  fi
+}
+
 # Stop the processes in POD (container CONTAINER) whose command line holds MARKER.
 stop_pod_processes() {
   local context="$1" pod="$2" container="$3" marker="$4" output
@@ -199,6 +213,7 @@ run_minikube_target() {
   local num_workers="${NUM_WORKERS:-}" cpus_per_worker="${CPUS_PER_WORKER:-}"
   local checkpoint="${CHECKPOINT:-0}" resume="${RESUME:-0}"
   local -a storage=()
+  require_recipe_fits_pods
 
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
   require_minikube_context

@@ -51,6 +51,8 @@ KINDS = (
     ("other Ray worker or actor", re.compile(r"^ray::|workers/(setup|default)_worker\.py")),
 )
 GENERIC_KINDS = ("other", "other Ray worker or actor")
+# The processes that hold the data set, whose memory a bounded run might not have seen peak.
+DATA_KINDS = ("baseline", "training worker")
 # Started only by `ray start --head`: always in the head pod.
 HEAD_ONLY_KINDS = ("gcs_server", "dashboard", "autoscaler monitor", "ray client server")
 
@@ -131,7 +133,8 @@ def sample(args):
         now = time.time() - started
         charged = {}  # node: [private and shared-memory pages of all its processes, largest file pages]
         for pid, (_, cmdline, marked) in table.items():
-            if not marked or pid == os.getpid():
+            # Not the sampler, nor the `timeout` that bounds a phase (it carries the marker too).
+            if not marked or pid == os.getpid() or cmdline.startswith("timeout "):
                 continue
             memory = memory_of(pid)
             if memory is None:
@@ -183,7 +186,7 @@ def summarize(phases):
             entry[1] += record["peak_private"]
             # A phase stopped early: was this process still growing in its last tenth?
             lifetime = record["last_seen"] - record["first_seen"]
-            entry[2] = entry[2] or (phase.get("bounded", False)
+            entry[2] = entry[2] or (phase.get("bounded", False) and record["kind"] in DATA_KINDS
                                     and record["last_seen"] - record["peak_private_at"] < 0.1 * lifetime)
         for node, kinds in per_node.items():
             for kind, (rss, private, rising) in kinds.items():
@@ -195,6 +198,9 @@ def summarize(phases):
             sampled = dict(phase.get("pods", {}).get(node, {}))
             extra = sum(record["peak_private"] for record in agents_missing_on_workers(phase, set())
                         if record["node"] == node)
+            by_phase = pod.setdefault("by_phase", {})
+            if sampled:
+                by_phase[phase["phase"]] = max(by_phase.get(phase["phase"], 0), sampled["charged"] + extra)
             if sampled and sampled["charged"] + extra > pod["charged"]:
                 pod.update(charged=sampled["charged"] + extra, private=sampled["private"] + extra,
                            files=sampled["files"], phase=phase["phase"])
@@ -237,6 +243,8 @@ def report(args):
         with open(path, encoding="utf-8") as source:
             phase = json.load(source)
         phase["bounded"] = args.bounded
+        phase["processes"] = {pid: record for pid, record in phase["processes"].items()
+                              if not record["cmdline"].startswith("timeout ")}
         for record in phase["processes"].values():
             # Name what the sampler left generic, by the title kept in its command line.
             if record["kind"] in GENERIC_KINDS and kind_of(record["cmdline"]) not in GENERIC_KINDS:
@@ -279,6 +287,8 @@ def report(args):
                                   "peak_private_mib": round(mib(row["peak_private"])), "rising": row["rising"]}
                                  for (pod, kind), row in sorted(rows.items())],
                    "pods": {pod: {"peak_mib": round(mib(figures["charged"])), "phase": figures.get("phase"),
+                                  "peak_mib_by_phase": {name: round(mib(value))
+                                                        for name, value in figures.get("by_phase", {}).items()},
                                   "sum_of_peak_rss_mib": round(mib(figures["upper"])), "size_mib": sizes.get(pod)}
                             for pod, figures in pods.items()}}
         with open(args.out, "w", encoding="utf-8") as out:

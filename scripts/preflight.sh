@@ -5,11 +5,12 @@
 # nodes need. Every check runs; each failure says what to change. ./scripts/setup-minikube.sh
 # runs it first; run it on its own any time. It changes nothing.
 #
-# Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=11776]
+# Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=9728]
 #        [MIN_FREE_DISK_GB=30] ./scripts/preflight.sh [--help]
 #   NODE_CPUS, NODE_MEMORY  CPUs and MiB per minikube node (./scripts/setup-minikube.sh's).
-#   MIN_DOCKER_MEMORY       MiB Docker must have in all: the Ray pods' requests with the
-#                           default 2 workers plus Kubernetes itself (k8s/ray-cluster.yaml).
+#   MIN_DOCKER_MEMORY       MiB Docker must have in all: the head (2.5 GiB), 2 workers (4.5),
+#                           the checkpoint store (0.5) and Kubernetes on both nodes (2 GiB), as
+#                           in the arithmetic at the top of k8s/ray-cluster.yaml.
 #   MIN_FREE_DISK_GB        free disk Docker needs for a first install. The training image is
 #                           about 5 GB (an estimate: the rayproject/ray base plus TensorFlow
 #                           and the other pins) and is kept five times: in Docker, in
@@ -24,7 +25,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 load_k8s_settings
 NODE_CPUS="${NODE_CPUS:-4}"
 NODE_MEMORY="${NODE_MEMORY:-8192}"
-MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-11776}"
+MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-9728}"
 MIN_FREE_DISK_GB="${MIN_FREE_DISK_GB:-30}"
 readonly NODE_COUNT=2
 

@@ -226,6 +226,7 @@ main() {
     return 0
   fi
   log "Settings: NUM_WORKERS=$NUM_WORKERS CPUS_PER_WORKER=$CPUS_PER_WORKER EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE (per worker) DATASET=$DATASET TRAIN_SIZE=$TRAIN_SIZE TEST_SIZE=$TEST_SIZE RESULTS_DIR=$RESULTS_DIR"
+  require_recipe_fits_pods
   check_cluster
   local suffix="minikube-rayjob"
   [[ "$MODE" == default ]] || suffix="$suffix-$MODE"

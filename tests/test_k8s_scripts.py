@@ -338,7 +338,7 @@ def test_preflight_fails_naming_a_missing_tool_and_where_to_get_it_after_checkin
 @pytest.mark.parametrize("cpus, memory_mib, message", [
     (2, 15_800, "Each node needs 4 CPUs but Docker has only 2. Give Docker more CPUs"),
     (8, 7_900, "Each node needs 8192 MiB but Docker has only 7900 MiB. Give Docker more memory"),
-    (8, 10_000, "need about 11776 MiB together but Docker has only 10000 MiB"),
+    (8, 9_000, "need about 9728 MiB together but Docker has only 9000 MiB"),
 ])
 def test_preflight_fails_with_what_to_change_when_docker_is_too_small(world, cpus, memory_mib, message):
     world.rule("docker", "info --format {{.NCPU}}*", output=f"{cpus} {memory_mib * 1024 * 1024}")
@@ -1010,6 +1010,24 @@ def test_target_goes_on_with_a_warning_when_the_store_cannot_be_pruned(world):
     assert result.returncode == 0, result.stderr
     assert "Could not remove old runs from the checkpoint store (OSError: When listing objects" in result.stderr
     assert any("training.ray_training" in call for call in world.calls())
+
+
+def test_benchmark_on_minikube_refuses_a_recipe_bigger_than_the_pods_hold_before_touching_the_cluster(world):
+    target_rules(world)
+    result = world.script("scripts/run-benchmark.sh", "--full", TARGET="minikube")
+    assert result.returncode == 1
+    assert "TRAIN_SIZE + TEST_SIZE = 60000 examples, but the pods of k8s/ray-cluster.yaml are sized for at most 14000" \
+        in result.stderr
+    assert "NODE_MEMORY=11264" in result.stderr and "Or lower TRAIN_SIZE" in result.stderr
+    assert world.calls() == []
+
+
+def test_rayjob_refuses_a_recipe_bigger_than_the_pods_hold_before_submitting(world):
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", TRAIN_SIZE=20000)
+    assert result.returncode == 1
+    assert "= 21024 examples, but the pods of k8s/ray-cluster.yaml are sized for at most 14000" in result.stderr
+    assert world.calls() == []
 
 
 def test_target_uses_the_requested_worker_count_when_it_fits(world):
