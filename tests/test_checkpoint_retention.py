@@ -24,7 +24,7 @@ def free_port():
         return probe.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def store():
     """A local S3 server with the bucket; yields the variables that point pyarrow at it."""
     port = free_port()
@@ -75,7 +75,7 @@ def test_the_store_keeps_the_newest_runs_by_their_latest_checkpoint_and_deletes_
 
 def test_a_store_whose_bucket_no_run_has_made_yet_keeps_nothing_without_an_error(store):
     # The first run that checkpoints creates the bucket; the pruning before it finds none.
-    result = subprocess.run([sys.executable, "-c", prune_code(), "s3://ray-checkpoints/runs", "5"],
+    result = subprocess.run([sys.executable, "-c", prune_code(), "s3://bucket-made-by-no-run/runs", "5"],
                             env=dict(os.environ, **store), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "KEPT 0\n"
