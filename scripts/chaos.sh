@@ -143,6 +143,7 @@ cluster_python() {
 
 # Minikube: find the head pod and check the run can keep checkpoints in the store.
 connect_to_minikube() {
+  require_recipe_fits_pods
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
   require_minikube_context
   KUBE_CONTEXT="$(current_kube_context)"
