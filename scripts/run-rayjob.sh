@@ -168,6 +168,9 @@ wait_for_start() {
     fi
     case "$JOB_DEPLOYMENT" in
       Running | Complete | Failed) return 0 ;;
+      ValidationFailed)
+        die "KubeRay refused the RayJob: ${JOB_MESSAGE:-no reason given} (the submitted manifest is $RUN_DIR/rayjob.yaml; was k8s/ray-job.yaml or k8s/ray-cluster.yaml edited?)"
+        ;;
     esac
     ((SECONDS < deadline)) || break
     sleep "$POLL_INTERVAL"

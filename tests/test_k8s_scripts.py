@@ -1513,6 +1513,16 @@ def test_rayjob_that_fails_keeps_the_rayjob_and_says_where_its_log_is(world):
     assert len(list((world.root / "results").glob("*-minikube-rayjob/FAILED"))) == 1
 
 
+def test_rayjob_that_kuberay_refuses_says_why_and_is_deleted(world):
+    world.rule("kubectl", JOB_STATUS_QUERY,
+               output="ValidationFailed|||ValidationFailed|upgradeStrategy cannot be set when RayCluster is created by RayJob")
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "KubeRay refused the RayJob: upgradeStrategy cannot be set" in result.stderr
+    assert rayjob_calls(world)[-1] == f"kubectl --context minikube --namespace default delete rayjob {JOB} --wait=false"
+
+
 def test_rayjob_that_does_not_start_explains_its_pods_and_is_deleted(world):
     world.rule("kubectl", JOB_STATUS_QUERY, output=f"Initializing||{JOB_CLUSTER}||")
     world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-benchmark-*PodScheduled*",
