@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The Kubernetes target of run-benchmark.sh: runs the baseline, the Ray training and the
-# comparison inside the Ray head pod of the RayCluster that install-ray.sh created, and
-# copies the results back. Sourced by run-benchmark.sh after lib.sh; it has no main.
+# The Kubernetes target of run-benchmark.sh: runs the baseline, the Ray training, the
+# comparison and the report inside the Ray head pod of the RayCluster that install-ray.sh
+# created, and copies the run folder back. Sourced by run-benchmark.sh, chaos.sh,
+# run-rayjob.sh and open-dashboard.sh after lib.sh; it has no main.
 #
 # Defines:
 #   minikube_target_available  0 when kubectl points at the minikube profile and the
