@@ -182,7 +182,7 @@ follow_spec_change() {
       --timeout="${POD_READY_TIMEOUT}s" >/dev/null ||
       die "The old Ray pods did not go within ${POD_READY_TIMEOUT}s. See 'kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE get pods' (a pod stuck Terminating: 'kubectl delete pod NAME --force')."
   else
-    log "Only the worker count changed: KubeRay adds or removes worker pods and restarts none of the others."
+    log "The RayCluster changed, but not its pods: the worker count (KubeRay adds or removes worker pods) or only its annotations. No pod restarts."
   fi
 }
 

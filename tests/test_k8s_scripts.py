@@ -1148,7 +1148,7 @@ def test_install_says_a_changed_worker_count_restarts_no_pod(world):
     changed_cluster_rules(world, pods_after=f"{HEAD}\n{OLD_WORKERS}\nray-training-cluster-workers-worker-klmno")
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POLL_INTERVAL=0)
     assert result.returncode == 0, result.stderr
-    assert "Only the worker count changed" in result.stdout
+    assert "The RayCluster changed, but not its pods: the worker count" in result.stdout
     assert not any(" wait --for=delete " in call or " delete pods " in call for call in world.calls())
 
 
