@@ -33,6 +33,7 @@
 #   DASHBOARD_PORT=8266  dashboard port of the demo's local cluster
 #   CLUSTER_DIR=/tmp/ray-demo-RAY_PORT  the local cluster's state
 #   WAIT_TIMEOUT=900     fail when the epoch's checkpoint is not registered within this many seconds
+#   KEEP_RUNS=5          minikube: runs the checkpoint store keeps (older ones are deleted first)
 #
 # The local cluster it starts is stopped on every exit, Ctrl-C included; on minikube an
 # interrupt also stops the training in the head pod.
@@ -142,6 +143,7 @@ cluster_python() {
 
 # Minikube: find the head pod and check the run can keep checkpoints in the store.
 connect_to_minikube() {
+  require_recipe_fits_pods
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
   require_minikube_context
   KUBE_CONTEXT="$(current_kube_context)"
@@ -150,6 +152,7 @@ connect_to_minikube() {
     die "No running Ray head pod of RayCluster '$RAY_CLUSTER_NAME' in namespace '$RAY_NAMESPACE' of context '$KUBE_CONTEXT'. Run 'CHECKPOINTS=1 ./scripts/install-ray.sh' first."
   require_k8s_checkpoint_storage "$KUBE_CONTEXT" "$HEAD_POD"
   log "Ray head pod: $HEAD_POD (context $KUBE_CONTEXT)"
+  prune_checkpoint_runs "$KUBE_CONTEXT" "$HEAD_POD"
 }
 
 # Stop the training and the cluster this script started (runs on every exit).
@@ -160,7 +163,7 @@ cleanup() {
     wait "$TRAIN_PID" 2>/dev/null || true
     if [[ "$TARGET" == minikube ]]; then
       # Ending `kubectl exec` does not reliably end the process in the pod.
-      minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" pkill -INT -f -- "--run-name $RUN_NAME" >/dev/null 2>&1 || true
+      stop_pod_processes "$KUBE_CONTEXT" "$HEAD_POD" ray-head "--run-name $RUN_NAME"
     fi
   fi
   stop_started_cluster

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Remove what install-ray.sh created: the RayCluster and its NodePort service, the
-# checkpoint store of CHECKPOINTS=1, the KubeRay operator (Helm release) and its
-# namespace. Works on a half-installed cluster and when run twice. DELETE_CLUSTER=1 also
-# deletes the minikube profile.
+# Remove what install-ray.sh and run-rayjob.sh created: the RayJobs of this demo (and their
+# clusters), the RayCluster and its NodePort service, the checkpoint store of CHECKPOINTS=1,
+# the KubeRay operator (Helm release), the four KubeRay CRDs the chart installed, and the
+# operator's namespace. Works on a half-installed cluster and when run twice.
+# DELETE_CLUSTER=1 also deletes the minikube profile.
 # It only ever talks to the minikube profile's kube-context, whatever context is current.
 #
 # Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
 #        [OPERATOR_NAMESPACE=ray-system] [DELETE_CLUSTER=0] [DELETE_TIMEOUT=120]
-#        [ALLOW_ANY_CONTEXT=0] ./scripts/cleanup.sh [--help]
+#        [KEEP_CRDS=0] [ALLOW_ANY_CONTEXT=0] ./scripts/cleanup.sh [--help]
 #   DELETE_CLUSTER=1     also run 'minikube delete -p MINIKUBE_PROFILE'.
+#   KEEP_CRDS=1          keep the CRDs rayclusters, rayjobs, rayservices and raycronjobs
+#                        .ray.io (Helm never removes the CRDs of a chart's crds/ folder;
+#                        deleting one deletes every object of its kind in the cluster).
 #   ALLOW_ANY_CONTEXT=1  clean the current kube-context instead of the profile's.
-#   The RayCluster CRDs stay (harmless, and other RayClusters may use them); remove them
-#   with: kubectl delete crd rayclusters.ray.io rayjobs.ray.io rayservices.ray.io
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -21,6 +23,9 @@ load_k8s_settings
 DELETE_CLUSTER="${DELETE_CLUSTER:-0}"
 DELETE_TIMEOUT="${DELETE_TIMEOUT:-120}"
 ALLOW_ANY_CONTEXT="${ALLOW_ANY_CONTEXT:-0}"
+KEEP_CRDS="${KEEP_CRDS:-0}"
+# What KubeRay chart 1.7.0 installs from its crds/ folder (helm-chart/kuberay-operator/crds).
+readonly KUBERAY_CRDS=(rayclusters.ray.io rayjobs.ray.io rayservices.ray.io raycronjobs.ray.io)
 
 KUBE_CONTEXT=""
 
@@ -54,6 +59,26 @@ delete_ray_cluster() {
   kube --namespace "$RAY_NAMESPACE" wait --for=delete pod \
     --selector "ray.io/cluster=$RAY_CLUSTER_NAME" --timeout="${DELETE_TIMEOUT}s" >/dev/null 2>&1 ||
     warn "Some Ray pods were still terminating after ${DELETE_TIMEOUT}s; they will go on their own."
+}
+
+# Delete the RayJobs of ./scripts/run-rayjob.sh (by their label); their clusters go with them.
+delete_ray_jobs() {
+  if ! kube get crd rayjobs.ray.io >/dev/null 2>&1; then
+    return 0
+  fi
+  log "Deleting the RayJobs of run-rayjob.sh in namespace '$RAY_NAMESPACE', if any."
+  kube --namespace "$RAY_NAMESPACE" delete rayjobs --selector app.kubernetes.io/part-of=ray-parallel-training-demo \
+    --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+}
+
+# Delete the KubeRay CRDs the chart installed (Helm leaves them), unless KEEP_CRDS=1.
+delete_crds() {
+  if [[ "$KEEP_CRDS" == "1" ]]; then
+    log "KEEP_CRDS=1: keeping the CRDs ${KUBERAY_CRDS[*]}."
+    return 0
+  fi
+  log "Deleting the KubeRay CRDs ${KUBERAY_CRDS[*]} (KEEP_CRDS=1 keeps them)."
+  kube delete crd "${KUBERAY_CRDS[@]}" --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
 }
 
 # Delete the checkpoint store of CHECKPOINTS=1 (k8s/checkpoint-storage.yaml), if any.
@@ -102,8 +127,9 @@ main() {
     return 0
   fi
   log "Settings:"
-  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE DELETE_CLUSTER ALLOW_ANY_CONTEXT
+  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE DELETE_CLUSTER KEEP_CRDS ALLOW_ANY_CONTEXT
   require_positive_int DELETE_TIMEOUT "$DELETE_TIMEOUT"
+  require_one_of KEEP_CRDS "$KEEP_CRDS" 0 1
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
 
   KUBE_CONTEXT="$(choose_context)"
@@ -115,9 +141,11 @@ main() {
     fi
     log "The cluster of context '$KUBE_CONTEXT' does not answer; it is deleted whole below."
   else
+    delete_ray_jobs
     delete_ray_cluster
     delete_checkpoint_storage
     uninstall_operator
+    delete_crds
     delete_namespaces
   fi
 

@@ -2,7 +2,9 @@
 # Install the KubeRay operator (pinned Helm chart) into the minikube cluster, build and
 # load the training image, apply k8s/ray-cluster.yaml and k8s/ray-service.yaml, and
 # wait until the Ray head and every worker pod are Ready. Safe to re-run: Helm upgrades
-# in place, kubectl apply only changes what changed.
+# in place, kubectl apply only changes what changed, and an edited k8s/ray-cluster.yaml
+# takes effect (KubeRay recreates the Ray pods; the script says so and waits). On a time-out
+# it prints what each pod waits for (OOMKilled, ErrImageNeverPull, Pending, ...) and the fix.
 #
 # Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
 #        [OPERATOR_NAMESPACE=ray-system] [KUBERAY_VERSION=1.7.0] [IMAGE=ray-training-demo:ray2.60.0-py311]
@@ -36,6 +38,8 @@ POLL_INTERVAL="${POLL_INTERVAL:-5}"
 
 KUBE_CONTEXT=""
 LOADED_MARKER=""
+# Set when KubeRay recreated the Ray pods for a changed spec (follow_spec_change).
+RECREATED=0
 # State for the exit trap: the step that is running, and whether the cluster was touched.
 CURRENT_STEP="checking prerequisites"
 TOUCHED_CLUSTER=0
@@ -82,8 +86,10 @@ install_operator() {
     --repo "$KUBERAY_CHART_REPO" --version "$KUBERAY_VERSION" \
     --namespace "$OPERATOR_NAMESPACE" --create-namespace \
     --kube-context "$KUBE_CONTEXT" \
-    --wait --timeout "${POD_READY_TIMEOUT}s" ||
-    die "Helm could not install kuberay-operator $KUBERAY_VERSION. Check your network, then 'kubectl --context $KUBE_CONTEXT -n $OPERATOR_NAMESPACE get pods' and 'kubectl -n $OPERATOR_NAMESPACE describe deployment kuberay-operator'."
+    --wait --timeout "${POD_READY_TIMEOUT}s" || {
+    explain_pods "$KUBE_CONTEXT" "$OPERATOR_NAMESPACE" app.kubernetes.io/name=kuberay-operator
+    die "Helm could not install kuberay-operator $KUBERAY_VERSION (the state of its pod, if it has one, is above). No pod: check your network (the chart repository could not be reached). Then run this script again."
+  }
 }
 
 # Build the image and load it into minikube (skipped when both are current).
@@ -121,9 +127,8 @@ install_checkpoint_storage() {
     die "kubectl apply of k8s/checkpoint-storage.yaml failed (output above)."
   if ! kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" rollout status \
     deployment/ray-checkpoint-storage --timeout="${POD_READY_TIMEOUT}s"; then
-    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" describe pods \
-      --selector app.kubernetes.io/name=ray-checkpoint-storage >&2 || true
-    die "The checkpoint store was not ready within ${POD_READY_TIMEOUT}s (details above). ImagePullBackOff: its image could not be pulled; see the comment about the image in k8s/checkpoint-storage.yaml. Then run this script again."
+    explain_pods "$KUBE_CONTEXT" "$RAY_NAMESPACE" app.kubernetes.io/name=ray-checkpoint-storage
+    die "The checkpoint store was not ready within ${POD_READY_TIMEOUT}s (what its pod waits for is above). If its image cannot be pulled, see the comment about the image in k8s/checkpoint-storage.yaml. Then run this script again."
   fi
 }
 
@@ -137,20 +142,72 @@ head_has_storage_keys() {
     printenv AWS_ACCESS_KEY_ID >/dev/null 2>&1
 }
 
-# Apply the RayCluster and the NodePort service.
+# "GENERATION OBSERVED-GENERATION" of the RayCluster; equal once the operator acted on the spec.
+raycluster_generations() {
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get raycluster "$RAY_CLUSTER_NAME" \
+    --output 'jsonpath={.metadata.generation} {.status.observedGeneration}' 2>/dev/null || true
+}
+
+# The names of the Ray pods of the RayCluster that are not being deleted, one a line.
+live_ray_pods() {
+  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
+    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" \
+    --output 'jsonpath={range .items[*]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' 2>/dev/null |
+    awk 'NF == 1 {print $1}' || true
+}
+
+# After an apply that changed the RayCluster: wait until the operator has acted on the new
+# spec, then say whether it is recreating the pods and wait for the old ones to go. KubeRay
+# deletes them in the same reconcile that records observedGeneration (raycluster_controller.go:
+# reconcilePods, then calculateStatus); with `upgradeStrategy: Recreate` it does so whenever
+# anything but the worker counts changed. Sets RECREATED=1 when it did.
+follow_spec_change() {
+  local old_head="$1" old_pods="$2" generation="" observed="" deadline=$((SECONDS + 60))
+  while true; do
+    read -r generation observed <<<"$(raycluster_generations)" || true
+    [[ -z "$generation" || "$generation" != "$observed" ]] || break
+    if ((SECONDS >= deadline)); then
+      warn "KubeRay has not acted on the changed RayCluster within 60s (generation ${generation:-?}, observed ${observed:-none}). Is the operator running? kubectl --context $KUBE_CONTEXT -n $OPERATOR_NAMESPACE logs deployment/kuberay-operator"
+      return 0
+    fi
+    sleep "$POLL_INTERVAL"
+  done
+  if [[ -n "$old_head" ]] && ! grep -qxF "$old_head" <<<"$(live_ray_pods)"; then
+    RECREATED=1
+    log "The RayCluster's spec changed, so KubeRay is deleting every Ray pod and creating it anew with the new spec (upgradeStrategy: Recreate in k8s/ray-cluster.yaml). Waiting up to ${POD_READY_TIMEOUT}s for the old pods to go."
+    local -a pods=()
+    local pod
+    while IFS= read -r pod; do [[ -z "$pod" ]] || pods+=("pod/$pod"); done <<<"$old_pods"
+    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" wait --for=delete "${pods[@]}" \
+      --timeout="${POD_READY_TIMEOUT}s" >/dev/null ||
+      die "The old Ray pods did not go within ${POD_READY_TIMEOUT}s. See 'kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE get pods' (a pod stuck Terminating: 'kubectl delete pod NAME --force')."
+  else
+    log "The RayCluster changed, but not its pods: the worker count (KubeRay adds or removes worker pods) or only its annotations. No pod restarts."
+  fi
+}
+
+# Apply the RayCluster and the NodePort service; follow what the operator does with a change.
 apply_manifests() {
   CURRENT_STEP="applying the manifests"
-  local existed=0 restart_reason=""
-  ray_cluster_exists && existed=1
+  local existed=0 restart_reason="" old_head="" old_pods="" output
+  if ray_cluster_exists; then
+    existed=1
+    old_head="$(ray_head_pod --context "$KUBE_CONTEXT")"
+    old_pods="$(live_ray_pods)"
+  fi
   log "Applying k8s/ray-cluster.yaml and k8s/ray-service.yaml in namespace '$RAY_NAMESPACE'."
-  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" apply \
-    --filename "$CLUSTER_MANIFEST" --filename "$SERVICE_MANIFEST" ||
+  output="$(kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" apply \
+    --filename "$CLUSTER_MANIFEST" --filename "$SERVICE_MANIFEST")" ||
     die "kubectl apply failed (output above). Is the operator's CRD installed? 'kubectl get crd rayclusters.ray.io'"
+  printf '%s\n' "$output"
+  if ((existed == 1)) && grep -q "^raycluster.ray.io/$RAY_CLUSTER_NAME configured" <<<"$output"; then
+    follow_spec_change "$old_head" "$old_pods"
+  fi
   # KubeRay does not recreate running pods when the image behind a tag changes, and a
   # pod reads its Secret-backed variables only when it starts: restart the Ray pods when
   # a new build was just loaded into an existing cluster, or when they started before
-  # the checkpoint store's Secret existed.
-  if ((existed == 1)); then
+  # the checkpoint store's Secret existed (unless KubeRay is recreating them anyway).
+  if ((existed == 1 && RECREATED == 0)); then
     if [[ -n "$LOADED_MARKER" && -s "$LOADED_MARKER" ]]; then
       restart_reason="A new image was loaded"
     elif [[ "$CHECKPOINTS" == "1" ]] && ! head_has_storage_keys; then
@@ -158,31 +215,10 @@ apply_manifests() {
     fi
   fi
   if [[ -n "$restart_reason" ]]; then
-    log "$restart_reason; restarting the Ray pods so they pick it up."
+    log "$restart_reason; restarting the Ray pods so they pick it up (KubeRay creates them anew)."
     kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" delete pods \
       --selector "ray.io/cluster=$RAY_CLUSTER_NAME"
   fi
-}
-
-# Print `kubectl describe` and recent events of the Ray pods that are not Ready.
-describe_unready_pods() {
-  local pod unready
-  # A while-read loop rather than mapfile: macOS ships bash 3.2.
-  unready="$(kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
-    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" \
-    --output 'jsonpath={range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
-    awk '$2 != "True" {print $1}' || true)"
-  if [[ -z "$unready" ]]; then
-    warn "No Ray pods of cluster '$RAY_CLUSTER_NAME' exist in namespace '$RAY_NAMESPACE'. Is the operator running? 'kubectl -n $OPERATOR_NAMESPACE logs deployment/kuberay-operator'"
-  fi
-  while IFS= read -r pod; do
-    [[ -n "$pod" ]] || continue
-    printf '\n----- kubectl describe pod %s -----\n' "$pod" >&2
-    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" describe pod "$pod" >&2 || true
-  done <<<"$unready"
-  printf '\n----- recent events in namespace %s -----\n' "$RAY_NAMESPACE" >&2
-  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get events \
-    --sort-by=.lastTimestamp 2>/dev/null | tail -n 20 >&2 || true
 }
 
 # The worker replicas that k8s/ray-cluster.yaml asks for.
@@ -220,8 +256,8 @@ wait_for_ray_pods() {
     fi
     sleep "$POLL_INTERVAL"
   done
-  describe_unready_pods
-  die "Timed out after ${POD_READY_TIMEOUT}s: head Ready ${head_ready}/1, workers Ready ${workers_ready}/$workers (details above). Pending pods: lower replicas in k8s/ray-cluster.yaml or give the nodes more memory. ErrImageNeverPull: run docker/build-and-push.sh. Then run this script again."
+  explain_pods "$KUBE_CONTEXT" "$RAY_NAMESPACE" "ray.io/cluster=$RAY_CLUSTER_NAME"
+  die "Timed out after ${POD_READY_TIMEOUT}s: head Ready ${head_ready}/1, workers Ready ${workers_ready}/$workers. What each pod is waiting for, and what to do, is above; then run this script again."
 }
 
 main() {
@@ -242,7 +278,7 @@ main() {
   apply_manifests
   wait_for_ray_pods
   CURRENT_STEP="finishing"
-  log "Done. Dashboard: minikube -p $MINIKUBE_PROFILE service ray-head-nodeport --url   Next: TARGET=minikube ./scripts/run-benchmark.sh"
+  log "Done. Dashboard: ./scripts/open-dashboard.sh   Next: TARGET=minikube ./scripts/run-benchmark.sh"
   if [[ "$CHECKPOINTS" == "1" ]]; then
     log "Checkpoints: TARGET=minikube CHECKPOINT=1 ./scripts/run-benchmark.sh, or TARGET=minikube ./scripts/chaos.sh"
   fi

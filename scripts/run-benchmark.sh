@@ -34,7 +34,8 @@
 #                        group resumes from it (0, the default, keeps the quick start as fast)
 #   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target; on
 #                        minikube the runs go to K8S_CHECKPOINT_PATH=s3://ray-checkpoints/runs,
-#                        the store that CHECKPOINTS=1 ./scripts/install-ray.sh installs)
+#                        the store that CHECKPOINTS=1 ./scripts/install-ray.sh installs;
+#                        KEEP_RUNS=5 runs are kept there, older ones deleted)
 #   MAX_FAILURES=2       worker group restarts Ray Train may make before the run fails
 #   RESUME=0             1: continue the latest interrupted Ray run in CHECKPOINT_DIR from its
 #                        last checkpoint (same settings; the baseline runs again)
@@ -153,6 +154,8 @@ check_results_dir() {
 cleanup() {
   local status=$?
   stop_started_cluster
+  # Minikube: ending `kubectl exec` leaves the training running in the head pod; stop it.
+  ((status == 0)) || ! declare -F minikube_stop_pod_run >/dev/null || minikube_stop_pod_run
   close_run_dir "$status" "$RUN_DIR" "$([[ -n "$RUN_DIR_GIVEN" ]] && echo 0 || echo 1)"
   exit "$status"
 }
@@ -253,14 +256,13 @@ main() {
   resolve_settings
   choose_target
   if [[ "$TARGET" == "minikube" ]]; then
+    # Everything runs in the head pod, the report too: no .venv on this machine.
     print_settings
     check_results_dir
-    ensure_venv requirements.txt
     start_run_dir
     export NUM_WORKERS CPUS_PER_WORKER EPOCHS BATCH_SIZE DATASET TRAIN_SIZE TEST_SIZE RESULTS_DIR \
       CHECKPOINT RESUME MAX_FAILURES
     run_minikube_target
-    write_report
   else
     run_local_target
   fi

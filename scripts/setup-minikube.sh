@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Start a 2-node minikube cluster (Docker driver) for the Ray demo, enable metrics-server
-# and wait until both nodes are Ready. Re-running it on a healthy 2-node profile changes
+# and wait until both nodes are Ready. It runs ./scripts/preflight.sh first (tools, Docker's
+# architecture, CPUs, memory and disk). Re-running it on a healthy 2-node profile changes
 # nothing; a profile with another node count is reported, not silently reused.
 #
-# Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=11776]
-#        [WAIT_TIMEOUT=300] [KEEP_ON_FAILURE=0] ./scripts/setup-minikube.sh [--help]
+# Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=]
+#        [MIN_FREE_DISK_GB=] [WAIT_TIMEOUT=300] [KEEP_ON_FAILURE=0] ./scripts/setup-minikube.sh [--help]
 #   NODE_CPUS, NODE_MEMORY  CPUs and MiB per node; k8s/ray-cluster.yaml is sized for 4 / 8192.
-#   MIN_DOCKER_MEMORY       MiB Docker must have in all: the Ray pods' requests (10 GiB with
-#                           2 workers) plus Kubernetes itself (1.5 GiB).
+#   MIN_DOCKER_MEMORY, MIN_FREE_DISK_GB  what preflight.sh asks of Docker (its --help gives
+#                           the defaults and why).
 #   WAIT_TIMEOUT            seconds to wait for the nodes to become Ready.
 #   KEEP_ON_FAILURE=1       keep a profile this run created even if the run fails.
 set -o errexit -o nounset -o pipefail
@@ -18,7 +19,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 load_k8s_settings
 NODE_CPUS="${NODE_CPUS:-4}"
 NODE_MEMORY="${NODE_MEMORY:-8192}"
-MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-11776}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-300}"
 KEEP_ON_FAILURE="${KEEP_ON_FAILURE:-0}"
 # The manifests spread workers over two nodes; the count is not a setting.
@@ -40,39 +40,12 @@ cleanup() {
   fi
 }
 
-# Check that minikube, kubectl and docker are installed and Docker is running.
+# Run ./scripts/preflight.sh with this script's settings; it says what to change.
 check_prerequisites() {
-  require_tool minikube "https://minikube.sigs.k8s.io/docs/start/"
-  require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
-  require_tool docker "https://docs.docker.com/get-docker/ (Docker Desktop on macOS, Docker Engine on Linux)"
-  require_docker_running
-}
-
-# Check that Docker can give each node its CPUs and the cluster the memory it uses.
-check_host_resources() {
-  local info docker_cpus docker_memory_bytes docker_memory
-  info="$(docker info --format '{{.NCPU}} {{.MemTotal}}' 2>/dev/null || true)"
-  read -r docker_cpus docker_memory_bytes <<<"$info"
-  if ! [[ "${docker_cpus:-}" =~ ^[0-9]+$ && "${docker_memory_bytes:-}" =~ ^[0-9]+$ ]]; then
-    warn "Could not read Docker's CPUs and memory ('docker info' printed '$info'); skipping the resource check."
-    return 0
-  fi
-  docker_memory=$((docker_memory_bytes / 1024 / 1024))
-  log "Docker can use $docker_cpus CPUs and $docker_memory MiB of memory."
-  # On macOS these are Docker Desktop's VM settings, not the Mac's, hence the hint.
-  if ((docker_cpus < NODE_CPUS)); then
-    die "Each node needs $NODE_CPUS CPUs but Docker has only $docker_cpus. Give Docker more CPUs (Docker Desktop: Settings > Resources) and run this script again."
-  fi
-  if ((docker_memory < NODE_MEMORY)); then
-    die "Each node needs $NODE_MEMORY MiB but Docker has only $docker_memory MiB. Give Docker more memory (Docker Desktop: Settings > Resources) and run this script again."
-  fi
-  if ((docker_memory < MIN_DOCKER_MEMORY)); then
-    die "The Ray pods and Kubernetes need about $MIN_DOCKER_MEMORY MiB together but Docker has only $docker_memory MiB. Give Docker at least $MIN_DOCKER_MEMORY MiB (Docker Desktop: Settings > Resources) and run this script again."
-  fi
-  # Node memory and CPUs are limits, not reservations, so the nodes may overlap on the host.
-  if ((docker_cpus < NODE_COUNT * NODE_CPUS)); then
-    warn "The $NODE_COUNT nodes share $docker_cpus CPUs (they may use $((NODE_COUNT * NODE_CPUS))); training times will be noisier than on dedicated CPUs."
-  fi
+  # MIN_DOCKER_MEMORY and MIN_FREE_DISK_GB, when set, reach it through the environment.
+  NODE_CPUS="$NODE_CPUS" NODE_MEMORY="$NODE_MEMORY" MINIKUBE_PROFILE="$MINIKUBE_PROFILE" \
+    "$REPO_ROOT/scripts/preflight.sh" ||
+    die "The preflight checks failed (above); nothing was created. Fix what they name and run this script again."
 }
 
 # Print how many nodes the profile has, or nothing when the profile does not exist.
@@ -140,10 +113,9 @@ main() {
     return 0
   fi
   log "Settings:"
-  log_settings MINIKUBE_PROFILE NODE_CPUS NODE_MEMORY MIN_DOCKER_MEMORY WAIT_TIMEOUT
+  log_settings MINIKUBE_PROFILE NODE_CPUS NODE_MEMORY WAIT_TIMEOUT
   require_positive_int NODE_CPUS "$NODE_CPUS"
   require_positive_int NODE_MEMORY "$NODE_MEMORY"
-  require_non_negative_int MIN_DOCKER_MEMORY "$MIN_DOCKER_MEMORY"
   require_positive_int WAIT_TIMEOUT "$WAIT_TIMEOUT"
   check_prerequisites
   trap cleanup EXIT
@@ -156,7 +128,6 @@ main() {
   if [[ -n "$existing_nodes" ]] && profile_is_running; then
     log "Profile '$MINIKUBE_PROFILE' already runs $NODE_COUNT nodes; nothing to start."
   else
-    check_host_resources
     start_cluster "$existing_nodes"
     enable_metrics_server
   fi

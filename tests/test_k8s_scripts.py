@@ -9,12 +9,19 @@ the messages and exit codes. No test reaches a real cluster, Docker or the netwo
 import hashlib
 import os
 import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+import yaml
+
+from conftest import interruptible
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_TOOL = REPO_ROOT / "tests" / "fakes" / "fake-tool.sh"
@@ -112,7 +119,8 @@ class FakeWorld:
         if not self.log.exists():
             return []
         text = self.log.read_text().replace(str(self.root), "<repo>")
-        text = re.sub(r"run-\d{8}-\d{6}", "run-<time>", text)
+        text = re.sub(r"run-\d{8}-\d{6}-\d+", "run-<time>", text)
+        text = re.sub(r"ray-training-benchmark-\d{8}-\d{6}", "ray-training-benchmark-<time>", text)
         text = re.sub(r"src-[0-9a-f]{12}", "src-<hash>", text)
         text = re.sub(rf"{HASH_LABEL}=[0-9a-f]{{64}}", f"{HASH_LABEL}=<hash>", text)
         text = re.sub(r"ray-image\.[A-Za-z0-9]{6}", "ray-image.<tmp>", text)
@@ -124,7 +132,7 @@ class FakeWorld:
     def clear_log(self):
         self.log.write_text("")
 
-    def content_hash(self) -> str:
+    def content_hash(self, base_image: str = "rayproject/ray:2.60.0-py311-cpu") -> str:
         """The hash build-and-push.sh should compute, computed independently in Python."""
         files = {
             "./Dockerfile": self.root / "docker" / "Dockerfile",
@@ -133,7 +141,7 @@ class FakeWorld:
         for path in (self.root / "training").rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files["./" + str(path.relative_to(self.root))] = path
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(f"base {base_image}\n".encode())
         for name in sorted(files, key=lambda name: name.encode()):
             digest.update(name.encode() + b"\n" + files[name].read_bytes())
         return digest.hexdigest()
@@ -159,7 +167,7 @@ def healthy_cluster_rules(world: FakeWorld):
 # ----------------------------------------------------------------------------------
 
 def fresh_host_rules(world: FakeWorld, cpus: int = 8, memory_mib: int = 15_800):
-    world.rule("docker", "info --format*", output=f"{cpus} {memory_mib * 1024 * 1024}")
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"{cpus} {memory_mib * 1024 * 1024}")
     world.rule("minikube", "-p minikube node list", code=85,
                output='Profile "minikube" not found.')
     world.rule("kubectl", "--context minikube get nodes --no-headers",
@@ -168,14 +176,24 @@ def fresh_host_rules(world: FakeWorld, cpus: int = 8, memory_mib: int = 15_800):
     world.rule("kubectl", "config current-context", output="minikube")
 
 
-def test_setup_creates_a_two_node_profile_with_metrics_server_and_waits_for_ready_nodes(world):
+PREFLIGHT_CALLS = [
+    "docker version --format client {{.Client.Version}}",
+    "minikube version --short",
+    "kubectl version --client",
+    "helm version --short",
+    "docker info",
+    "docker version --format {{.Server.Arch}}",
+    "docker info --format {{.NCPU}} {{.MemTotal}}",
+    "docker info --format {{.DockerRootDir}}",
+]
+
+
+def test_setup_runs_preflight_then_creates_a_two_node_profile_with_metrics_server_and_waits(world):
     fresh_host_rules(world)
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 0, result.stderr
-    assert world.calls() == [
-        "docker info",
+    assert world.calls() == PREFLIGHT_CALLS + [
         "minikube -p minikube node list",
-        "docker info --format {{.NCPU}} {{.MemTotal}}",
         "minikube start -p minikube --nodes 2 --cpus 4 --memory 8192 --driver docker",
         "minikube -p minikube addons enable metrics-server",
         "kubectl --context minikube wait --for=condition=Ready node --all --timeout=300s",
@@ -187,7 +205,7 @@ def test_setup_creates_a_two_node_profile_with_metrics_server_and_waits_for_read
     assert "Next: ./scripts/install-ray.sh" in result.stdout
 
 
-def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube(world):
+def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube_and_preflight(world):
     fresh_host_rules(world, cpus=16, memory_mib=64_000)
     world.rule("minikube", "-p demo node list", code=85)
     world.rule("kubectl", "--context demo get nodes --no-headers",
@@ -196,6 +214,7 @@ def test_setup_passes_the_profile_cpus_and_memory_settings_to_minikube(world):
                           NODE_CPUS=6, NODE_MEMORY=12288)
     assert result.returncode == 0, result.stderr
     assert "minikube start -p demo --nodes 2 --cpus 6 --memory 12288 --driver docker" in world.calls()
+    assert "NODE_CPUS=6 NODE_MEMORY=12288" in result.stdout, "preflight checks the same sizes"
 
 
 def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world):
@@ -203,8 +222,7 @@ def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 0, result.stderr
     assert "already runs 2 nodes; nothing to start" in result.stdout
-    assert world.calls() == [
-        "docker info",
+    assert world.calls()[len(PREFLIGHT_CALLS):] == [
         "minikube -p minikube node list",
         "minikube -p minikube status",
         "kubectl --context minikube wait --for=condition=Ready node --all --timeout=300s",
@@ -215,7 +233,6 @@ def test_setup_rerun_on_a_healthy_two_node_profile_is_a_no_op_that_says_so(world
 
 def test_setup_restarts_a_stopped_two_node_profile_without_recreating_it(world):
     healthy_cluster_rules(world)
-    world.rule("docker", "info --format*", output=f"8 {16 * 1024 ** 3}")
     world.rule("minikube", "-p minikube status", code=7, output="host: Stopped")
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 0, result.stderr
@@ -233,64 +250,12 @@ def test_setup_reports_a_profile_with_a_different_node_count_with_the_command_to
     assert not any(call.startswith("minikube delete") for call in world.calls())
 
 
-@pytest.mark.parametrize("tool, where", [
-    ("minikube", "https://minikube.sigs.k8s.io/docs/start/"),
-    ("kubectl", "https://kubernetes.io/docs/tasks/tools/"),
-    ("docker", "https://docs.docker.com/get-docker/"),
-])
-def test_setup_fails_with_clear_message_when_a_tool_is_missing(world, tool, where):
-    world.remove_tool(tool)
+def test_setup_creates_nothing_when_preflight_fails(world):
+    fresh_host_rules(world, memory_mib=7_900)
     result = world.script("scripts/setup-minikube.sh")
     assert result.returncode == 1
-    assert f"'{tool}' is not installed or not on PATH" in result.stderr
-    assert where in result.stderr
-    assert not any(call.startswith("minikube start") for call in world.calls())
-
-
-def test_setup_fails_with_clear_message_when_minikube_is_missing(world):
-    world.remove_tool("minikube")
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "'minikube' is not installed" in result.stderr
-    assert world.calls() == []
-
-
-def test_setup_fails_with_clear_message_when_docker_is_not_running(world):
-    world.rule("docker", "info", code=1, output="Cannot connect to the Docker daemon")
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "Docker is installed but not running" in result.stderr
-    assert world.calls() == ["docker info"]
-
-
-def test_setup_fails_before_starting_when_docker_has_too_little_memory(world):
-    fresh_host_rules(world, cpus=8, memory_mib=7_900)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "Each node needs 8192 MiB but Docker has only 7900 MiB" in result.stderr
-    assert "Settings > Resources" in result.stderr
-    assert not any(call.startswith("minikube start") for call in world.calls())
-
-
-def test_setup_fails_before_starting_when_the_cluster_would_not_fit_in_dockers_memory(world):
-    fresh_host_rules(world, cpus=8, memory_mib=10_000)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "need about 11776 MiB together but Docker has only 10000 MiB" in result.stderr
-
-
-def test_setup_fails_before_starting_when_docker_has_fewer_cpus_than_a_node(world):
-    fresh_host_rules(world, cpus=2)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 1
-    assert "Each node needs 4 CPUs but Docker has only 2" in result.stderr
-
-
-def test_setup_warns_when_the_nodes_share_fewer_cpus_than_they_may_use(world):
-    fresh_host_rules(world, cpus=6)
-    result = world.script("scripts/setup-minikube.sh")
-    assert result.returncode == 0, result.stderr
-    assert "The 2 nodes share 6 CPUs" in result.stderr
+    assert "The preflight checks failed (above); nothing was created" in result.stderr
+    assert not any(call.startswith(("minikube start", "minikube delete")) for call in world.calls())
 
 
 def test_setup_deletes_the_profile_it_created_when_minikube_start_fails(world):
@@ -337,22 +302,148 @@ def test_setup_help_prints_usage_and_calls_nothing(world):
 
 
 # ----------------------------------------------------------------------------------
+# preflight.sh
+# ----------------------------------------------------------------------------------
+
+def test_preflight_passes_on_a_big_enough_amd64_docker_and_names_the_base_image_and_versions(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    world.rule("kubectl", "version --client", output="Client Version: v1.34.1\nKustomize Version: v5.7.1")
+    world.rule("helm", "version --short", output="v3.19.0+g3d8990f")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert world.calls() == PREFLIGHT_CALLS
+    assert "ok    kubectl Client Version: v1.34.1\n" in result.stdout
+    assert "ok    helm v3.19.0+g3d8990f" in result.stdout
+    assert "architecture amd64: the image builds FROM rayproject/ray:2.60.0-py311-cpu\n" in result.stdout
+    assert "All checks passed" in result.stdout
+
+
+@pytest.mark.parametrize("tool, where", [
+    ("docker", "https://docs.docker.com/get-docker/"),
+    ("minikube", "https://minikube.sigs.k8s.io/docs/start/"),
+    ("kubectl", "https://kubernetes.io/docs/tasks/tools/"),
+    ("helm", "https://helm.sh/docs/intro/install/"),
+])
+def test_preflight_fails_naming_a_missing_tool_and_where_to_get_it_after_checking_the_rest(world, tool, where):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    world.remove_tool(tool)
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert f"FAIL  '{tool}' is not installed or not on PATH. Install it: {where}" in result.stderr
+    assert "1 check(s) failed" in result.stderr
+    checked = {call.split(" ")[0] for call in world.calls()}
+    assert checked == {"docker", "minikube", "kubectl", "helm"} - {tool}, "every other check still runs"
+
+
+@pytest.mark.parametrize("cpus, memory_mib, message", [
+    (2, 15_800, "Each node needs 4 CPUs but Docker has only 2. Give Docker more CPUs"),
+    (8, 7_900, "Each node needs 8192 MiB but Docker has only 7900 MiB. Give Docker more memory"),
+    (8, 9_000, "need about 9728 MiB together but Docker has only 9000 MiB"),
+])
+def test_preflight_fails_with_what_to_change_when_docker_is_too_small(world, cpus, memory_mib, message):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"{cpus} {memory_mib * 1024 * 1024}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert message in result.stderr and "Settings > Resources" in result.stderr
+
+
+def test_preflight_fails_on_an_architecture_ray_publishes_no_image_for(world):
+    world.rule("docker", "version --format {{.Server.Arch}}", output="ppc64le")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert "architecture 'ppc64le'; Ray publishes images for amd64 and arm64 only" in result.stderr
+
+
+def test_preflight_names_the_aarch64_base_image_on_arm64(world):
+    world.rule("docker", "version --format {{.Server.Arch}}", output="arm64")
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert "architecture arm64: the image builds FROM rayproject/ray:2.60.0-py311-cpu-aarch64" in result.stdout
+
+
+def test_preflight_fails_when_docker_is_not_running(world):
+    world.rule("docker", "info", code=1, output="Cannot connect to the Docker daemon")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert "Docker is installed but not running" in result.stderr
+    assert "docker info --format {{.NCPU}} {{.MemTotal}}" not in world.calls()
+
+
+def test_preflight_fails_on_too_little_free_disk_before_the_first_install_and_warns_after_it(world, tmp_path):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    world.rule("docker", "info --format {{.DockerRootDir}}", output=str(tmp_path))
+    world.rule("minikube", "-p minikube node list", code="85+once", output='Profile "minikube" not found.')
+    first = world.script("scripts/preflight.sh", MIN_FREE_DISK_GB=10 ** 6)
+    assert first.returncode == 1
+    assert "a first install needs about 1000000 GB" in first.stderr and "docker system prune" in first.stderr
+    second = world.script("scripts/preflight.sh", MIN_FREE_DISK_GB=10 ** 6)
+    assert second.returncode == 0, second.stderr
+    assert "profile 'minikube' exists, so its images are probably in already" in second.stderr
+
+
+def test_preflight_warns_that_docker_desktops_disk_cannot_be_read_from_the_host(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {16 * 1024 ** 3}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert "Make sure it has 30 GB free" in result.stderr
+
+
+def test_preflight_warns_when_the_nodes_share_fewer_cpus_than_they_may_use(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"6 {16 * 1024 ** 3}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert "The 2 nodes share 6 CPUs" in result.stderr
+
+
+# ----------------------------------------------------------------------------------
 # docker/build-and-push.sh
 # ----------------------------------------------------------------------------------
 
-def test_build_builds_with_the_content_hash_label_and_loads_both_tags_into_minikube(world):
+NODES = ("minikube", "minikube-m02")
+def inspect_calls():
+    """The check of each node for the image's content-hash label, through `minikube ssh`."""
+    inspect = f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {IMAGE}"
+    return [f"minikube -p minikube ssh -n {node} -- {inspect}" for node in NODES]
+
+
+def test_build_on_amd64_builds_from_the_plain_base_tag_and_checks_every_node_after_one_load(world):
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
+    tmp = world.env["TMPDIR"] + "/ray-image.<tmp>"
     assert world.calls() == [
         "docker info",
+        "docker version --format {{.Server.Arch}}",
         f"docker image inspect --format {{{{ index .Config.Labels \"{HASH_LABEL}\" }}}} {IMAGE}",
-        f"docker build --label {HASH_LABEL}=<hash> --tag {IMAGE} --tag ray-training-demo:src-<hash> "
-        f"--file <tmp>/Dockerfile <tmp>".replace("<tmp>", world.env["TMPDIR"] + "/ray-image.<tmp>"),
-        "minikube -p minikube image ls",
-        f"minikube -p minikube image load {IMAGE} ray-training-demo:src-<hash>",
+        f"docker build --build-arg RAY_BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu --label {HASH_LABEL}=<hash> "
+        f"--tag {IMAGE} --file {tmp}/Dockerfile {tmp}",
+        "minikube -p minikube node list",
+        *inspect_calls(),
+        f"minikube -p minikube image load {IMAGE}",
+        *inspect_calls(),
     ]
     label = (world.state / "docker-label").read_text().strip()
     assert label == world.content_hash()
+    assert "Every node now has" in result.stdout
+
+
+def test_build_on_arm64_builds_from_rays_aarch64_base_tag_whose_hash_differs(world):
+    world.rule("docker", "version --format*", output="arm64")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 0, result.stderr
+    assert any(call.startswith("docker build --build-arg RAY_BASE_IMAGE=rayproject/ray:2.60.0-py311-cpu-aarch64 ")
+               for call in world.calls())
+    assert "base image rayproject/ray:2.60.0-py311-cpu-aarch64" in result.stdout
+    label = (world.state / "docker-label").read_text().strip()
+    assert label == world.content_hash("rayproject/ray:2.60.0-py311-cpu-aarch64") != world.content_hash()
+
+
+def test_build_refuses_an_architecture_ray_publishes_no_image_for(world):
+    world.rule("docker", "version --format*", output="s390x")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "architecture 's390x'" in result.stderr and "amd64 and arm64 only" in result.stderr
+    assert not any(call.startswith("docker build") for call in world.calls())
 
 
 def test_build_rerun_with_unchanged_content_skips_both_the_build_and_the_load(world):
@@ -361,31 +452,44 @@ def test_build_rerun_with_unchanged_content_skips_both_the_build_and_the_load(wo
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
     assert "is current" in result.stdout and "not loading again" in result.stdout
-    assert not any(call.startswith("docker build") for call in world.calls())
-    assert not any(" image load " in call for call in world.calls())
+    assert world.calls()[-3:] == ["minikube -p minikube node list", *inspect_calls()]
+    assert not any(call.startswith("docker build") or " image load " in call for call in world.calls())
 
 
-def test_build_skip_check_matches_the_fully_qualified_names_minikube_lists(world):
-    short_hash = world.content_hash()[:12]
-    (world.state / "docker-label").write_text(world.content_hash() + "\n")
-    world.rule("minikube", "-p minikube image ls",
-               output=f"registry.k8s.io/pause:3.10\ndocker.io/library/ray-training-demo:src-{short_hash}")
+def test_build_loads_again_when_one_node_lacks_the_image_that_the_others_have(world):
+    assert world.script("docker/build-and-push.sh").returncode == 0
+    (world.state / "node-image-minikube-m02").unlink()
+    world.clear_log()
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
-    assert [call.split(" ")[1:3] for call in world.calls()] == [
-        ["info"], ["image", "inspect"], ["-p", "minikube"],
-    ]
+    assert "Node(s) to load" in result.stdout and "minikube-m02" in result.stdout
+    assert not any(call.startswith("docker build") or " image rm " in call for call in world.calls())
+    assert f"minikube -p minikube image load {IMAGE}" in world.calls()
 
 
-def test_build_rebuilds_and_reloads_when_the_training_code_changes(world):
+def test_build_fails_naming_the_node_that_still_lacks_the_image_after_the_load(world):
+    (world.state / "minikube-failing-nodes").write_text("minikube-m02\n")
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "node(s) minikube-m02 still lack" in result.stderr
+    assert "reports success even when a node fails" in result.stderr
+    assert "minikube -p minikube ssh -n minikube-m02 -- df -h /var" in result.stderr
+    assert "run docker/build-and-push.sh again" in result.stderr
+
+
+def test_build_untags_the_older_build_on_every_node_before_loading_a_changed_one(world):
     assert world.script("docker/build-and-push.sh").returncode == 0
     (world.root / "training" / "model.py").write_text("LAYERS = 4\n")
     world.clear_log()
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
-    assert any(call.startswith("docker build") for call in world.calls())
-    assert any(" image load " in call for call in world.calls())
-    assert (world.state / "docker-label").read_text().strip() == world.content_hash()
+    calls = world.calls()
+    untag = [f"minikube -p minikube ssh -n {node} -- docker image rm --force {IMAGE}" for node in NODES]
+    load = f"minikube -p minikube image load {IMAGE}"
+    assert any(call.startswith("docker build") for call in calls)
+    assert calls.index(untag[0]) < calls.index(untag[1]) < calls.index(load)
+    for node in NODES:
+        assert (world.state / f"node-image-{node}").read_text().strip() == world.content_hash()
 
 
 def test_build_ignores_python_caches_when_hashing_the_training_code(world):
@@ -397,16 +501,6 @@ def test_build_ignores_python_caches_when_hashing_the_training_code(world):
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
     assert not any(call.startswith("docker build") for call in world.calls())
-
-
-def test_build_reloads_when_minikube_lost_the_image_although_docker_has_it(world):
-    assert world.script("docker/build-and-push.sh").returncode == 0
-    (world.state / "minikube-images").unlink()
-    world.clear_log()
-    result = world.script("docker/build-and-push.sh")
-    assert result.returncode == 0, result.stderr
-    assert not any(call.startswith("docker build") for call in world.calls())
-    assert any(" image load " in call for call in world.calls())
 
 
 def test_build_force_build_rebuilds_and_reloads_current_images(world):
@@ -426,6 +520,13 @@ def test_build_fails_with_clear_message_when_docker_build_fails(world):
     assert not any(" image load " in call for call in world.calls())
 
 
+def test_build_fails_with_the_next_step_when_the_profile_has_no_nodes(world):
+    world.rule("minikube", "-p minikube node list", code=85, output='Profile "minikube" not found.')
+    result = world.script("docker/build-and-push.sh")
+    assert result.returncode == 1
+    assert "has no nodes" in result.stderr and "./scripts/setup-minikube.sh" in result.stderr
+
+
 def test_build_leaves_no_staging_folder_behind(world):
     assert world.script("docker/build-and-push.sh").returncode == 0
     assert not list(Path(world.env["TMPDIR"]).glob("ray-image.*"))
@@ -436,7 +537,7 @@ def test_build_leaves_no_staging_folder_behind(world):
 # ----------------------------------------------------------------------------------
 
 def ray_ready_rules(world: FakeWorld, workers: str = "True\nTrue", head: str = "True"):
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*get raycluster ray-training-cluster", code=1,
                output='Error from server (NotFound): rayclusters.ray.io "ray-training-cluster" not found')
     world.rule("kubectl", "*node-type=head --output*", output=head)
@@ -470,8 +571,9 @@ def test_install_installs_the_pinned_operator_builds_the_image_applies_and_waits
     assert calls[:4] == INSTALL_CALLS
     build_calls = calls[4:-5]
     assert [call.split(" ")[:3] for call in build_calls] == [
-        ["docker", "info"], ["docker", "image", "inspect"], ["docker", "build", "--label"],
-        ["minikube", "-p", "minikube"], ["minikube", "-p", "minikube"],
+        ["docker", "info"], ["docker", "version", "--format"], ["docker", "image", "inspect"],
+        ["docker", "build", "--build-arg"], ["minikube", "-p", "minikube"],
+        *[["minikube", "-p", "minikube"]] * 2, ["minikube", "-p", "minikube"], *[["minikube", "-p", "minikube"]] * 2,
     ]
     assert calls[-5:] == APPLY_CALLS
     assert "KUBERAY_VERSION=1.7.0" in result.stdout
@@ -498,7 +600,7 @@ def test_install_refuses_a_kube_context_that_is_not_the_minikube_profile(world):
 
 def test_install_uses_another_context_only_when_allowed_explicitly(world):
     world.rule("kubectl", "config current-context", output="kind-ray")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*get raycluster ray-training-cluster", code=1)
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
@@ -533,26 +635,51 @@ def test_install_fails_with_clear_message_when_the_cluster_does_not_answer(world
     assert not any(call.startswith("helm") for call in world.calls())
 
 
-def test_install_times_out_with_describe_and_events_when_workers_never_become_ready(world):
+POD_STATE_QUERY = "*get pods --selector ray.io/cluster=ray-training-cluster --output jsonpath=*PodScheduled*"
+
+
+def test_install_times_out_with_each_unready_pods_state_its_fix_and_the_events(world):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-cluster --output*",
-               output="ray-training-cluster-head-x7k2p True\n"
-                      "ray-training-cluster-workers-worker-abcde True\n"
-                      "ray-training-cluster-workers-worker-fghij False")
-    world.rule("kubectl", "*describe pod*", output="Events:\n  Warning  FailedScheduling  0/2 nodes are available: 2 Insufficient memory.")
+    world.rule("kubectl", POD_STATE_QUERY,
+               output="ray-training-cluster-head-x7k2p|Running| | |||True\n"
+                      "ray-training-cluster-workers-worker-fghij|Pending| | |Unschedulable|"
+                      "0/2 nodes are available: 2 Insufficient memory.|False")
+    world.rule("kubectl", "*get events*", output="Warning  FailedScheduling  pod/ray-training-cluster-workers-worker-fghij")
     ray_ready_rules(world, workers="True\nFalse")
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
     assert result.returncode == 1
     assert "Timed out after 1s: head Ready 1/1, workers Ready 1/2" in result.stderr
-    assert "Insufficient memory" in result.stderr
-    calls = world.calls()
-    assert ("kubectl --context minikube --namespace default describe pod "
-            "ray-training-cluster-workers-worker-fghij") in calls
-    assert not any("describe pod ray-training-cluster-head" in call for call in calls)
-    assert calls[-1] == ("kubectl --context minikube --namespace default get events "
-                         "--sort-by=.lastTimestamp")
+    assert "Pod ray-training-cluster-workers-worker-fghij: Pending\n" in result.stderr
+    assert "not scheduled: 0/2 nodes are available: 2 Insufficient memory." in result.stderr
+    assert "Lower 'replicas' in k8s/ray-cluster.yaml" in result.stderr
+    assert "ray-training-cluster-head-x7k2p" not in result.stderr, "a Ready pod needs no explaining"
+    assert "FailedScheduling" in result.stderr
+    assert world.calls()[-1] == ("kubectl --context minikube --namespace default get events "
+                                 "--sort-by=.lastTimestamp")
     assert "left in place for inspection" in result.stderr
     assert "./scripts/cleanup.sh" in result.stderr
+
+
+@pytest.mark.parametrize("fields, shown, fix", [
+    ("Running| |OOMKilled OOMKilled|PodScheduled||False", "Running (OOMKilled OOMKilled)",
+     "OOMKilled: a process used more memory than the pod's limit"),
+    ("Pending|ImagePullBackOff| |PodScheduled||False", "Pending (ImagePullBackOff)",
+     "Kubernetes could not download the pod's image"),
+    ("Pending|ErrImageNeverPull | |PodScheduled||False", "Pending (ErrImageNeverPull)",
+     "Run docker/build-and-push.sh: it checks every node"),
+    ("Running|CrashLoopBackOff|Error|PodScheduled||False", "Running (CrashLoopBackOff Error)",
+     "kubectl logs --previous -n default ray-training-cluster-workers-worker-fghij --all-containers"),
+    ("Pending| | |Unschedulable|0/2 nodes are available: 2 Insufficient cpu.|False", "Pending",
+     "Pending, not scheduled: 0/2 nodes are available: 2 Insufficient cpu. Lower"),
+], ids=["OOMKilled", "ImagePullBackOff", "ErrImageNeverPull", "CrashLoopBackOff", "Pending-Unschedulable"])
+def test_install_explains_a_pod_stuck_in_each_container_state_with_its_fix(world, fields, shown, fix):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", POD_STATE_QUERY, output=f"ray-training-cluster-workers-worker-fghij|{fields}")
+    ray_ready_rules(world, workers="True\nFalse")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert f"Pod ray-training-cluster-workers-worker-fghij: {shown}\n  -> " in result.stderr
+    assert fix in result.stderr
 
 
 def test_install_times_out_with_a_hint_when_no_head_pod_exists(world):
@@ -561,8 +688,8 @@ def test_install_times_out_with_a_hint_when_no_head_pod_exists(world):
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POD_READY_TIMEOUT=1, POLL_INTERVAL=0)
     assert result.returncode == 1
     assert "head Ready 0/1, workers Ready 0/2" in result.stderr
-    assert "No Ray pods of cluster 'ray-training-cluster'" in result.stderr
-    assert "kuberay-operator" in result.stderr
+    assert "No pod matches. Is the operator running?" in result.stderr
+    assert "-n ray-system logs deployment/kuberay-operator" in result.stderr
 
 
 def test_install_fails_with_clear_message_when_the_operator_chart_cannot_be_installed(world):
@@ -577,7 +704,7 @@ def test_install_fails_with_clear_message_when_the_operator_chart_cannot_be_inst
 
 def test_install_rerun_with_a_current_image_keeps_the_running_pods(world):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     assert world.script("scripts/install-ray.sh").returncode == 0
@@ -590,7 +717,7 @@ def test_install_rerun_with_a_current_image_keeps_the_running_pods(world):
 
 def test_install_rerun_after_a_code_change_restarts_the_ray_pods_on_the_new_image(world):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     assert world.script("scripts/install-ray.sh").returncode == 0
@@ -620,6 +747,9 @@ def cleanup_rules(world: FakeWorld):
 CLEANUP_CALLS = [
     "kubectl config get-contexts --output name",
     "kubectl --context minikube --request-timeout=30s get namespace default",
+    "kubectl --context minikube --request-timeout=30s get crd rayjobs.ray.io",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete rayjobs --selector "
+    "app.kubernetes.io/part-of=ray-parallel-training-demo --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s --namespace default delete service "
     "ray-head-nodeport --ignore-not-found",
     "kubectl --context minikube --request-timeout=30s get crd rayclusters.ray.io",
@@ -631,12 +761,22 @@ CLEANUP_CALLS = [
     "<repo>/k8s/checkpoint-storage.yaml --ignore-not-found --timeout=120s",
     "helm status kuberay-operator --namespace ray-system --kube-context minikube",
     "helm uninstall kuberay-operator --namespace ray-system --kube-context minikube --wait",
+    "kubectl --context minikube --request-timeout=30s delete crd rayclusters.ray.io rayjobs.ray.io "
+    "rayservices.ray.io raycronjobs.ray.io --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s delete namespace ray-system "
     "--ignore-not-found --timeout=120s",
 ]
 
 
-def test_cleanup_deletes_the_raycluster_then_the_operator_then_its_namespace(world):
+def test_cleanup_keeps_the_crds_when_asked_to(world):
+    cleanup_rules(world)
+    result = world.script("scripts/cleanup.sh", KEEP_CRDS=1)
+    assert result.returncode == 0, result.stderr
+    assert not any(" delete crd " in call for call in world.calls())
+    assert "KEEP_CRDS=1: keeping the CRDs" in result.stdout
+
+
+def test_cleanup_deletes_the_rayjobs_the_raycluster_the_operator_its_four_crds_and_its_namespace(world):
     cleanup_rules(world)
     result = world.script("scripts/cleanup.sh")
     assert result.returncode == 0, result.stderr
@@ -654,7 +794,7 @@ def test_cleanup_only_talks_to_the_profile_context_even_when_another_is_current(
 
 def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
     cleanup_rules(world)
-    world.rule("kubectl", "*get crd rayclusters.ray.io", code=1, output="NotFound")
+    world.rule("kubectl", "*get crd ray*.ray.io", code=1, output="NotFound")
     world.rule("helm", "status *", code=1, output="Error: release: not found")
     for _ in range(2):
         world.clear_log()
@@ -724,12 +864,30 @@ BENCHMARK_SETTINGS = dict(EPOCHS=2, BATCH_SIZE=32, DATASET="synthetic", TRAIN_SI
 HEAD = "ray-training-cluster-head-x7k2p"
 
 
+RUN_FILES = ("baseline_results.json", "ray_results_2workers.json", "comparison.json", "REPORT.md", "speedup.png")
+
+
+def pod_results_tar(world: FakeWorld, files=RUN_FILES) -> Path:
+    """A tar stream of a run folder, as `tar -C DIR -cf - .` in the head pod writes it."""
+    source = world.root.parent / f"pod-run-{len(files)}"
+    source.mkdir(exist_ok=True)
+    for name in files:
+        (source / name).write_text(f"{name} from the pod\n")
+    archive = world.root.parent / f"pod-run-{len(files)}.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(source, arcname=".")
+    return archive
+
+
 def target_rules(world: FakeWorld, worker_cpus: str = "1 1", head: str = HEAD):
     world.rule("kubectl", "config current-context", output="minikube")
     world.rule("kubectl", "*--selector ray.io/cluster=ray-training-cluster,ray.io/node-type=head*",
                output=head)
+    world.rule("kubectl", "*exec * -- python -c *STOPPED*", output="STOPPED")
+    world.rule("kubectl", "*exec * -- python -c *KEPT*", output="REMOVED train_run-1 80\nKEPT 5")
     world.rule("kubectl", "*exec * -- python -c *",
                output=f"2026-11-25 INFO worker.py: Connecting to existing Ray cluster\nRAY_WORKER_CPUS {worker_cpus}".rstrip())
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/* -cf - .", output=f"@{pod_results_tar(world)}")
 
 
 def run_target(world: FakeWorld, **settings):
@@ -786,15 +944,90 @@ def test_target_runs_baseline_then_ray_then_compare_in_the_head_pod_and_copies_r
                   "--test-size 500 --epochs 2 --results-dir", pod_dir, "--batch-size 32",
                   "--num-workers 2 --cpus-per-worker 1 --address auto"),
         exec_call("python -m training.compare --results-dir", pod_dir, "--num-workers 2"),
-        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/baseline_results.json "
-        "results/minikube/baseline_results.json",
-        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/ray_results_2workers.json "
-        "results/minikube/ray_results_2workers.json",
-        f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_dir}/comparison.json "
-        "results/minikube/comparison.json",
+        exec_call("python -m training.report --run-dir", pod_dir),
+        exec_call("tar -C", pod_dir, "-cf - ."),
     ]
     assert "Ray sees 2 worker pod(s) with CPUs (1 1); running 2 worker(s) x 1 CPU(s)." in result.stdout
-    assert (world.root / "results" / "minikube").is_dir()
+    for name in RUN_FILES:
+        assert (world.root / "results" / "minikube" / name).read_text() == f"{name} from the pod\n"
+
+
+def test_target_fails_naming_the_file_missing_from_the_copied_run_folder(world):
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/* -cf - .",
+               output=f"@{pod_results_tar(world, files=('baseline_results.json',))}")
+    target_rules(world)
+    result = run_target(world)
+    assert result.returncode == 1
+    assert "ray_results_2workers.json is missing from the results copied from" in result.stderr
+
+
+def test_benchmark_on_minikube_needs_no_venv_and_brings_back_the_report(world):
+    target_rules(world)
+    result = world.script("scripts/run-benchmark.sh", TARGET="minikube")
+    assert result.returncode == 0, result.stderr
+    run_dir = world.root / "results" / "latest"
+    assert run_dir.is_symlink() and run_dir.resolve().name.endswith("-minikube")
+    assert (run_dir / "REPORT.md").read_text() == "REPORT.md from the pod\n"
+    assert not (world.root / ".venv").exists(), "the minikube target runs everything in the pod"
+    assert not any("STOPPED" in call for call in world.calls()), "a finished run needs no stopping"
+
+
+def test_benchmark_on_minikube_interrupted_stops_this_runs_processes_in_the_pod_and_exits_130(world):
+    target_rules(world)
+    world.rule("kubectl", "*python -m training.baseline_training*", code="0@30")
+    process = subprocess.Popen(["./scripts/run-benchmark.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, TARGET="minikube"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True, preexec_fn=interruptible)
+    deadline = time.time() + 20
+    while not any("training.baseline_training" in call for call in world.calls()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole foreground group
+    _, stderr = process.communicate(timeout=40)
+    assert process.returncode == 130, stderr
+    stops = [call for call in world.calls() if "STOPPED" in call]
+    assert len(stops) == 1 and stops[0].startswith(exec_call("python -c"))
+    assert stops[0].endswith(" --results-dir /tmp/results/run-<time>"), "exactly this run's processes"
+    assert not any("training.ray_training" in call for call in world.calls())
+    failed = list((world.root / "results").glob("*-minikube/FAILED"))
+    assert len(failed) == 1 and "Interrupted" in failed[0].read_text()
+
+
+def test_target_with_checkpoints_keeps_only_the_newest_keep_runs_runs_in_the_store(world):
+    target_rules(world)
+    result = run_target(world, CHECKPOINT=1, KEEP_RUNS=3)
+    assert result.returncode == 0, result.stderr
+    calls = world.calls()
+    prune = next(call for call in calls if "KEPT" in call)
+    assert prune.startswith(exec_call("python -c")) and prune.endswith(" s3://ray-checkpoints/runs 3")
+    assert calls.index(prune) < calls.index(next(call for call in calls if "training.ray_training" in call))
+    assert "kept the newest 3 run(s) of s3://ray-checkpoints/runs (KEEP_RUNS), removed 1 older one(s)" in result.stdout
+
+
+def test_target_goes_on_with_a_warning_when_the_store_cannot_be_pruned(world):
+    world.rule("kubectl", "*exec * -- python -c *KEPT*", code=1, output="OSError: When listing objects: AWS Error")
+    target_rules(world)
+    result = run_target(world, CHECKPOINT=1)
+    assert result.returncode == 0, result.stderr
+    assert "Could not remove old runs from the checkpoint store (OSError: When listing objects" in result.stderr
+    assert any("training.ray_training" in call for call in world.calls())
+
+
+def test_benchmark_on_minikube_refuses_a_recipe_bigger_than_the_pods_hold_before_touching_the_cluster(world):
+    target_rules(world)
+    result = world.script("scripts/run-benchmark.sh", "--full", TARGET="minikube")
+    assert result.returncode == 1
+    assert "TRAIN_SIZE + TEST_SIZE = 60000 examples, but the pods of k8s/ray-cluster.yaml are sized for at most 14000" \
+        in result.stderr
+    assert "NODE_MEMORY=11264" in result.stderr and "Or lower TRAIN_SIZE" in result.stderr
+    assert world.calls() == []
+
+
+def test_rayjob_refuses_a_recipe_bigger_than_the_pods_hold_before_submitting(world):
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", TRAIN_SIZE=20000)
+    assert result.returncode == 1
+    assert "= 21024 examples, but the pods of k8s/ray-cluster.yaml are sized for at most 14000" in result.stderr
+    assert world.calls() == []
 
 
 def test_target_uses_the_requested_worker_count_when_it_fits(world):
@@ -873,11 +1106,60 @@ WORKER_POD = "ray-training-cluster-workers-worker-abcde"
 
 def existing_cluster_rules(world: FakeWorld):
     world.rule("kubectl", "config current-context", output="minikube")
-    world.rule("kubectl", "*get raycluster ray-training-cluster --output*", output="2")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.spec.workerGroupSpecs*", output="2")
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     world.rule("kubectl", "*--selector ray.io/cluster=ray-training-cluster,ray.io/node-type=head*",
                output=HEAD)
+
+
+OLD_WORKERS = "ray-training-cluster-workers-worker-abcde\nray-training-cluster-workers-worker-fghij"
+
+
+def changed_cluster_rules(world: FakeWorld, pods_after: str):
+    """An existing RayCluster whose applied spec changed; its live pods before and after."""
+    existing_cluster_rules(world)
+    world.rule("kubectl", "*get raycluster ray-training-cluster", output="ray-training-cluster")
+    world.rule("kubectl", "*apply --filename*ray-cluster.yaml*",
+               output="raycluster.ray.io/ray-training-cluster configured\nservice/ray-head-nodeport unchanged")
+    world.rule("kubectl", "*get raycluster ray-training-cluster --output jsonpath={.metadata.generation}*",
+               output="3 3")
+    world.rule("kubectl", "*deletionTimestamp*", code="0+once", output=f"{HEAD}\n{OLD_WORKERS}")
+    world.rule("kubectl", "*deletionTimestamp*", output=pods_after)
+
+
+def test_install_says_kuberay_recreates_the_pods_of_a_changed_spec_and_waits_for_the_old_ones(world):
+    changed_cluster_rules(world, pods_after="ray-training-cluster-head-n3w9q\n"
+                                            f"{HEAD} 2026-12-01T00:00:00Z")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POLL_INTERVAL=0)
+    assert result.returncode == 0, result.stderr
+    assert "KubeRay is deleting every Ray pod and creating it anew" in result.stdout
+    assert "upgradeStrategy: Recreate" in result.stdout
+    calls = world.calls()
+    wait = ("kubectl --context minikube --namespace default wait --for=delete "
+            f"pod/{HEAD} pod/ray-training-cluster-workers-worker-abcde "
+            "pod/ray-training-cluster-workers-worker-fghij --timeout=600s")
+    assert wait in calls
+    assert calls.index(wait) < calls.index(HEAD_READY_QUERY.format(kind="head"))
+    assert not any(" delete pods " in call for call in calls), "KubeRay restarts them itself"
+
+
+def test_install_says_a_changed_worker_count_restarts_no_pod(world):
+    changed_cluster_rules(world, pods_after=f"{HEAD}\n{OLD_WORKERS}\nray-training-cluster-workers-worker-klmno")
+    result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, POLL_INTERVAL=0)
+    assert result.returncode == 0, result.stderr
+    assert "The RayCluster changed, but not its pods: the worker count" in result.stdout
+    assert not any(" wait --for=delete " in call or " delete pods " in call for call in world.calls())
+
+
+def test_install_restarts_the_ray_pods_when_a_new_image_was_loaded_into_an_unchanged_cluster(world):
+    existing_cluster_rules(world)
+    world.rule("kubectl", "*get raycluster ray-training-cluster", output="ray-training-cluster")
+    result = world.script("scripts/install-ray.sh")
+    assert result.returncode == 0, result.stderr
+    assert "A new image was loaded; restarting the Ray pods" in result.stdout
+    assert ("kubectl --context minikube --namespace default delete pods "
+            "--selector ray.io/cluster=ray-training-cluster") in world.calls()
 
 
 def test_install_with_checkpoints_applies_the_store_and_waits_for_it_before_the_raycluster(world):
@@ -910,16 +1192,17 @@ def test_install_with_checkpoints_keeps_ray_pods_that_have_the_store_keys(world)
     assert not any(" delete pods " in call for call in world.calls())
 
 
-def test_install_stops_with_the_store_pods_described_when_the_store_never_becomes_ready(world):
+def test_install_stops_with_the_store_pods_state_when_the_store_never_becomes_ready(world):
     world.rule("kubectl", "config current-context", output="minikube")
     world.rule("kubectl", "*rollout status deployment/ray-checkpoint-storage*", code=1,
                output="error: timed out waiting for the condition")
-    world.rule("kubectl", "*describe pods --selector app.kubernetes.io/name=ray-checkpoint-storage",
-               output="Warning  Failed  Back-off pulling image quay.io/minio/minio")
+    world.rule("kubectl", "*get pods --selector app.kubernetes.io/name=ray-checkpoint-storage --output*",
+               output="ray-checkpoint-storage-5d9f|Pending|ImagePullBackOff| |PodScheduled||False")
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1, POD_READY_TIMEOUT=5)
     assert result.returncode == 1
     assert "The checkpoint store was not ready within 5s" in result.stderr
-    assert "Back-off pulling image" in result.stderr and "ImagePullBackOff" in result.stderr
+    assert "Pod ray-checkpoint-storage-5d9f: Pending (ImagePullBackOff)" in result.stderr
+    assert "the checkpoint store's comes from quay.io" in result.stderr
     assert "stopped while installing the checkpoint storage" in result.stderr
     assert not any("ray-cluster.yaml" in call for call in world.calls())
 
@@ -1009,7 +1292,7 @@ def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_
     # In the background: on a busy machine the progress polls may come before it is logged.
     assert training in calls and calls.index(PRINTENV_CALL) < calls.index(training)
     assert exec_call("python -m training.chaos progress", run_location, "1") in calls
-    assert not any("pkill" in call for call in calls), "a finished run needs no stopping"
+    assert not any("STOPPED" in call for call in calls), "a finished run needs no stopping"
     assert f"deleting pod {WORKER_POD}, which runs worker rank 1" in result.stdout
     assert "Restarts of the worker group: 1" in result.stdout
     assert not (world.root / ".venv").exists(), "the minikube target runs everything in the pod"
@@ -1034,7 +1317,8 @@ def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_
     assert time.time() - started < 25, "the training was not stopped"
     assert "Ray does not know a live node 0f3a9c1d" in result.stderr
     assert not any(" delete pod " in call for call in world.calls())
-    assert any(call.startswith(exec_call("pkill -INT -f -- --run-name chaos-")) for call in world.calls())
+    assert any(call.startswith(exec_call("python -c")) and re.search(r"STOPPED.* --run-name chaos-\d{8}-\d{6}-\d+$", call)
+               for call in world.calls())
 
 
 def test_chaos_rejects_an_unknown_target(world):
@@ -1042,3 +1326,227 @@ def test_chaos_rejects_an_unknown_target(world):
     assert result.returncode == 1
     assert "TARGET" in result.stderr and "'kubernetes'" in result.stderr
     assert world.calls() == []
+
+
+# ----------------------------------------------------------------------------------
+# open-dashboard.sh
+# ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def listening_port():
+    """A port on 127.0.0.1 that answers, as a running dashboard (or a taken port) does."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dashboard_on_minikube_forwards_the_head_service_prints_the_url_and_stops_on_ctrl_c(world):
+    port = free_port()
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*port-forward*", code="0@30", output=f"Forwarding from 127.0.0.1:{port} -> 8265")
+    process = subprocess.Popen(["./scripts/open-dashboard.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, TARGET="minikube", DASHBOARD_PORT=str(port)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=interruptible)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    rest, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert f"Ray dashboard: http://127.0.0.1:{port}/\n" in "".join(lines)
+    assert world.tool_calls("kubectl")[-1] == (
+        f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {port}:8265")
+
+
+def test_dashboard_on_minikube_names_the_taken_port_and_the_setting_that_changes_it(world, listening_port):
+    world.rule("kubectl", "config current-context", output="minikube")
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=listening_port)
+    assert result.returncode == 1
+    assert f"Port {listening_port} on this machine is already taken" in result.stderr
+    assert "DASHBOARD_PORT=8266" in result.stderr
+    assert not any("port-forward" in call for call in world.calls())
+
+
+def test_dashboard_on_minikube_fails_with_kubectls_reason_when_the_forward_cannot_start(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*port-forward*", code=1,
+               output='Error from server (NotFound): services "ray-training-cluster-head-svc" not found')
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=free_port())
+    assert result.returncode == 1
+    assert 'services "ray-training-cluster-head-svc" not found' in result.stderr
+    assert "HEAD_SERVICE=<rayjob>-head-svc" in result.stderr
+
+
+def test_dashboard_locally_prints_the_url_and_where_the_token_is(world, listening_port, tmp_path):
+    (tmp_path / "auth_token").write_text("0123abcd")
+    result = world.script("scripts/open-dashboard.sh", TARGET="local", DASHBOARD_PORT=listening_port,
+                          CLUSTER_DIR=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"Ray dashboard: http://127.0.0.1:{listening_port}" in result.stdout
+    assert f"paste the contents of {tmp_path}/auth_token (print it with: cat {tmp_path}/auth_token)" in result.stdout
+    assert world.calls() == []
+
+
+def test_dashboard_locally_says_when_no_local_cluster_runs(world):
+    result = world.script("scripts/open-dashboard.sh", TARGET="local", DASHBOARD_PORT=free_port())
+    assert result.returncode == 1
+    assert "No Ray dashboard answers" in result.stderr and "./scripts/run-benchmark.sh" in result.stderr
+
+
+def test_dashboard_auto_picks_the_local_target_without_a_minikube_head_pod(world):
+    world.rule("kubectl", "config current-context", output="kind-other")
+    result = world.script("scripts/open-dashboard.sh", DASHBOARD_PORT=free_port())
+    assert result.returncode == 1
+    assert "TARGET=auto: using the local target" in result.stdout
+
+
+# ----------------------------------------------------------------------------------
+# run-rayjob.sh (k8s/ray-job.yaml)
+# ----------------------------------------------------------------------------------
+
+JOB = "ray-training-benchmark-<time>"
+JOB_CLUSTER = "ray-training-benchmark-<time>-x4k2q"
+JOB_STATUS_QUERY = "*get rayjob ray-training-benchmark-* --output jsonpath=*jobDeploymentStatus*"
+
+
+def rayjob_rules(world: FakeWorld, final: str = "Complete|SUCCEEDED"):
+    """An installed operator, no long-running RayCluster, and a RayJob that runs, then ends."""
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get raycluster ray-training-cluster", code=1, output="NotFound")
+    world.rule("kubectl", JOB_STATUS_QUERY, code="0+once", output="Initializing||||")
+    world.rule("kubectl", JOB_STATUS_QUERY, code="0+once", output=f"Running|RUNNING|{JOB_CLUSTER}||")
+    world.rule("kubectl", JOB_STATUS_QUERY, output=f"{final}|{JOB_CLUSTER}|AppFailed|Job entrypoint command failed")
+    world.rule("kubectl", "*logs --follow job/*", output="[ray worker 0/2 epoch 1] ... Job succeeded")
+    world.rule("kubectl", f"*--selector ray.io/cluster={JOB_CLUSTER.replace('<time>', '*')},ray.io/node-type=head*",
+               output=f"{JOB_CLUSTER}-head-abcde")
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/ray-training-benchmark-* -cf - .",
+               output=f"@{pod_results_tar(world)}")
+
+
+def rayjob_calls(world: FakeWorld) -> list:
+    """The calls, with the generated RayCluster name made stable too."""
+    return [call.replace("ray-training-benchmark-<time>-x4k2q", JOB_CLUSTER) for call in world.calls()]
+
+
+def test_rayjob_dry_run_renders_the_clusters_spec_without_upgrade_strategy_and_the_benchmark(world):
+    result = world.script("scripts/run-rayjob.sh", "--dry-run", "--smoke-test", NUM_WORKERS=2)
+    assert result.returncode == 0, result.stderr
+    job = yaml.safe_load(result.stdout)
+    cluster = yaml.safe_load((world.root / "k8s" / "ray-cluster.yaml").read_text())
+    expected_spec = {key: value for key, value in cluster["spec"].items() if key != "upgradeStrategy"}
+    assert job["spec"]["rayClusterSpec"] == expected_spec, "one source: k8s/ray-cluster.yaml's spec"
+    assert re.fullmatch(r"ray-training-benchmark-\d{8}-\d{6}", job["metadata"]["name"])
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[:2] == ["bash", "-c"] and len(words) == 3
+    pod_dir = f"/tmp/results/{job['metadata']['name']}"
+    recipe = f"--dataset synthetic --train-size 256 --test-size 128 --epochs 1 --results-dir {pod_dir}"
+    assert words[2].split(" && ") == [
+        f"python -m training.baseline_training {recipe} --batch-size 64 --cpus 1",
+        f"python -m training.ray_training {recipe} --batch-size 32 --num-workers 2 --cpus-per-worker 1 --address auto",
+        f"python -m training.compare --results-dir {pod_dir} --num-workers 2",
+        f"python -m training.report --run-dir {pod_dir}",
+    ]
+    assert world.calls() == [], "--dry-run touches nothing"
+
+
+def test_rayjob_submits_follows_the_logs_copies_the_run_folder_back_and_deletes_the_rayjob(world):
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", POLL_INTERVAL=0)
+    assert result.returncode == 0, result.stderr
+    run_dir = world.root / "results" / "latest"
+    assert run_dir.resolve().name.endswith("-minikube-rayjob")
+    for name in RUN_FILES:
+        assert (run_dir / name).read_text() == f"{name} from the pod\n"
+    submitted = yaml.safe_load((run_dir / "rayjob.yaml").read_text())
+    assert submitted["kind"] == "RayJob" and submitted["spec"]["shutdownAfterJobFinishes"] is True
+    calls = rayjob_calls(world)
+    kube = "kubectl --context minikube --namespace default"
+    in_order = [
+        "kubectl --context minikube --request-timeout=10s get crd rayjobs.ray.io",
+        f"{kube} get raycluster ray-training-cluster",
+        f"{kube} create --filename <repo>/results/{run_dir.resolve().name}/rayjob.yaml",
+        f"{kube} logs --follow job/{JOB} --pod-running-timeout=5m",
+        f"{kube} exec {JOB_CLUSTER}-head-abcde -c ray-head -- tar -C /tmp/results/{JOB} -cf - .",
+        f"{kube} delete rayjob {JOB} --wait=false",
+    ]
+    positions = [calls.index(call) for call in in_order]
+    assert positions == sorted(positions)
+    assert "Running (RayCluster" in result.stdout and "Complete, job status SUCCEEDED" in result.stdout
+
+
+def test_rayjob_refuses_to_start_beside_the_long_running_raycluster(world):
+    world.rule("kubectl", "*get raycluster ray-training-cluster", output="ray-training-cluster")
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh")
+    assert result.returncode == 1
+    assert "the two do not fit the nodes' memory" in result.stderr
+    assert "delete raycluster ray-training-cluster" in result.stderr
+    assert not any(" create " in call for call in world.calls())
+
+
+def test_rayjob_without_the_operator_says_to_run_install_ray(world):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get crd rayjobs.ray.io", code=1, output="NotFound")
+    result = world.script("scripts/run-rayjob.sh")
+    assert result.returncode == 1
+    assert "no RayJob CRD" in result.stderr and "./scripts/install-ray.sh" in result.stderr
+
+
+def test_rayjob_that_fails_keeps_the_rayjob_and_says_where_its_log_is(world):
+    rayjob_rules(world, final="Complete|FAILED")
+    result = world.script("scripts/run-rayjob.sh", POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "job status 'FAILED' (AppFailed): Job entrypoint command failed" in result.stderr
+    assert "logs job/ray-training-benchmark-" in result.stderr
+    assert not any(" delete rayjob " in call for call in world.calls()), "kept for inspection"
+    assert len(list((world.root / "results").glob("*-minikube-rayjob/FAILED"))) == 1
+
+
+def test_rayjob_that_kuberay_refuses_says_why_and_is_deleted(world):
+    world.rule("kubectl", JOB_STATUS_QUERY,
+               output="ValidationFailed|||ValidationFailed|upgradeStrategy cannot be set when RayCluster is created by RayJob")
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "KubeRay refused the RayJob: upgradeStrategy cannot be set" in result.stderr
+    assert rayjob_calls(world)[-1] == f"kubectl --context minikube --namespace default delete rayjob {JOB} --wait=false"
+
+
+def test_rayjob_that_does_not_start_explains_its_pods_and_is_deleted(world):
+    world.rule("kubectl", JOB_STATUS_QUERY, output=f"Initializing||{JOB_CLUSTER}||")
+    world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-benchmark-*PodScheduled*",
+               output=f"{JOB_CLUSTER}-head-abcde|Pending|ErrImageNeverPull| |||False")
+    rayjob_rules(world)
+    result = world.script("scripts/run-rayjob.sh", START_TIMEOUT=1, POLL_INTERVAL=0)
+    assert result.returncode == 1
+    assert "The RayJob did not start within 1s" in result.stderr
+    assert "Pending (ErrImageNeverPull)" in result.stderr and "docker/build-and-push.sh" in result.stderr
+    assert rayjob_calls(world)[-1] == f"kubectl --context minikube --namespace default delete rayjob {JOB} --wait=false"
+
+
+def test_rayjob_interrupted_deletes_the_rayjob_and_exits_130(world):
+    world.rule("kubectl", "*logs --follow job/*", code="0@30", output="training ...")
+    rayjob_rules(world)
+    process = subprocess.Popen(["./scripts/run-rayjob.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, POLL_INTERVAL="0"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True, preexec_fn=interruptible)
+    deadline = time.time() + 20
+    while not any(" logs --follow " in call for call in world.calls()) and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert rayjob_calls(world)[-1] == f"kubectl --context minikube --namespace default delete rayjob {JOB} --wait=false"
+    failed = list((world.root / "results").glob("*-minikube-rayjob/FAILED"))
+    assert len(failed) == 1 and "Interrupted" in failed[0].read_text()

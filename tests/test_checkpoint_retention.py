@@ -1,0 +1,81 @@
+"""The retention of the in-cluster checkpoint store (KEEP_RUNS), run against a local S3 server.
+
+minikube-target.sh's PRUNE_RUNS_PY runs in the head pod with pyarrow; here the same code runs
+against moto's S3 server (a dev requirement), as the checkpoint store would answer it.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+KEYS = {"AWS_ACCESS_KEY_ID": "ray-demo", "AWS_SECRET_ACCESS_KEY": "ray-demo-checkpoints"}
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store():
+    """A local S3 server with the bucket; yields the variables that point pyarrow at it."""
+    port = free_port()
+    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.time() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true", **KEYS}
+    yield env
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def prune_code():
+    """PRUNE_RUNS_PY, as minikube-target.sh defines it."""
+    shown = subprocess.run(["bash", "-c", 'source scripts/lib.sh && source scripts/minikube-target.sh && '
+                                          'printf "%s" "$PRUNE_RUNS_PY"'],
+                           cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    return shown.stdout
+
+
+def test_the_store_keeps_the_newest_runs_by_their_latest_checkpoint_and_deletes_the_rest(store):
+    from pyarrow import fs
+
+    s3 = fs.S3FileSystem(access_key=KEYS["AWS_ACCESS_KEY_ID"], secret_key=KEYS["AWS_SECRET_ACCESS_KEY"],
+                         endpoint_override=store["AWS_ENDPOINT_URL"][len("http://"):], scheme="http",
+                         region="us-east-1", allow_bucket_creation=True)
+    s3.create_dir("ray-checkpoints")
+    # Written oldest first, a second apart (S3 dates have whole seconds); "b-newest" is named
+    # so that its name sorts before the others: the date, not the name, decides.
+    for run in ("z-oldest", "y-middle", "b-newest"):
+        with s3.open_output_stream(f"ray-checkpoints/runs/{run}/checkpoint_000001/model.bin") as out:
+            out.write(b"x" * 1000)
+        time.sleep(1.1)
+    result = subprocess.run([sys.executable, "-c", prune_code(), "s3://ray-checkpoints/runs", "2"],
+                            env=dict(os.environ, **store), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["REMOVED z-oldest 0", "KEPT 2"]
+    left = [info.base_name for info in s3.get_file_info(fs.FileSelector("ray-checkpoints/runs"))]
+    assert sorted(left) == ["b-newest", "y-middle"]
+
+
+def test_a_store_whose_bucket_no_run_has_made_yet_keeps_nothing_without_an_error(store):
+    # The first run that checkpoints creates the bucket; the pruning before it finds none.
+    result = subprocess.run([sys.executable, "-c", prune_code(), "s3://bucket-made-by-no-run/runs", "5"],
+                            env=dict(os.environ, **store), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "KEPT 0\n"
