@@ -19,7 +19,7 @@ import sys
 import time
 
 from training import data, records, results, settings, workarounds
-from training.model import create_model, evaluate
+from training.model import create_model, evaluate, learning_rate
 
 
 def train_baseline(run_settings, data_dir, results_dir):
@@ -36,7 +36,7 @@ def train_baseline(run_settings, data_dir, results_dir):
     # One pipeline over the whole training set, at the whole batch.
     train_dataset = data.make_train_dataset(tf, dataset.x_train, dataset.y_train, run_settings["batch_size"],
                                             num_shards=1, shard_index=0, seed=seed)
-    model = create_model(tf, run_settings["learning_rate"])
+    model = create_model(tf, learning_rate(tf, run_settings, plan))
     records.log(f"baseline: {run_settings['dataset']} {run_settings['train_size']} train / "
                 f"{run_settings['test_size']} test, {run_settings['epochs']} epochs, batch "
                 f"{run_settings['batch_size']}, {run_settings['cpus_per_worker']} CPU(s)")
@@ -67,7 +67,7 @@ def main(argv=None):
     try:
         workarounds.restart_with_allocator_environment("training.baseline_training")
         run_settings = dict(settings.resolve_sizes(args), num_workers=1, cpus_per_worker=args.cpus,
-                            learning_rate=args.learning_rate, seed=args.seed)
+                            learning_rate=args.learning_rate, seed=args.seed, lr_scaling=args.lr_scaling)
         train_baseline(run_settings, args.data_dir, args.results_dir)
     except ValueError as error:
         print(f"baseline_training: error: {error}", file=sys.stderr)

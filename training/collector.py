@@ -71,7 +71,7 @@ def send_record(collector, recorder, model, dataset, settings):
         "fit_seconds": recorder.fit_seconds,
     }
     # The final test on this worker's share, with a plain, non-distributed copy of the model.
-    local_model = create_model(tf, settings["learning_rate"])
+    local_model = create_model(tf, settings["learning_rate"])  # for evaluation only: its rate is unused
     local_model.set_weights(weights)
     share = slice(rank, None, world_size)
     loss, accuracy, predictions = evaluate(local_model, dataset.x_test[share], dataset.y_test[share],

@@ -9,6 +9,31 @@ and a 10-way softmax: 3,253,834 parameters for 32x32x3 inputs.
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 BLOCK_FILTERS = (64, 128, 256)
+# --lr-scaling linear: the learning rate given is the one for this global batch (the quick
+# start's, 64 per worker x 2), and is scaled in proportion to the run's global batch.
+REFERENCE_GLOBAL_BATCH = 128
+
+
+def learning_rate(tf, run_settings, plan):
+    """The run's learning rate: as given, or (--lr-scaling linear) scaled with the global batch
+    and reached by a linear warm-up over the first epoch (Goyal et al., 2017, "Accurate,
+    Large Minibatch SGD"), so that a larger global batch takes larger steps from the start
+    of the second epoch. Both runs of a comparison use the same global batch, so the same rate."""
+    base = run_settings["learning_rate"]
+    if run_settings.get("lr_scaling", "none") == "none":
+        return base
+    peak = base * plan["global_batch_size"] / REFERENCE_GLOBAL_BATCH
+    warmup_steps = plan["steps_per_epoch"]
+
+    class LinearWarmUp(tf.keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            progress = tf.minimum(tf.cast(step, tf.float32) / warmup_steps, 1.0)
+            return base + (peak - base) * progress
+
+        def get_config(self):
+            return {"base": base, "peak": peak, "warmup_steps": warmup_steps}
+
+    return LinearWarmUp()
 
 
 def create_model(tf, learning_rate, allreduce_dtype="float32", input_shape=INPUT_SHAPE,

@@ -28,7 +28,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
 from training import cluster_checks, data, fault_tolerance, records, settings, step_timing, workarounds
 from training.collector import send_record, start_collector
-from training.model import create_model
+from training.model import create_model, learning_rate
 from training.run_state import RayRun
 
 TRAINING_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -59,7 +59,7 @@ def train_loop_per_worker(config):
     # The model must be built and compiled inside strategy.scope(): its variables become
     # mirrored variables, whose gradients are all-reduced across the workers at every step.
     with strategy.scope():
-        model = create_model(tf, run_settings["learning_rate"], run_settings["allreduce_dtype"])
+        model = create_model(tf, learning_rate(tf, run_settings, plan), run_settings["allreduce_dtype"])
     # After a worker failure (or --resume) this loads the latest checkpoint first.
     checkpoints = fault_tolerance.epoch_checkpoints(tf, strategy, model, recorder, config)
     model.fit(tf.keras.utils.experimental.DatasetCreator(dataset_fn), epochs=run_settings["epochs"],
@@ -81,7 +81,7 @@ def train_with_ray(run_settings, address, data_dir, results_dir, **fault_toleran
 
     ray.init(address=None if address == "local" else address, runtime_env={
         # Ray workers get their environment from the node, not from this driver.
-        "env_vars": workarounds.ray_worker_environment(),
+        **workarounds.ray_worker_settings(),
         # Ship this package to every node, so workers on other machines run the same code.
         "py_modules": [TRAINING_PACKAGE_DIR]})
     try:
@@ -125,6 +125,7 @@ def main(argv=None):
     try:
         run_settings = dict(settings.resolve_sizes(args), num_workers=args.num_workers,
                             cpus_per_worker=args.cpus_per_worker, learning_rate=args.learning_rate, seed=args.seed,
+                            lr_scaling=args.lr_scaling,
                             allreduce_dtype=args.allreduce_dtype)
         workarounds.allocator_setting()  # a bad DEMO_ALLOCATOR fails here, before any cluster work
         train_with_ray(run_settings, args.address, args.data_dir, args.results_dir,

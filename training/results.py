@@ -80,6 +80,9 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
         "cpus_per_worker": settings["cpus_per_worker"],
         "num_workers": settings["num_workers"],
         "learning_rate": settings["learning_rate"],
+        "lr_scaling": settings.get("lr_scaling", "none"),
+        # The gradients' type in the all-reduce (the Ray run; float32 is no compression).
+        "allreduce_dtype": settings.get("allreduce_dtype", "float32"),
         "seed": settings["seed"],
         # The memory allocator setting (workarounds.tune_memory_allocation); the Ray driver
         # passes its own on to the workers, so this is the workers' setting too.

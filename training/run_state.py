@@ -30,7 +30,8 @@ FAILURE_FILE = "injected_failure.json"
 # still be half copied, so the epoch a restart would resume from is read from here.
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 # Settings a resumed run must share with the run it continues (epochs may grow).
-RESUME_KEYS = ("dataset", "train_size", "test_size", "batch_size", "num_workers", "seed", "learning_rate")
+RESUME_KEYS = ("dataset", "train_size", "test_size", "batch_size", "num_workers", "seed", "learning_rate",
+               "lr_scaling", "allreduce_dtype")
 DEFAULT_STORAGE_PATH = os.path.join(results.REPO_ROOT, "checkpoints")
 
 

@@ -33,6 +33,7 @@ DEFAULT_NUM_WORKERS = 2
 DEFAULT_MAX_FAILURES = 2
 # Adam at 1e-3 is stable for this CNN with batch norm at global batches of 64-256.
 DEFAULT_LEARNING_RATE = 1e-3
+LR_SCALINGS = ("none", "linear")
 DEFAULT_SEED = 42
 DEFAULT_RESULTS_DIR = "results"
 
@@ -80,6 +81,9 @@ def add_recipe_arguments(parser):
                         help=f"passes over the training set (default {default['epochs']})")
     parser.add_argument("--learning-rate", type=positive_float, default=DEFAULT_LEARNING_RATE,
                         help=f"Adam learning rate (default {DEFAULT_LEARNING_RATE})")
+    parser.add_argument("--lr-scaling", choices=LR_SCALINGS, default="none",
+                        help="none (default), or linear: scale --learning-rate with the global batch "
+                             "(it is the rate for a global batch of 128) after a warm-up epoch")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed for data and weights")
     parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="where the results JSON goes")
     add_mode_arguments(parser)

@@ -104,13 +104,17 @@ def tune_memory_allocation():
     return choice
 
 
-def ray_worker_environment():
-    """Environment variables for Ray's worker processes (the driver's runtime_env): Ray
+def ray_worker_settings():
+    """The runtime_env entries that give Ray's worker processes what this process has: Ray
     workers get their environment from the node, not from the driver, so tf-keras, the
-    allocator setting and the quiet TensorFlow log level must be passed on explicitly."""
+    allocator setting and the quiet TensorFlow log level are passed on explicitly, and each
+    worker process filters the CUDA probe's messages of its first TensorFlow import (4)."""
     allocator = allocator_setting()
-    return {LEGACY_KERAS_VARIABLE: "1", "TF_CPP_MIN_LOG_LEVEL": "2", ALLOCATOR_VARIABLE: allocator,
-            **allocator_environment(allocator)}
+    # DEMO_STEP_TIMING=0 (step_timing.py) is a measurement switch: the workers must see it too.
+    passed_on = {name: os.environ[name] for name in ("DEMO_STEP_TIMING",) if name in os.environ}
+    return {"env_vars": {LEGACY_KERAS_VARIABLE: "1", "TF_CPP_MIN_LOG_LEVEL": "2", ALLOCATOR_VARIABLE: allocator,
+                         **allocator_environment(allocator), **passed_on},
+            "worker_process_setup_hook": "training.workarounds.quiet_first_tensorflow_import"}
 
 
 # 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under
@@ -178,6 +182,36 @@ def quiet_cuda_probe():
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+def quiet_first_tensorflow_import():
+    """Run the first `import tensorflow` of this process inside quiet_cuda_probe, whoever
+    imports it: in a Ray worker, Ray Train's TensorFlow backend imports it before our
+    training function runs. Installs an import hook, which removes itself when used, so a
+    process that never imports TensorFlow pays nothing."""
+    import importlib.abc
+    import importlib.util
+
+    class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname != "tensorflow":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                return spec
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                with quiet_cuda_probe():
+                    load(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    if "tensorflow" not in sys.modules and not any(type(finder).__name__ == "QuietTensorFlowImport"
+                                                   for finder in sys.meta_path):
+        sys.meta_path.insert(0, QuietTensorFlowImport())
 
 
 # 5. Thread pools (Ray 2.60, TensorFlow 2.21). Ray sets OMP_NUM_THREADS on its workers and

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Measure, side by side in one run on one local cluster, what might bring 2 Ray workers
+# closer to 2x the baseline: the physical ceiling of the machine (two plain Keras processes
+# at once, each on its own core), what the step timing costs, compressed gradients in the
+# all-reduce, and larger per-worker batches with the learning rate scaled. Then prints and
+# writes LEVERS.md: throughput, the per-step breakdown and accuracy of every row.
+#
+# Usage: ./scripts/levers-benchmark.sh [--smoke-test] [--dry-run] [--help]
+#   ROWS="baseline ceiling ray stock-step bfloat16 float16 batch-128 batch-256"
+#                        which rows to run, in this order (all by default):
+#                        baseline    plain Keras, 1 CPU, global batch BATCH_SIZE x 2
+#                        ceiling     two such baselines at once, each pinned to its own core
+#                        ray         Ray Train, 2 workers x 1 CPU (the default recipe)
+#                        stock-step  the same with Keras' stock training step (no timing)
+#                        bfloat16    the same with the all-reduce in bfloat16
+#                        float16     the same with the all-reduce in float16
+#                        batch-128   128 per worker, learning rate scaled, warm-up epoch
+#                        batch-256   256 per worker, learning rate scaled, warm-up epoch
+#   EPOCHS=3             passes over the training set (--smoke-test: 1)
+#   BATCH_SIZE=64        batch per worker of the ray rows (--smoke-test: 32)
+#   TRAIN_SIZE=4096      training examples (--smoke-test: 512, for the batch-256 row)
+#   TEST_SIZE=1024       test examples (--smoke-test: 128)
+#   RESULTS_DIR=results  the run goes into a new RESULTS_DIR/<YYYYmmdd-HHMMSS>-levers/
+#   RAY_PORT=6380        head port of its local cluster
+#   DASHBOARD_PORT=8265  dashboard port of its local cluster
+#
+# Needs 2 cores or more and taskset (util-linux) for the ceiling row. The default rows
+# take about 40 minutes on a 2-core machine; --dry-run prints the plan and starts nothing.
+set -o errexit -o nounset -o pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ALL_ROWS="baseline ceiling ray stock-step bfloat16 float16 batch-128 batch-256"
+MODE="default"
+DRY_RUN=0
+ROWS="${ROWS:-$ALL_ROWS}"
+EPOCHS="${EPOCHS:-}"
+BATCH_SIZE="${BATCH_SIZE:-}"
+DATASET="${DATASET:-}"
+TRAIN_SIZE="${TRAIN_SIZE:-}"
+TEST_SIZE="${TEST_SIZE:-}"
+DATA_DIR="${DATA_DIR:-$REPO_ROOT/.data}"
+RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results}"
+RAY_PORT="${RAY_PORT:-6380}"
+DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
+CPUS_PER_WORKER=1
+WORKERS=2
+VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
+RUN_DIR=""
+INTERRUPTED=""
+CLUSTER_STARTED=0
+
+# Read the command-line flags.
+parse_flags() {
+  while (($# > 0)); do
+    case "$1" in
+      --smoke-test) MODE="smoke" ;;
+      --dry-run) DRY_RUN=1 ;;
+      -h | --help)
+        print_usage
+        exit 0
+        ;;
+      *) die "Unknown argument '$1'. Run $0 --help for the settings (they are environment variables)." ;;
+    esac
+    shift
+  done
+}
+
+# Fill in the defaults and check every setting.
+resolve_settings() {
+  # The batch-256 row needs a global batch of 512 examples per step.
+  [[ "$MODE" != smoke ]] || TRAIN_SIZE="${TRAIN_SIZE:-512}"
+  resolve_recipe "$MODE"
+  require_positive_int RAY_PORT "$RAY_PORT"
+  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  local row
+  [[ -n "${ROWS// /}" ]] || die "ROWS is empty: name rows to run, e.g. ROWS=\"baseline ray\"."
+  for row in $ROWS; do
+    # shellcheck disable=SC2086 # the list of row names is split into words on purpose
+    require_one_of ROWS "$row" $ALL_ROWS
+  done
+  if [[ " $ROWS " == *" ceiling "* ]]; then
+    command -v taskset >/dev/null 2>&1 || die "The ceiling row pins two processes to two cores and needs taskset (util-linux). Leave 'ceiling' out of ROWS on this machine."
+    (($(getconf _NPROCESSORS_ONLN) >= 2)) || die "The ceiling row needs 2 cores. Leave 'ceiling' out of ROWS on this machine."
+  fi
+}
+
+# Print the plan.
+print_plan() {
+  log "Settings: ROWS=\"$ROWS\" EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE (per worker) DATASET=$DATASET TRAIN_SIZE=$TRAIN_SIZE TEST_SIZE=$TEST_SIZE RESULTS_DIR=$RESULTS_DIR"
+  log "Cluster: 127.0.0.1:$RAY_PORT, a head and $WORKERS worker nodes of $CPUS_PER_WORKER CPU, pinned to cores 0 and 1"
+}
+
+# Stop the cluster and mark the run folder (runs on every exit).
+cleanup() {
+  local status=$?
+  stop_started_cluster
+  close_run_dir "$status" "$RUN_DIR" 1
+  exit "$status"
+}
+
+# Plain Keras with the global batch of the Ray row, into FOLDER, pinned to CORE.
+baseline() {
+  local folder="$1" core="$2"
+  shift 2
+  training_args baseline "$WORKERS" "$CPUS_PER_WORKER" "$folder" --data-dir "$DATA_DIR" "$@"
+  taskset -c "$core" "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
+}
+
+# Ray Train with 2 workers into FOLDER; extra flags after it.
+ray_row() {
+  local folder="$1"
+  shift
+  training_args ray "$WORKERS" "$CPUS_PER_WORKER" "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" "$@"
+  "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
+}
+
+# One row into RUN_DIR/ROW.
+run_row() {
+  local row="$1" folder="$RUN_DIR/$1"
+  log "Row $row -> $folder"
+  case "$row" in
+    baseline) baseline "$folder" 0 ;;
+    ceiling)
+      # Both at once, each on its own core: what two independent processes reach together.
+      baseline "$folder/core-0" 0 &
+      local first=$!
+      baseline "$folder/core-1" 1 || { wait "$first" || true; return 1; }
+      wait "$first"
+      ;;
+    ray) ray_row "$folder" ;;
+    stock-step) DEMO_STEP_TIMING=0 ray_row "$folder" ;;
+    bfloat16 | float16) ray_row "$folder" --allreduce-dtype "$row" ;;
+    batch-128 | batch-256) BATCH_SIZE="${row#batch-}" ray_row "$folder" --lr-scaling linear ;;
+  esac || die "Row $row failed (see above; its folder is $folder)."
+}
+
+main() {
+  parse_flags "$@"
+  resolve_settings
+  print_plan
+  if ((DRY_RUN == 1)); then
+    log "Dry run: nothing was started."
+    return 0
+  fi
+  ensure_venv requirements.txt
+  RUN_DIR="$(create_run_dir "$RESULTS_DIR" levers)" ||
+    die "Could not create a run folder in RESULTS_DIR '$RESULTS_DIR'. Set RESULTS_DIR to a writable folder."
+  trap cleanup EXIT
+  trap 'INTERRUPTED=1; exit 130' INT TERM
+  log "This run's folder: $RUN_DIR"
+  PIN_CPUS=1 start_cluster_nodes "$WORKERS"
+  local row
+  for row in $ROWS; do
+    run_row "$row"
+  done
+  "$VENV_PYTHON" -m training.levers --run-dir "$RUN_DIR" || die "The levers table could not be written (see above)."
+  exit 0
+}
+
+main "$@"
