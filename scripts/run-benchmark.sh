@@ -22,6 +22,8 @@
 #                        the last run that completed; a failed run's folder holds FAILED
 #   RUN_DIR=             write into this new folder instead, leaving latest alone
 #                        (scripts/scaling-benchmark.sh uses it for each configuration)
+#   BASELINE_RESULTS=    reuse this baseline_results.json instead of training the baseline
+#                        (scripts/scaling-benchmark.sh's SINGLE_BASELINE=1 uses it)
 #   RAY_ADDRESS=         use this running Ray cluster (host:port) instead of starting one;
 #                        it is never stopped by this script
 #   RAY_PORT=6380        head port of the local cluster
@@ -29,7 +31,7 @@
 #   PIN_CPUS=auto        pin local worker nodes and the baseline to their own cores (auto, 1, 0)
 #   DEMO_ALLOCATOR=tuned how TensorFlow gets memory for tensors, the same for both runs:
 #                        tuned (BFC allocator, glibc kept from trimming) or system (malloc);
-#                        see tune_memory_allocation in training/runtime.py
+#                        see training/workarounds.py, section 2
 #   CHECKPOINT=0         1: the Ray run saves a checkpoint every epoch and a restarted worker
 #                        group resumes from it (0, the default, keeps the quick start as fast)
 #   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target; on
@@ -68,6 +70,7 @@ EXISTING_CLUSTER="${RAY_ADDRESS:+1}"
 RAY_PORT="${RAY_PORT:-6380}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
 PIN_CPUS="${PIN_CPUS:-auto}"
+BASELINE_RESULTS="${BASELINE_RESULTS:-}"
 CHECKPOINT="${CHECKPOINT:-0}"
 CHECKPOINT_DIR="${CHECKPOINT_DIR:-$REPO_ROOT/checkpoints}"
 MAX_FAILURES="${MAX_FAILURES:-}"
@@ -107,6 +110,9 @@ resolve_settings() {
   require_one_of RESUME "$RESUME" 0 1
   require_non_negative_int MAX_FAILURES "$MAX_FAILURES"
   require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system
+  if [[ -n "$BASELINE_RESULTS" && ! -r "$BASELINE_RESULTS" ]]; then
+    die "BASELINE_RESULTS '$BASELINE_RESULTS' is not a readable file. Point it at a baseline_results.json, or leave it unset to train the baseline."
+  fi
 }
 
 # Decide between the local cluster and minikube, and say why.
@@ -202,6 +208,12 @@ start_local_cluster() {
 
 # Plain Keras in one process with the budget of one Ray worker and the Ray run's global batch.
 run_baseline() {
+  if [[ -n "$BASELINE_RESULTS" ]]; then
+    log "1/3 Baseline: reusing $BASELINE_RESULTS (BASELINE_RESULTS)"
+    cp "$BASELINE_RESULTS" "$RESULTS_DIR/baseline_results.json" ||
+      die "Could not copy BASELINE_RESULTS '$BASELINE_RESULTS' into $RESULTS_DIR."
+    return 0
+  fi
   local pin=()
   if [[ "$PIN_CPUS" == 1 || ("$PIN_CPUS" == auto && -z "$EXISTING_CLUSTER") ]] && command -v taskset >/dev/null 2>&1; then
     pin=(taskset -c "0-$((CPUS_PER_WORKER - 1))")

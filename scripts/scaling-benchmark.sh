@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
 # Scaling sweep on a real local multi-node Ray cluster: for each worker count N (1, the
-# overhead control, and 2; and 4 when the machine has the cores) the plain Keras baseline
-# and Ray Train with N workers, all on the same per-worker budget, one after the other on
-# one cluster; then prints the speedups and whether each target holds, and writes
-# REPORT.md with its plots. Each configuration is one ./scripts/run-benchmark.sh run.
+# overhead control, then powers of two while the machine has a core to spare) the plain
+# Keras baseline and Ray Train with N workers, on the same per-worker budget, one after
+# the other on one cluster; then prints the speedups and whether each target holds, and
+# writes REPORT.md with its plots. Each configuration is one ./scripts/run-benchmark.sh run.
 #
 # Baselines: Ray with N workers is compared with plain Keras at the same global batch
-# (BATCH_SIZE x N) on the CPUs of one worker, so both take the same optimizer steps and
-# the throughput ratio and the accuracy difference come from one recipe. That costs one
-# baseline per N. A single baseline at the per-worker batch would save one run (throughput
-# per core barely depends on the batch), but its accuracy would not be comparable with
-# the N-worker run's, so the accuracy target would need the equal-batch baseline anyway.
-#
-# Time with the defaults on a 2-core machine: about 22 minutes, estimated from measured
-# rates (47 img/s per core for the baseline, 62 img/s for 2 Ray workers, ~100 s of Ray
-# start-up, validation and evaluation per run). --dry-run prints the estimate for yours.
+# (BATCH_SIZE x N) on the CPUs of one worker, so both take the same optimizer steps and the
+# throughput ratio and the accuracy difference come from one recipe. That costs one
+# baseline per N. SINGLE_BASELINE=1 trains one baseline (the first configuration's) and
+# reuses it for every N: throughput per core barely depends on the batch, so the speedups
+# stay honest, but the accuracy of a different global batch is not comparable and is not
+# judged.
 #
 # Usage: ./scripts/scaling-benchmark.sh [--smoke-test] [--dry-run] [--help]
-#   WORKER_COUNTS="1 2"  Ray worker counts; default "1 2", or "1 2 4" when the machine
-#                        has 4 x CPUS_PER_WORKER cores or more
+#   WORKER_COUNTS=       Ray worker counts; default 1 and the powers of two up to one less
+#                        than the cores (at least 2): "1 2" on 2 or 4 cores, "1 2 4" on 8,
+#                        "1 2 4 8" on 16 (with CPUS_PER_WORKER=1)
+#   SINGLE_BASELINE=0    1: one baseline for every worker count (see above)
 #   CPUS_PER_WORKER=1    CPUs per Ray worker; each baseline gets the same budget
 #   EPOCHS=3             passes over the training set (--smoke-test: 1)
 #   BATCH_SIZE=64        batch per worker (--smoke-test: 32)
@@ -34,8 +33,9 @@
 #   PIN_CPUS=auto        pin each worker node and the baselines to their own cores:
 #                        auto (when taskset exists and there are enough cores), 1 or 0
 #
-# --smoke-test runs a tiny one-epoch sweep (5 minutes measured on 2 busy cores); --dry-run
-# prints the plan and the time estimate and starts nothing.
+# --dry-run prints the plan and its estimated time (from the rates measured in the committed
+# quick-start run, docs/results/quickstart/, which your machine may beat or miss) and starts
+# nothing; --smoke-test runs a tiny one-epoch sweep.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -58,11 +58,9 @@ PIN_CPUS="${PIN_CPUS:-auto}"
 # The .venv interpreter; PYTHON (read by ensure_venv) chooses the one that creates .venv.
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 CORES="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"
-# Measured on a 2-core AMD EPYC VM (README): what the time estimate is made of.
-BASELINE_IMAGES_PER_SECOND_PER_CPU=47
-RAY_SCALING_PERCENT=66 # 2 workers reached 62 img/s, 66% of 2 x 47
-RAY_OVERHEAD_SECONDS=100
-BASELINE_OVERHEAD_SECONDS=30
+# What the time estimate is made of, read from the committed quick-start run in main.
+QUICKSTART_DIR="$REPO_ROOT/docs/results/quickstart"
+SINGLE_BASELINE="${SINGLE_BASELINE:-0}"
 RUN_DIR=""
 INTERRUPTED=""
 CLUSTER_STARTED=0
@@ -93,9 +91,16 @@ resolve_settings() {
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
+  require_one_of SINGLE_BASELINE "$SINGLE_BASELINE" 0 1
   if [[ -z "$WORKER_COUNTS" ]]; then
-    WORKER_COUNTS="1 2"
-    ((CORES < 4 * CPUS_PER_WORKER)) || WORKER_COUNTS="1 2 4"
+    # Powers of two up to one less than the cores (a core left for Ray's own processes), and 2 at least.
+    local most=$(((CORES - 1) / CPUS_PER_WORKER)) count=2
+    ((most >= 2)) || most=2
+    WORKER_COUNTS="1"
+    while ((count <= most)); do
+      WORKER_COUNTS="$WORKER_COUNTS $count"
+      count=$((count * 2))
+    done
   fi
   local count
   for count in $WORKER_COUNTS; do
@@ -119,19 +124,46 @@ resolve_settings() {
 
 # Print the effective settings, the configurations and the time they should take.
 print_plan() {
-  log "Settings: WORKER_COUNTS=\"${COUNTS[*]}\" CPUS_PER_WORKER=$CPUS_PER_WORKER EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE (per worker) DATASET=$DATASET TRAIN_SIZE=$TRAIN_SIZE TEST_SIZE=$TEST_SIZE RESULTS_DIR=$RESULTS_DIR"
+  log "Settings: WORKER_COUNTS=\"${COUNTS[*]}\" SINGLE_BASELINE=$SINGLE_BASELINE CPUS_PER_WORKER=$CPUS_PER_WORKER EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE (per worker) DATASET=$DATASET TRAIN_SIZE=$TRAIN_SIZE TEST_SIZE=$TEST_SIZE RESULTS_DIR=$RESULTS_DIR"
   log "Cluster: 127.0.0.1:$RAY_PORT, dashboard port $DASHBOARD_PORT, $MAX_WORKERS worker node(s) of $CPUS_PER_WORKER CPU(s); PIN_CPUS=$PIN_CPUS; this machine has $CORES cores"
-  local workers index=0 images=$((TRAIN_SIZE * EPOCHS)) seconds=20 baseline_rate ray_rate
-  baseline_rate=$((BASELINE_IMAGES_PER_SECOND_PER_CPU * CPUS_PER_WORKER))
+  local workers index=0 rates baseline_rate efficiency baseline_overhead ray_overhead
+  # From the committed quick-start run: the baseline's images/s per CPU, the 2-worker scaling
+  # efficiency, and each run's time outside training (start-up, validation, evaluation).
+  rates="$("$(settings_python)" -c '
+import json, sys
+comparison = json.load(open(sys.argv[1]))
+baseline, ray = comparison["baseline"], comparison["ray"]
+print(round(baseline["images_per_second"] / baseline["cpus_per_worker"], 1),
+      round(comparison["throughput_ratio"] / comparison["num_workers"], 2),
+      round(baseline["total_time_seconds"] - baseline["train_time_seconds"]),
+      round(ray["total_time_seconds"] - ray["train_time_seconds"]))' "$QUICKSTART_DIR/comparison.json" 2>/dev/null)" ||
+    rates=""
   for workers in "${COUNTS[@]}"; do
     index=$((index + 1))
-    log "Configuration $index/${#COUNTS[@]}: plain Keras at batch $((BATCH_SIZE * workers)), then Ray Train with $workers worker(s) at batch $BATCH_SIZE each"
-    # Ray with one worker runs at the baseline's rate; more workers at the measured scaling.
-    ray_rate=$baseline_rate
-    ((workers == 1)) || ray_rate=$((baseline_rate * workers * RAY_SCALING_PERCENT / 100))
-    seconds=$((seconds + images / baseline_rate + BASELINE_OVERHEAD_SECONDS + images / ray_rate + RAY_OVERHEAD_SECONDS))
+    if [[ "$SINGLE_BASELINE" == 1 && $index -gt 1 ]]; then
+      log "Configuration $index/${#COUNTS[@]}: the first configuration's baseline again, then Ray Train with $workers worker(s) at batch $BATCH_SIZE each"
+    else
+      log "Configuration $index/${#COUNTS[@]}: plain Keras at batch $((BATCH_SIZE * workers)), then Ray Train with $workers worker(s) at batch $BATCH_SIZE each"
+    fi
   done
-  log "Estimated time: about $(((seconds + 59) / 60)) minutes ($images images per run at $BASELINE_IMAGES_PER_SECOND_PER_CPU img/s per CPU for plain Keras, $RAY_SCALING_PERCENT% scaling for Ray)"
+  if [[ -z "$rates" ]]; then
+    log "No estimate of the time: $QUICKSTART_DIR/comparison.json could not be read."
+    return 0
+  fi
+  read -r baseline_rate efficiency baseline_overhead ray_overhead <<<"$rates"
+  "$(settings_python)" -c '
+import sys
+counts, images, cpus, single = [int(n) for n in sys.argv[1].split()], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+rate, efficiency, baseline_overhead, ray_overhead = map(float, sys.argv[5:9])
+seconds = 20.0
+for index, workers in enumerate(counts):
+    if not (single and index):
+        seconds += images / (rate * cpus) + baseline_overhead
+    seconds += images / (rate * cpus * (1 if workers == 1 else workers * efficiency)) + ray_overhead
+print(f"[scaling-benchmark.sh] Estimated time: about {seconds / 60:.0f} minutes ({images} images per run at "
+      f"{rate} images/s per CPU for plain Keras and scaling efficiency {efficiency} for Ray, as in "
+      "docs/results/quickstart/; a machine with more cores per worker scales better)")
+' "${COUNTS[*]}" "$((TRAIN_SIZE * EPOCHS))" "$CPUS_PER_WORKER" "$SINGLE_BASELINE" "$baseline_rate" "$efficiency" "$baseline_overhead" "$ray_overhead"
 }
 
 # Stop the cluster if this script started it and mark the run folder (runs on every exit).
@@ -161,8 +193,16 @@ run_configuration() {
   TARGET=local NUM_WORKERS="$workers" CPUS_PER_WORKER="$CPUS_PER_WORKER" EPOCHS="$EPOCHS" \
     BATCH_SIZE="$BATCH_SIZE" DATASET="$DATASET" TRAIN_SIZE="$TRAIN_SIZE" TEST_SIZE="$TEST_SIZE" \
     DATA_DIR="$DATA_DIR" RESULTS_DIR="$folder" RUN_DIR="$folder" RAY_ADDRESS="$RAY_ADDRESS" \
-    PIN_CPUS="$PIN_CPUS" "$REPO_ROOT/scripts/run-benchmark.sh" ||
+    PIN_CPUS="$PIN_CPUS" BASELINE_RESULTS="$(shared_baseline "$index")" "$REPO_ROOT/scripts/run-benchmark.sh" ||
     die "The configuration with $workers worker(s) failed (see above; its folder is $folder)."
+}
+
+# With SINGLE_BASELINE=1, the first configuration's baseline for every later one; else nothing.
+shared_baseline() {
+  local index="$1"
+  if [[ "$SINGLE_BASELINE" == 1 && "$index" -gt 1 ]]; then
+    echo "$RUN_DIR/workers-${COUNTS[0]}/baseline_results.json"
+  fi
 }
 
 # The sweep's report over every configuration: targets, table, per-class results, plots.

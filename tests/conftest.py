@@ -2,8 +2,10 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,26 @@ def local_cluster(tmp_path_factory):
     assert f"RAY_ADDRESS=127.0.0.1:{TEST_RAY_PORT}" in env_line
     yield {"env": driver_env, "settings": settings, "script": script, "cluster_dir": cluster_dir}
     run([script, "stop"], env=settings)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto's), standing in for the in-cluster MinIO store of
+    k8s/checkpoint-storage.yaml; yields the environment variables that point a driver at it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(PYTHON).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert server.poll() is None and time.time() < deadline, "moto_server did not start"
+            time.sleep(0.2)
+    yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "ray-demo",
+           "AWS_SECRET_ACCESS_KEY": "ray-demo-checkpoints"}
+    server.terminate()
+    server.wait(timeout=30)

@@ -5,7 +5,6 @@ against moto's S3 server (a dev requirement), as the checkpoint store would answ
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,34 +13,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 KEYS = {"AWS_ACCESS_KEY_ID": "ray-demo", "AWS_SECRET_ACCESS_KEY": "ray-demo-checkpoints"}
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def store():
-    """A local S3 server with the bucket; yields the variables that point pyarrow at it."""
-    port = free_port()
-    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.time() < deadline, "moto_server did not start"
-            time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_EC2_METADATA_DISABLED": "true", **KEYS}
-    yield env
-    server.terminate()
-    server.wait(timeout=30)
+def store(s3_server):
+    """The session's local S3 server (conftest.py); the variables that point pyarrow at it."""
+    assert {name: s3_server[name] for name in KEYS} == KEYS
+    return {**s3_server, "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def prune_code():

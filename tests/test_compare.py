@@ -34,7 +34,28 @@ def test_comparison_computes_speedup_efficiency_throughput_and_accuracy_delta():
     assert comparison["accuracy_delta"] == pytest.approx(-0.01)
     assert comparison["warnings"] == []
     table = compare.format_table(comparison)
-    assert "1.60x faster" in table and "80%" in table and "-1.00 points" in table
+    assert "Speedup (throughput):      1.60x faster, scaling efficiency 0.80 (/ 2 workers" in table
+    assert "-1.00 points" in table
+
+
+def test_the_break_even_follows_from_each_runs_fixed_overhead_and_the_throughput_ratio():
+    # 3 epochs of 4096 images: the baseline trains 245.76 s at 50 img/s and totals 260 s
+    # (14.24 s of fixed overhead); Ray trains 153.6 s at 80 img/s and totals 200 s (46.4 s).
+    baseline = make_run("baseline", train_time=240.0, total_time=260.0, images_per_second=50.0, accuracy=0.8)
+    ray_run = make_run("ray_train", train_time=150.0, total_time=200.0, images_per_second=80.0,
+                       accuracy=0.8, workers=2)
+    comparison = compare.compare(baseline, ray_run)
+    assert comparison["fixed_overhead_seconds"]["baseline"] == pytest.approx(14.24)
+    assert comparison["fixed_overhead_seconds"]["ray"] == pytest.approx(46.4)
+    # (46.4 - 14.24) / (1 - 1 / 1.6) = 85.76 s of baseline training, where both lines cross.
+    seconds = comparison["break_even_baseline_training_seconds"]
+    assert seconds == pytest.approx(85.76)
+    assert compare.end_to_end_seconds(46.4, 1.6, seconds) == pytest.approx(14.24 + seconds)
+    assert ("2 Ray workers beat one process end to end once the baseline trains for more than 86 s"
+            in compare.format_table(comparison))
+    # A Ray run that starts as fast as the baseline pays off at once.
+    ray_run["total_time_seconds"] = 153.6 + 10.0
+    assert compare.compare(baseline, ray_run)["break_even_baseline_training_seconds"] == 0
 
 
 def test_a_slower_ray_run_is_called_slower_never_faster():
@@ -44,9 +65,11 @@ def test_a_slower_ray_run_is_called_slower_never_faster():
     comparison = compare.compare(baseline, ray_run)
     assert comparison["speedup"] == pytest.approx(0.8)
     assert comparison["scaling_efficiency"] == pytest.approx(0.4)
+    assert comparison["break_even_baseline_training_seconds"] is None
     table = compare.format_table(comparison)
     assert "0.80x, slower" in table
-    assert "faster" not in table
+    assert "Break-even:                never: 2 Ray workers train no faster than one process here" in table
+    assert "faster," not in table and "x faster" not in table
 
 
 def test_unequal_work_or_recipes_are_flagged():

@@ -17,7 +17,7 @@ def labels():
 
 
 def make_record(*, workers=0, images_per_second=50.0, accuracy=0.80, epochs=3, global_batch=64,
-                first_batch=None, total_time=None):
+                first_batch=None, total_time=None, cores=4):
     """A run record as the entry points write it; workers=0 is the baseline.
 
     The predictions are the true synthetic labels with some changed, so that they give
@@ -45,8 +45,9 @@ def make_record(*, workers=0, images_per_second=50.0, accuracy=0.80, epochs=3, g
         "versions": {"python": "3.11.7", "tensorflow": "2.21.0", "keras": "2.21.0", "numpy": "2.4.6",
                      "ray": "2.60.0"},
         "host": {"hostname": "laptop", "platform": "Linux-test", "cpu_model": "Test CPU 9000",
-                 "logical_cores": 2, "memory_gib": 23.5},
+                 "logical_cores": cores, "memory_gib": 23.5},
         "command": f"python -m training.{'ray_training' if workers else 'baseline_training'} --test",
+        "step_breakdown": breakdown(allreduce=0.15 if workers else 0.0, allreduce_cpu=0.06 if workers else 0.0),
     }
     if workers:
         record.update(
@@ -57,6 +58,16 @@ def make_record(*, workers=0, images_per_second=50.0, accuracy=0.80, epochs=3, g
                      "total_cpus": float(workers)},
             workers=[{"rank": rank, "node_id": f"n{rank}", "hostname": "laptop"} for rank in range(workers)])
     return record
+
+
+def breakdown(allreduce, allreduce_cpu):
+    """A step_breakdown as step_timing.summarize writes it (seconds per step)."""
+    per_step = {"input": 0.01, "compute": 1.1, "allreduce": allreduce, "allreduce_cpu": allreduce_cpu,
+                "optimizer": 0.02, "other": 0.005}
+    per_step["step"] = sum(per_step[part] for part in ("input", "compute", "allreduce", "optimizer", "other"))
+    return {"steps": 64, "seconds_per_step": per_step,
+            "share_of_step": {part: per_step[part] / per_step["step"] for part in per_step if part != "step"},
+            "unaccounted_share": per_step["other"] / per_step["step"]}
 
 
 def write_pair(folder, baseline, ray_run):
@@ -90,6 +101,23 @@ def test_every_target_passes_when_each_measured_ratio_meets_it(tmp_path):
     assert found["Ray 2 workers: trainer start to first batch <= 15 s"] == ("PASS", "10.0 s")
     assert found["Ray 2 workers: test accuracy within 1 point of the baseline's"] == (
         "PASS", "+0.50 points (0.8050 vs 0.8000, 3 epochs each)")
+
+
+def test_the_targets_follow_the_worker_count_and_the_cores_of_the_machine(tmp_path):
+    for workers, ratio, expected in ((4, 3.40, "3.40x"), (8, 6.40, "6.40x")):
+        folder = write_pair(tmp_path / str(workers), make_record(global_batch=64 * workers, cores=16),
+                            make_record(workers=workers, global_batch=64 * workers, cores=16,
+                                        images_per_second=50.0 * ratio))
+        target = (f"Ray {workers} workers: steady-state throughput >= {expected} the baseline "
+                  f"(efficiency >= {ratio / workers:.2f})")
+        assert verdicts(folder)[target][0] == "PASS"
+    # 2 workers on 2 cores share them with Ray's own processes: 1.70x, and the first batch in 10 s.
+    two_cores = write_pair(tmp_path / "two-cores", make_record(global_batch=128, cores=2),
+                           make_record(workers=2, global_batch=128, cores=2, images_per_second=50.0 * 1.69,
+                                       first_batch=10.5))
+    found = verdicts(two_cores)
+    assert found["Ray 2 workers: steady-state throughput >= 1.70x the baseline (efficiency >= 0.85)"][0] == "FAIL"
+    assert found["Ray 2 workers: trainer start to first batch <= 10 s"] == ("FAIL", "10.5 s")
 
 
 def test_values_just_short_of_a_target_fail_and_a_slower_run_is_never_called_faster(tmp_path):
@@ -157,16 +185,22 @@ def test_a_sweep_report_has_every_section_the_per_class_results_and_the_plots(tm
     text = (run_dir / "REPORT.md").read_text()
     assert text.startswith("# Benchmark report: 20261125-180000-sweep\n")
     for section in ("## Targets", "## Machine", "## Versions", "## Settings", "### How the baselines were chosen",
-                    "## Results", "## Learning curves", "## Per-class results"):
+                    "## Results", "## Where each step's time goes", "## When Ray pays off", "## Learning curves",
+                    "## Per-class results"):
         assert section in text, section
-    assert "- CPU: Test CPU 9000, 2 logical cores" in text and "- Memory: 23.5 GiB" in text
+    # The step breakdown of each configuration, in milliseconds per step.
+    assert "| Ray Train, 2 workers | 128 | 10 | 1100 | 150 (60) | 20 | 5 | 1285 | 0.4% |" in text
+    assert "| Plain Keras, batch 128 | 128 | 10 | 1100 | 0 (0) | 20 | 5 | 1135 | 0.4% |" in text
+    assert "- Ray Train, 2 workers: fixed overhead " in text and "beat one process end to end once" in text
+    assert "- CPU: Test CPU 9000, 4 logical cores" in text and "- Memory: 23.5 GiB" in text
     assert "Python 3.11.7, TensorFlow 2.21.0, tf-keras 2.21.0, Ray 2.60.0" in text
     assert "| Ray Train, 2 workers | 2 | 128 |" in text
     for label in ("Plain Keras, batch 64", "Ray Train, 1 worker", "Plain Keras, batch 128", "Ray Train, 2 workers"):
         assert f"### {label}\n\n```\n" in text, label
     assert text.count("Confusion matrix (rows: true class, columns: predicted class):") == 4
     assert "macro avg" in text
-    for picture in ("speedup.png", "epoch_times.png", "learning_curves_1workers.png", "learning_curves_2workers.png"):
+    for picture in ("speedup.png", "epoch_times.png", "break_even.png", "learning_curves_1workers.png",
+                    "learning_curves_2workers.png"):
         assert f"]({picture})" in text
         assert (run_dir / picture).read_bytes().startswith(PNG_MAGIC), picture
 

@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import socket
+import sys
 import time
 
 import pytest
@@ -17,7 +19,7 @@ PORTS = {"RAY_PORT": "6396", "DASHBOARD_PORT": "8276"}
 def test_help_lists_every_setting():
     finished = run([SCRIPT, "--help"])
     assert finished.returncode == 0
-    for setting in ("TARGET=auto", "NUM_WORKERS=2", "CPUS_PER_WORKER=1", "EPOCHS=3", "BATCH_SIZE=64",
+    for setting in ("TARGET=auto", "BASELINE_RESULTS=", "NUM_WORKERS=2", "CPUS_PER_WORKER=1", "EPOCHS=3", "BATCH_SIZE=64",
                     "DATASET=synthetic", "TRAIN_SIZE=4096", "TEST_SIZE=1024", "RESULTS_DIR=results",
                     "RUN_DIR=", "RAY_ADDRESS=", "RAY_PORT=6380", "DASHBOARD_PORT=8265", "PIN_CPUS=auto", "--full",
                     "--smoke-test"):
@@ -49,6 +51,61 @@ def test_unknown_argument_is_refused():
     finished = run([SCRIPT, "--fast"])
     assert finished.returncode == 1
     assert "Unknown argument '--fast'" in finished.stderr
+
+
+def test_an_inherited_ray_address_where_nothing_answers_fails_in_seconds_before_the_baseline(tmp_path):
+    """`eval "$(./scripts/local-cluster.sh env)"` leaves RAY_ADDRESS exported; once that cluster
+    has stopped, the benchmark must say so at once, not train the baseline for minutes first."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"  # nothing listens once the probe is closed
+    started = time.time()
+    finished = run([SCRIPT, "--smoke-test"], env={"RAY_ADDRESS": dead, "TARGET": "local",
+                                                  "RESULTS_DIR": str(tmp_path)}, timeout=60)
+    assert finished.returncode == 1
+    assert f"RAY_ADDRESS={dead} is set in your environment, but no Ray cluster answers there" in finished.stderr
+    assert "unset RAY_ADDRESS" in finished.stderr
+    assert "1/3 Baseline" not in finished.stdout and list(tmp_path.iterdir()) == []
+    assert time.time() - started < 15
+
+
+def test_local_cluster_start_creates_the_venv_first_like_the_other_scripts(tmp_path):
+    """In a fresh clone `local-cluster.sh start` makes .venv before it starts Ray (it used to
+    fail, or start whatever `ray` was on PATH). The Python that makes .venv is a stand-in that
+    records its calls and hands everything else to the real one; the .venv's `ray` it makes
+    only records and fails, which stops the script right after the install."""
+    repo = tmp_path / "repo"
+    (repo / "training").mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "scripts", repo / "scripts")
+    for name in ("requirements.txt", "requirements-dev.txt", "training/__init__.py", "training/settings.py",
+                 "training/workarounds.py"):
+        (repo / name).write_text((REPO_ROOT / name).read_text())
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "python3.11"
+    fake.write_text(f"""#!/usr/bin/env bash
+echo "python $*" >>"{log}"
+case "$1 $2" in
+  "-m venv")
+    mkdir -p "$3/bin" && cp "$0" "$3/bin/python"
+    printf '#!/usr/bin/env bash\\necho "ray $*" >>"{log}"\\nexit 1\\n' >"$3/bin/ray"
+    chmod +x "$3/bin/ray"; exit 0 ;;
+  "-m pip") exit 0 ;;
+esac
+exec {os.path.realpath(sys.executable)} "$@"
+""")
+    fake.chmod(0o755)
+    finished = run([str(repo / "scripts" / "local-cluster.sh"), "start"], cwd=repo,
+                   env={"PYTHON": str(fake), "RAY_PORT": "6393", "DASHBOARD_PORT": "8273",
+                        "CLUSTER_DIR": str(tmp_path / "cluster")}, timeout=120)
+    assert finished.returncode == 1
+    assert f"Creating {repo}/.venv with {fake}" in finished.stdout
+    calls = log.read_text().splitlines()
+    venv = next(index for index, call in enumerate(calls) if call.startswith(f"python -m venv {repo}/.venv"))
+    pip = next(index for index, call in enumerate(calls) if call.startswith("python -m pip install")
+               and call.endswith(f"-r {repo}/requirements.txt"))
+    ray = next(index for index, call in enumerate(calls) if call.startswith("ray start --head"))
+    assert venv < pip < ray
+    assert "The head node did not start" in finished.stderr
 
 
 def test_unwritable_results_dir_is_refused_before_anything_starts(tmp_path):

@@ -3,53 +3,16 @@
 On Kubernetes the Ray pods share no disk, so runs keep their checkpoints in the
 in-cluster S3 store of k8s/checkpoint-storage.yaml (MinIO). MinIO's image cannot run
 here; moto's S3 server (a local S3-compatible HTTP server, pip-installed) stands in for
-it. The same code path runs: pyarrow's S3 filesystem, Ray Train's uploads and downloads
-of checkpoints, and the driver's status files.
+it. The same code path runs: pyarrow's S3 filesystem and the driver's status files (a real
+Ray run that checkpoints into S3 and resumes from there is in test_fault_tolerance.py).
 """
 
-import json
 import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from training import fault_tolerance, results, run_state, storage
-from conftest import PYTHON, run
-
-MOTO_SERVER = Path(sys.executable).with_name("moto_server")
-KEYS = {"AWS_ACCESS_KEY_ID": "ray-demo", "AWS_SECRET_ACCESS_KEY": "ray-demo-checkpoints"}
-TINY = ["--dataset", "synthetic", "--train-size", "256", "--test-size", "128", "--batch-size", "64",
-        "--num-workers", "2", "--cpus-per-worker", "1"]
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """A local S3 server; yields the environment variables that point a driver at it."""
-    port = free_port()
-    server = subprocess.Popen([str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.time() < deadline, "moto_server did not start"
-            time.sleep(0.2)
-    yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", **KEYS}
-    server.terminate()
-    server.wait(timeout=30)
-
+from training import run_state, storage
 
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
@@ -85,7 +48,7 @@ def test_plan_run_finds_the_latest_unfinished_run_in_s3(s3_env):
 
 def test_an_unreachable_store_fails_at_once_with_what_to_check(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
-    for name, value in KEYS.items():
+    for name, value in {"AWS_ACCESS_KEY_ID": "ray-demo", "AWS_SECRET_ACCESS_KEY": "ray-demo"}.items():
         monkeypatch.setenv(name, value)
     started = time.time()
     with pytest.raises(ValueError) as error:
@@ -106,39 +69,3 @@ def test_a_local_location_is_made_absolute_and_s3_kept():
     assert storage.normalize("checkpoints") == os.path.abspath("checkpoints")
     assert storage.normalize("s3://bucket/runs/") == "s3://bucket/runs"
     assert storage.join("s3://bucket/runs", "x", "y.json") == "s3://bucket/runs/x/y.json"
-
-
-def test_a_ray_run_checkpoints_into_s3_and_resumes_from_there(local_cluster, s3_server, tmp_path):
-    """The Kubernetes storage path for real: only the driver has the store's address and
-    keys (the worker nodes were started without them), as the head pod does on minikube."""
-    location = "s3://ray-checkpoints/runs"
-    env = {**local_cluster["env"], **s3_server}
-    common = [PYTHON, "-m", "training.ray_training", *TINY, "--storage-path", location,
-              "--run-name", "s3-run", "--results-dir", str(tmp_path)]
-    first = run([*common, "--epochs", "1", "--checkpoint"], env=env, timeout=600)
-    assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
-    assert "checkpoint of epoch 1 registered in s3://ray-checkpoints/runs/s3-run" in first.stdout
-
-    os.environ.update(s3_server)
-    try:
-        run_dir = storage.join(location, "s3-run")
-        assert storage.read_json(storage.join(run_dir, run_state.STATUS_FILE))["status"] == "completed"
-        assert run_state.registered_epoch(run_dir) == 1
-        assert storage.list_folders(run_dir) == ["epoch-0001"]
-        for name in (fault_tolerance.STATE_FILE, fault_tolerance.WEIGHTS_FILE, fault_tolerance.OPTIMIZER_FILE):
-            assert storage.exists(storage.join(run_dir, "epoch-0001", name)), name
-        # Pretend the run was interrupted after epoch 1, then continue it to epoch 2: the
-        # new worker group downloads the checkpoint from S3.
-        status = storage.read_json(storage.join(run_dir, run_state.STATUS_FILE))
-        storage.write_json(storage.join(run_dir, run_state.STATUS_FILE), dict(status, status="interrupted"))
-    finally:
-        for name in s3_server:
-            os.environ.pop(name, None)
-
-    resumed = run([*common, "--epochs", "2", "--resume"], env=env, timeout=600)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-5000:]
-    assert "restored the epoch 1 checkpoint" in resumed.stdout
-    record = json.loads((tmp_path / results.ray_file(2)).read_text())
-    assert record["resumed_from_epoch"] == 1 and record["epochs_completed"] == 2
-    assert [entry["epoch"] for entry in record["history"]] == [1, 2]
-    assert record["weights_identical"] is True and record["run_dir"] == "s3://ray-checkpoints/runs/s3-run"

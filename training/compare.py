@@ -1,17 +1,27 @@
-"""Compare the baseline with a Ray run: speedup, scaling efficiency, throughput, accuracy.
+"""Compare the baseline with a Ray run: speedup, scaling efficiency, break-even, accuracy.
 
-Reads results/baseline_results.json and results/ray_results_<N>workers.json, writes
-results/comparison.json and prints a table.
+Reads baseline_results.json and ray_results_<N>workers.json from a run folder, writes
+comparison.json beside them and prints a table.
 
-Run (from the repository root, inside .venv):
-    python -m training.compare --results-dir results --num-workers 2
+Run (from the repository root):
+    .venv/bin/python -m training.compare --results-dir results/latest --num-workers 2
 
 Definitions (all from numbers measured in the two runs):
-- speedup = baseline training time / Ray training time (training steps only, same work)
-- speedup_end_to_end = the same with the total times (start-up and evaluation included)
-- scaling_efficiency = speedup / number of workers (1.0 would be perfect scaling)
-- throughput_ratio = Ray images/s / baseline images/s (steady state)
-- accuracy_delta = Ray test accuracy - baseline test accuracy
+- throughput_ratio = Ray images/s / baseline images/s, steady state (the first epoch, which
+  traces the graph, left out): what N workers do per second once they run;
+- scaling_efficiency = throughput_ratio / N (1.00 would be perfect scaling); this is the
+  only "efficiency" in this project;
+- speedup = baseline training time / Ray training time (training steps, the same work);
+- speedup_end_to_end = the same with the total times (start-up, validation, evaluation);
+- fixed_overhead_seconds = each run's total time minus its training at the steady rate:
+  start-up, the slower first epoch, validation, evaluation, teardown;
+- break_even_baseline_training_seconds = how long the baseline must train (at its steady
+  rate) before Ray is faster end to end: the extra fixed overhead of the Ray run divided by
+  the share of training time Ray saves, (F_ray - F_baseline) / (1 - 1 / throughput_ratio);
+  0 when Ray's overhead is no larger, None when Ray is no faster once it runs. It assumes
+  that a longer run means more training (more data per epoch) at the measured rates, with
+  the same start-up, validation and evaluation;
+- accuracy_delta = Ray test accuracy - baseline test accuracy.
 """
 
 import argparse
@@ -38,18 +48,46 @@ def compare(baseline, ray_run):
     if baseline["cpus_per_worker"] != ray_run["cpus_per_worker"]:
         warnings.append(f"Different CPU budgets per process (baseline {baseline['cpus_per_worker']}, "
                         f"Ray {ray_run['cpus_per_worker']} per worker).")
-    speedup = _ratio(baseline["train_time_seconds"], ray_run["train_time_seconds"])
+    throughput_ratio = _ratio(ray_run["images_per_second"], baseline["images_per_second"])
+    overhead = {"baseline": fixed_overhead(baseline), "ray": fixed_overhead(ray_run)}
     return {
         "num_workers": num_workers,
-        "speedup": speedup,
+        "throughput_ratio": throughput_ratio,
+        "scaling_efficiency": throughput_ratio / num_workers if throughput_ratio is not None else None,
+        "speedup": _ratio(baseline["train_time_seconds"], ray_run["train_time_seconds"]),
         "speedup_end_to_end": _ratio(baseline["total_time_seconds"], ray_run["total_time_seconds"]),
-        "scaling_efficiency": speedup / num_workers if speedup is not None else None,
-        "throughput_ratio": _ratio(ray_run["images_per_second"], baseline["images_per_second"]),
+        "fixed_overhead_seconds": overhead,
+        "break_even_baseline_training_seconds": break_even(overhead["baseline"], overhead["ray"], throughput_ratio),
         "accuracy_delta": ray_run["test_accuracy"] - baseline["test_accuracy"],
         "warnings": warnings,
         "baseline": _summary(baseline),
         "ray": _summary(ray_run),
     }
+
+
+def steady_training_seconds(run):
+    """The run's training work at its steady-state rate (no tracing in the first epoch)."""
+    if not run.get("images_per_second"):
+        return None
+    return run.get("samples_per_epoch", 0) * run["epochs_completed"] / run["images_per_second"]
+
+
+def fixed_overhead(run):
+    """Everything in the run's total time that is not training at the steady rate."""
+    steady = steady_training_seconds(run)
+    return None if steady is None else run["total_time_seconds"] - steady
+
+
+def break_even(baseline_overhead, ray_overhead, throughput_ratio):
+    """Baseline training seconds beyond which the Ray run is faster end to end (see above)."""
+    if None in (baseline_overhead, ray_overhead, throughput_ratio) or throughput_ratio <= 1.0:
+        return None
+    return max(ray_overhead - baseline_overhead, 0.0) / (1.0 - 1.0 / throughput_ratio)
+
+
+def end_to_end_seconds(overhead, throughput_ratio, baseline_training_seconds):
+    """The modelled end-to-end time of a run for a baseline training length (the break-even plot)."""
+    return overhead + baseline_training_seconds / throughput_ratio
 
 
 def _ratio(numerator, denominator):
@@ -95,18 +133,28 @@ def format_table(comparison):
     for label, left, right, pattern in rows:
         lines.append(f"{label:30} {_format(pattern, left):>14} {_format(pattern, right):>24}")
     lines.append("-" * 70)
-    speedup = comparison["speedup"]
-    lines.append(f"Speedup (training time):   {faster_or_slower(speedup)}")
-    lines.append(f"Speedup (end to end):      {faster_or_slower(comparison['speedup_end_to_end'])}")
-    if comparison["scaling_efficiency"] is not None:
-        lines.append(f"Scaling efficiency:        {comparison['scaling_efficiency']:.0%} "
-                     f"(speedup / {workers} workers; 100% is perfect)")
     if comparison["throughput_ratio"] is not None:
-        lines.append(f"Throughput ratio:          {comparison['throughput_ratio']:.2f}")
+        lines.append(f"Speedup (throughput):      {faster_or_slower(comparison['throughput_ratio'])}, scaling "
+                     f"efficiency {comparison['scaling_efficiency']:.2f} (/ {workers} workers; 1.00 is perfect)")
+    lines.append(f"Speedup (training time):   {faster_or_slower(comparison['speedup'])}")
+    lines.append(f"Speedup (end to end):      {faster_or_slower(comparison['speedup_end_to_end'])}")
+    lines.append(f"Break-even:                {break_even_sentence(comparison)}")
     lines.append(f"Accuracy difference:       {comparison['accuracy_delta'] * 100:+.2f} points (Ray - baseline)")
     for warning in comparison["warnings"]:
         lines.append(f"WARNING: {warning}")
     return "\n".join(lines)
+
+
+def break_even_sentence(comparison):
+    """When the Ray run pays off end to end, on the machine of these two runs."""
+    seconds = comparison.get("break_even_baseline_training_seconds")
+    workers = comparison["num_workers"]
+    if seconds is None:
+        return f"never: {workers} Ray workers train no faster than one process here"
+    if seconds == 0:
+        return f"always: {workers} Ray workers cost no more to start than one process here"
+    return (f"{workers} Ray workers beat one process end to end once the baseline trains "
+            f"for more than {seconds:.0f} s on this machine")
 
 
 def _format(pattern, value):
@@ -115,7 +163,8 @@ def _format(pattern, value):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", default="results", help="folder with the two results files")
+    parser.add_argument("--results-dir", default="results", help="folder with the two results files "
+                        "(a run folder such as results/latest)")
     parser.add_argument("--num-workers", type=int, required=True,
                         help="which Ray run to compare: reads ray_results_<N>workers.json")
     args = parser.parse_args(argv)

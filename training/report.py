@@ -11,9 +11,11 @@ Run (from the repository root, inside .venv):
     python -m training.report --run-dir results/latest
 
 Takes a few seconds. Targets, checked on ratios measured side by side in the same run:
-- N >= 2 workers: steady-state throughput >= 0.9 x N times the baseline's (efficiency >= 0.90);
+- N >= 2 workers: scaling efficiency (throughput speedup / N) at least 0.90 at 2 workers,
+  0.85 at 4 and 0.80 at 8, on a machine with more cores than workers; with 2 workers on a
+  2-core machine, where Ray's own processes share the workers' cores, at least 0.85 (1.70x);
 - 1 worker: throughput >= 0.95 times plain Keras (Ray's overhead at most 5%);
-- trainer start to the first training batch <= 15 s;
+- trainer start to the first training batch: at most 10 s on a 2-core machine, 15 s anywhere;
 - test accuracy within 1 point of the baseline's at equal epochs on the same data.
 """
 
@@ -25,17 +27,36 @@ import time
 
 import numpy as np
 
-from training import compare, data, results
+from training import compare, data, results, step_timing
 
 REPORT_FILE = "REPORT.md"
 SPEEDUP_PLOT = "speedup.png"
 EPOCH_TIMES_PLOT = "epoch_times.png"
 
-# The targets of issue 4, in one place.
-TARGET_EFFICIENCY = 0.90          # N >= 2 workers: throughput speedup >= 0.90 x N
+# The targets, in one place. Scaling efficiency (throughput speedup / workers) by worker
+# count, on a machine with more cores than workers; a count between two listed ones takes
+# the target of the smaller.
+TARGET_EFFICIENCY_BY_WORKERS = {2: 0.90, 4: 0.85, 8: 0.80}
+TARGET_EFFICIENCY = TARGET_EFFICIENCY_BY_WORKERS[2]
+# 2 workers on 2 cores share those cores with Ray's own processes: 1.70x (efficiency 0.85).
+TARGET_EFFICIENCY_ALL_CORES_BUSY = 0.85
 TARGET_OVERHEAD_RATIO = 0.95      # 1 worker: at most 5% slower than plain Keras
-TARGET_FIRST_BATCH_SECONDS = 15.0  # trainer start to first training batch
+TARGET_FIRST_BATCH_SECONDS = 15.0  # trainer start to first training batch, anywhere
+TARGET_FIRST_BATCH_SECONDS_2_CORES = 10.0  # ... and on a 2-core machine
 TARGET_ACCURACY_POINTS = 1.0      # |Ray - baseline| test accuracy, in percentage points
+BREAK_EVEN_PLOT = "break_even.png"
+
+
+def efficiency_target(workers, cores):
+    """The scaling-efficiency target for `workers` workers on a machine of `cores` cores."""
+    if cores is not None and workers >= cores:
+        return TARGET_EFFICIENCY_ALL_CORES_BUSY
+    listed = [count for count in sorted(TARGET_EFFICIENCY_BY_WORKERS) if count <= workers]
+    return TARGET_EFFICIENCY_BY_WORKERS[listed[-1]] if listed else TARGET_EFFICIENCY
+
+
+def first_batch_target(cores):
+    return TARGET_FIRST_BATCH_SECONDS_2_CORES if cores is not None and cores <= 2 else TARGET_FIRST_BATCH_SECONDS
 
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck")
@@ -45,11 +66,9 @@ BASELINE_CHOICE = (
     "global batch (per-worker batch x N), on the CPUs of one Ray worker: both take the same "
     "optimizer steps over the same examples, so the throughput ratio, the speedups and the "
     "accuracy difference all come from one recipe. A sweep therefore runs one baseline per "
-    "worker count. A single baseline at the per-worker batch would save one baseline run "
-    "(about a fifth of the default sweep), and throughput per core barely depends on the "
-    "batch, but its accuracy would not be comparable with the N-worker run's (a different "
-    "global batch takes N times the steps), so the accuracy target would need the "
-    "equal-batch baseline anyway.")
+    "worker count, unless SINGLE_BASELINE=1 reuses the first configuration's for all: "
+    "throughput per core barely depends on the batch, so the speedups stay honest, but the "
+    "accuracy of another global batch is not comparable and is then not judged.")
 
 
 class Pair:
@@ -158,27 +177,29 @@ def evaluate_targets(pairs):
         ratio = one.comparison["throughput_ratio"]
         targets.append(_target(name, f"{ratio:.2f} ({compare.faster_or_slower(ratio)})",
                                ratio >= TARGET_OVERHEAD_RATIO))
+    cores = (pairs[0].ray.get("host") or {}).get("logical_cores")
     if not any(pair.num_workers >= 2 for pair in pairs):
-        targets.append(_target(f"Ray 2 workers: steady-state throughput >= {2 * TARGET_EFFICIENCY:.2f}x "
-                               f"the baseline (efficiency >= {TARGET_EFFICIENCY:.2f})",
+        target = efficiency_target(2, cores)
+        targets.append(_target(f"Ray 2 workers: steady-state throughput >= {2 * target:.2f}x "
+                               f"the baseline (efficiency >= {target:.2f})",
                                "not measured in this run (needs a 2-worker run)", None))
     for pair in pairs:
         workers, comparison = pair.num_workers, pair.comparison
         if workers >= 2:
-            ratio = comparison["throughput_ratio"]
+            ratio, target = comparison["throughput_ratio"], efficiency_target(workers, cores)
             name = (f"Ray {_workers(workers)}: steady-state throughput >= "
-                    f"{workers * TARGET_EFFICIENCY:.2f}x the baseline (efficiency >= {TARGET_EFFICIENCY:.2f})")
+                    f"{workers * target:.2f}x the baseline (efficiency >= {target:.2f})")
             if ratio is None:
                 targets.append(_target(name, "no throughput recorded", None))
             else:
                 end_to_end = compare.faster_or_slower(comparison["speedup_end_to_end"])
                 targets.append(_target(name, f"{compare.faster_or_slower(ratio)}, efficiency "
                                              f"{ratio / workers:.2f}; end to end {end_to_end}",
-                                       ratio / workers >= TARGET_EFFICIENCY))
-        first_batch = pair.ray.get("trainer_start_to_first_batch_seconds")
-        name = f"Ray {_workers(workers)}: trainer start to first batch <= {TARGET_FIRST_BATCH_SECONDS:g} s"
+                                       round(ratio / workers, 9) >= target))
+        first_batch, limit = pair.ray.get("trainer_start_to_first_batch_seconds"), first_batch_target(cores)
+        name = f"Ray {_workers(workers)}: trainer start to first batch <= {limit:g} s"
         targets.append(_target(name, "not recorded" if first_batch is None else f"{first_batch:.1f} s",
-                               None if first_batch is None else first_batch <= TARGET_FIRST_BATCH_SECONDS))
+                               None if first_batch is None else first_batch <= limit))
         targets.append(_accuracy_target(pair))
     return targets
 
@@ -187,7 +208,7 @@ def _accuracy_target(pair):
     baseline, ray_run = pair.baseline, pair.ray
     name = (f"Ray {_workers(pair.num_workers)}: test accuracy within {TARGET_ACCURACY_POINTS:g} point "
             "of the baseline's")
-    different = [key for key in ("dataset", "train_size", "test_size", "seed", "epochs_completed")
+    different = [key for key in ("dataset", "train_size", "test_size", "seed", "epochs_completed", "global_batch_size")
                  if baseline.get(key) != ray_run.get(key)]
     if different:
         return _target(name, "not comparable: the runs differ in " + ", ".join(different), None)
@@ -323,15 +344,16 @@ def _pyplot():
 
 
 def plot_speedup(pairs, path):
-    """Speedup against workers, with the ideal line and the efficiency target."""
+    """Speedup against workers, with the ideal line, the target and each point's efficiency."""
     plt = _pyplot()
     workers = [pair.num_workers for pair in pairs]
     most = max(workers + [2])
     figure, axes = plt.subplots(figsize=(7, 4.5))
     ideal = np.arange(1, most + 1)
     axes.plot(ideal, ideal, "--", color="grey", label="ideal (speedup = workers)")
-    axes.plot(ideal, ideal * TARGET_EFFICIENCY, ":", color="grey",
-              label=f"target (efficiency {TARGET_EFFICIENCY:.2f})")
+    cores = (pairs[0].ray.get("host") or {}).get("logical_cores")
+    targets = [1.0] + [efficiency_target(count, cores) for count in ideal[1:]]
+    axes.plot(ideal, ideal * np.array(targets), ":", color="grey", label="target efficiency")
     series = (("throughput_ratio", "steady-state throughput", "o-"),
               ("speedup", "training time", "s-"),
               ("speedup_end_to_end", "end to end", "^-"))
@@ -339,6 +361,11 @@ def plot_speedup(pairs, path):
         points = [(pair.num_workers, pair.comparison[key]) for pair in pairs if pair.comparison[key] is not None]
         if points:
             axes.plot(*zip(*points), style, label=f"Ray Train, {label}")
+        if key == "throughput_ratio":
+            # The scaling efficiency (throughput speedup / workers) beside each point.
+            for count, ratio in points:
+                axes.annotate(f"efficiency {ratio / count:.2f}", (count, ratio), textcoords="offset points",
+                              xytext=(6, 6), fontsize=8)
     axes.plot([1], [1], "k*", markersize=12, label="plain Keras baseline (1.0 by definition)")
     axes.set_xticks(ideal)
     axes.set_xlabel("Ray Train workers (1 CPU each)" if _one_cpu(pairs) else "Ray Train workers")
@@ -491,7 +518,7 @@ def build_report(run_dir, pairs, targets, per_class):
     lines = [f"# Benchmark report: {name}", "",
              "Plain Keras baseline against Ray Train data-parallel training (MultiWorkerMirroredStrategy), "
              f"measured side by side in this run. Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by "
-             f"`python -m training.report --run-dir {run_dir}`.", "",
+             f"`.venv/bin/python -m training.report --run-dir {_shown_path(run_dir)}`.", "",
              "## Targets", "",
              markdown_table(_targets_frame(targets)), ""]
     lines += _machine_section(pairs) + [""] + _versions_section(pairs) + [""] + _settings_section(pairs)
@@ -503,13 +530,97 @@ def build_report(run_dir, pairs, targets, per_class):
     if any(pair.ray["epochs_completed"] < 2 for pair in pairs):
         lines.append("- With a single epoch, images/s includes graph tracing: it is not steady state.")
     lines += ["", f"![Speedup against workers]({SPEEDUP_PLOT})", "",
-              f"![Time per epoch per configuration]({EPOCH_TIMES_PLOT})", "",
-              "## Learning curves", ""]
+              f"![Time per epoch per configuration]({EPOCH_TIMES_PLOT})", ""]
+    lines += _breakdown_section(pairs) + [""] + _break_even_section(pairs)
+    lines += ["## Learning curves", ""]
     for pair in pairs:
         lines += [f"![Accuracy and loss per epoch, {pair.ray_label}]({learning_curves_file(pair)})", ""]
     lines += ["## Per-class results", ""]
     lines += per_class
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _shown_path(path):
+    """A path as a user would type it from the repository root (relative when inside it)."""
+    real, root = os.path.realpath(path), os.path.realpath(results.REPO_ROOT)
+    return os.path.relpath(real, root) if real.startswith(root + os.sep) else path
+
+
+def _breakdown_section(pairs):
+    """Where each training step's time went, per configuration (step_timing.py)."""
+    lines = ["## Where each step's time goes", "",
+             "Milliseconds per training step, steady-state epochs, averaged over every step of every "
+             "worker: input (waiting for the batch, and Keras' dispatch), compute (forward and backward "
+             "pass), the gradient all-reduce (wall time, and in brackets the CPU time the process spent "
+             "in it: the rest of the wall time it waited for the other workers), the optimizer, and "
+             "other (metrics, Keras' bookkeeping). The parts add up to the measured step; unaccounted "
+             "is the share of the step the four timed parts leave out.", "",
+             "| Configuration | Global batch | Input | Compute | All-reduce (CPU) | Optimizer | Other | "
+             "Step | Unaccounted |", "|:---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [(pairs[0].baseline_label, pairs[0].baseline)] if len({id(p.baseline) for p in pairs}) == 1 else []
+    for pair in pairs:
+        if not rows or rows[0][1] is not pair.baseline:
+            rows.append((pair.baseline_label, pair.baseline))
+        rows.append((pair.ray_label, pair.ray))
+    for label, record in rows:
+        breakdown = record.get("step_breakdown")
+        if not breakdown:
+            lines.append(f"| {label} | {record['global_batch_size']} | – | – | – | – | – | – | not recorded |")
+            continue
+        per_step = breakdown["seconds_per_step"]
+
+        def ms(part):
+            return f"{per_step[part] * 1000:.0f}"
+
+        lines.append(f"| {label} | {record['global_batch_size']} | {ms('input')} | {ms('compute')} | "
+                     f"{ms('allreduce')} ({ms('allreduce_cpu')}) | {ms('optimizer')} | {ms('other')} | "
+                     f"{ms('step')} | {breakdown['unaccounted_share']:.1%} |")
+    return lines
+
+
+def _break_even_section(pairs):
+    lines = ["## When Ray pays off", "",
+             "The Ray run costs more before and after its training (start-up, validation, evaluation, "
+             "teardown: the fixed overhead) and trains faster once it runs. From the two measured in "
+             "this run, end-to-end time against training length (assuming more data per epoch at the "
+             "measured rates, with the same start-up, validation and evaluation):", ""]
+    for pair in pairs:
+        overhead = pair.comparison["fixed_overhead_seconds"]
+        lines.append(f"- {pair.ray_label}: fixed overhead {overhead['ray']:.0f} s against "
+                     f"{overhead['baseline']:.0f} s; {compare.break_even_sentence(pair.comparison)}.")
+    return lines + ["", f"![End-to-end time against training length]({BREAK_EVEN_PLOT})", ""]
+
+
+def plot_break_even(pairs, path):
+    """End-to-end time against the baseline's training length, for the baseline and each Ray run."""
+    plt = _pyplot()
+    longest = max([pair.comparison.get("break_even_baseline_training_seconds") or 0 for pair in pairs]
+                  + [compare.steady_training_seconds(pair.baseline) or 0 for pair in pairs])
+    lengths = np.linspace(0, 2 * longest if longest else 600, 200)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    baseline_overhead = pairs[0].comparison["fixed_overhead_seconds"]["baseline"]
+    axes.plot(lengths, baseline_overhead + lengths, color="black", label="plain Keras, one process")
+    for pair in pairs:
+        comparison = pair.comparison
+        if comparison["throughput_ratio"] is None:
+            continue
+        overhead = comparison["fixed_overhead_seconds"]["ray"]
+        line, = axes.plot(lengths, compare.end_to_end_seconds(overhead, comparison["throughput_ratio"], lengths),
+                          label=pair.ray_label)
+        measured = compare.steady_training_seconds(pair.baseline)
+        axes.plot([measured], [pair.ray["total_time_seconds"]], "o", color=line.get_color())
+        axes.plot([measured], [pair.baseline["total_time_seconds"]], "ko")
+        crossing = comparison.get("break_even_baseline_training_seconds")
+        if crossing:
+            axes.axvline(crossing, color=line.get_color(), linestyle=":", alpha=0.7)
+            axes.annotate(f"break-even {crossing:.0f} s", (crossing, baseline_overhead + crossing),
+                          textcoords="offset points", xytext=(5, -15), fontsize=8, color=line.get_color())
+    axes.set_xlabel("baseline training time at its steady rate (s): the length of the training")
+    axes.set_ylabel("end-to-end time (s)")
+    axes.set_title("End to end against training length (dots: this run)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    _save(plt, figure, path)
 
 
 def _targets_frame(targets):
@@ -535,6 +646,7 @@ def write_report(run_dir, data_dir=None):
             per_class.append(per_class_section(label, record, labels))
     plot_speedup(pairs, os.path.join(run_dir, SPEEDUP_PLOT))
     plot_epoch_times(pairs, os.path.join(run_dir, EPOCH_TIMES_PLOT))
+    plot_break_even(pairs, os.path.join(run_dir, BREAK_EVEN_PLOT))
     for pair in pairs:
         plot_learning_curves(pair, os.path.join(run_dir, learning_curves_file(pair)))
     path = os.path.join(run_dir, REPORT_FILE)
