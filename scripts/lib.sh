@@ -344,6 +344,11 @@ require_minikube_context() {
   fi
 }
 
+# The worker replicas k8s/ray-cluster.yaml asks for (its first `replicas:` line), or nothing.
+manifest_worker_replicas() {
+  awk '/^ *replicas: *[0-9]+/ {print $2; exit}' "$REPO_ROOT/k8s/ray-cluster.yaml" 2>/dev/null || true
+}
+
 # Name of the running Ray head pod of RAY_CLUSTER_NAME, or nothing. Extra args go to kubectl.
 ray_head_pod() {
   kubectl "$@" get pods --namespace "$RAY_NAMESPACE" \

@@ -347,6 +347,18 @@ def test_preflight_fails_with_what_to_change_when_docker_is_too_small(world, cpu
     assert message in result.stderr and "Settings > Resources" in result.stderr
 
 
+def test_preflight_counts_the_worker_pods_that_ray_cluster_yaml_asks_for(world):
+    # The docs ask learners to edit `replicas`; the floor follows it (2.25 GiB per worker).
+    manifest = world.root / "k8s" / "ray-cluster.yaml"
+    manifest.write_text(manifest.read_text().replace("      replicas: 2\n", "      replicas: 3\n", 1))
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {11_000 * 1024 * 1024}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert ("The Ray pods (3 worker(s), 'replicas' in k8s/ray-cluster.yaml) and Kubernetes need about "
+            "12032 MiB together but Docker has only 11000 MiB") in result.stderr
+    assert "or lower 'replicas'" in result.stderr
+
+
 def test_preflight_fails_on_an_architecture_ray_publishes_no_image_for(world):
     world.rule("docker", "version --format {{.Server.Arch}}", output="ppc64le")
     result = world.script("scripts/preflight.sh")
