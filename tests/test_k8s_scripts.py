@@ -71,7 +71,7 @@ class FakeWorld:
         self.state = root / "state"
         self.log = root / "calls.log"
         self.rules_file = root / "rules.tsv"
-        for folder in ("scripts", "docker", "k8s"):
+        for folder in ("scripts", "docker", "k8s", "monitoring"):
             shutil.copytree(REPO_ROOT / folder, self.root / folder)
         shutil.copy(REPO_ROOT / "requirements.txt", self.root / "requirements.txt")
         (self.root / "training").mkdir()
@@ -316,6 +316,15 @@ def test_preflight_passes_on_a_big_enough_amd64_docker_and_names_the_base_image_
     assert "ok    helm v3.19.0+g3d8990f" in result.stdout
     assert "architecture amd64: the image builds FROM rayproject/ray:2.60.0-py311-cpu\n" in result.stdout
     assert "All checks passed" in result.stdout
+    assert "Monitoring" not in result.stderr, "16 GiB hold monitoring too"
+
+
+def test_preflight_warns_when_docker_lacks_the_memory_monitoring_adds(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {10_000 * 1024 * 1024}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert ("Monitoring (./scripts/install-monitoring.sh: Prometheus and Grafana) needs about 1536 MiB more, "
+            "11264 MiB in all, and Docker has 10000") in result.stderr
 
 
 @pytest.mark.parametrize("tool, where", [
