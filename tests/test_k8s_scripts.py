@@ -1386,8 +1386,83 @@ def test_dashboard_on_minikube_forwards_the_head_service_prints_the_url_and_stop
     rest, stderr = process.communicate(timeout=20)
     assert process.returncode == 0, stderr
     assert f"Ray dashboard: http://127.0.0.1:{port}/\n" in "".join(lines)
+    assert "Grafana and Prometheus are not installed in namespace 'prometheus-system'; " \
+           "./scripts/install-monitoring.sh installs them." in "".join(lines)
     assert world.tool_calls("kubectl")[-1] == (
         f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {port}:8265")
+
+
+MONITORING_SERVICES_QUERY = ("kubectl --context minikube --namespace prometheus-system get service "
+                             "prometheus-grafana prometheus-kube-prometheus-prometheus --output name")
+
+
+def monitoring_installed_rules(world, password_base64="czNjcmV0LXBhc3M="):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get service prometheus-grafana prometheus-kube-prometheus-prometheus --output name",
+               output="service/prometheus-grafana\nservice/prometheus-kube-prometheus-prometheus")
+    world.rule("kubectl", "*get secret prometheus-grafana --output jsonpath={.data.admin-password}",
+               output=password_base64)
+    world.rule("kubectl", "*port-forward*", code="0@30", output="Forwarding from 127.0.0.1:1 -> 1")
+
+
+def open_until_ready(world, **ports):
+    """Start open-dashboard.sh on minikube, read until it says the forwards are up, Ctrl-C it."""
+    process = subprocess.Popen(["./scripts/open-dashboard.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, TARGET="minikube", **{k: str(v) for k, v in ports.items()}),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=interruptible)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    rest, stderr = process.communicate(timeout=20)
+    return process.returncode, "".join(lines) + rest, stderr
+
+
+def test_dashboard_on_minikube_also_forwards_grafana_and_prometheus_and_prints_the_login(world):
+    monitoring_installed_rules(world)
+    dashboard, grafana, prometheus = free_port(), free_port(), free_port()
+    code, stdout, stderr = open_until_ready(world, DASHBOARD_PORT=dashboard, GRAFANA_PORT=grafana,
+                                            PROMETHEUS_PORT=prometheus)
+    assert code == 0, stderr
+    assert f"Ray dashboard: http://127.0.0.1:{dashboard}/\n" in stdout
+    assert f"Grafana: http://127.0.0.1:{grafana}/\n" in stdout
+    assert f"Prometheus: http://127.0.0.1:{prometheus}/\n" in stdout
+    assert "Grafana login: admin / s3cret-pass (viewing needs no login" in stdout
+    forwards = [call for call in world.tool_calls("kubectl") if " port-forward " in call]
+    assert forwards == [
+        f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {dashboard}:8265",
+        f"kubectl --context minikube --namespace prometheus-system port-forward svc/prometheus-grafana {grafana}:80",
+        f"kubectl --context minikube --namespace prometheus-system port-forward "
+        f"svc/prometheus-kube-prometheus-prometheus {prometheus}:9090",
+    ]
+    assert MONITORING_SERVICES_QUERY in world.calls()
+    # Grafana is not on 3000 here, where k8s/ray-cluster.yaml's RAY_GRAFANA_IFRAME_HOST points.
+    assert f"GRAFANA_PORT={grafana}, but the Ray dashboard embeds Grafana's charts from 127.0.0.1:3000" in stderr
+
+
+def test_dashboard_on_minikube_says_how_to_read_the_grafana_password_when_it_cannot(world):
+    monitoring_installed_rules(world, password_base64="")
+    code, stdout, stderr = open_until_ready(world, DASHBOARD_PORT=free_port(), GRAFANA_PORT=free_port(),
+                                            PROMETHEUS_PORT=free_port())
+    assert code == 0, stderr
+    assert "Grafana login" not in stdout
+    assert ("Could not read Grafana's admin password; viewing needs no login. To read it: kubectl --context minikube "
+            "-n prometheus-system get secret prometheus-grafana -o jsonpath='{.data.admin-password}' | base64 --decode"
+            ) in stderr
+
+
+def test_dashboard_on_minikube_names_a_taken_grafana_port_and_its_setting(world, listening_port):
+    monitoring_installed_rules(world)
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=free_port(),
+                          GRAFANA_PORT=listening_port, PROMETHEUS_PORT=free_port())
+    assert result.returncode == 1
+    assert f"Port {listening_port} on this machine is already taken" in result.stderr
+    assert "so the Grafana forward cannot use it" in result.stderr
+    assert f"GRAFANA_PORT={listening_port + 1}" in result.stderr
+    assert not any("port-forward svc/prometheus-grafana" in call for call in world.calls())
 
 
 def test_dashboard_on_minikube_names_the_taken_port_and_the_setting_that_changes_it(world, listening_port):
@@ -1395,7 +1470,7 @@ def test_dashboard_on_minikube_names_the_taken_port_and_the_setting_that_changes
     result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=listening_port)
     assert result.returncode == 1
     assert f"Port {listening_port} on this machine is already taken" in result.stderr
-    assert "DASHBOARD_PORT=8266" in result.stderr
+    assert f"DASHBOARD_PORT={listening_port + 1}" in result.stderr
     assert not any("port-forward" in call for call in world.calls())
 
 
@@ -1407,6 +1482,19 @@ def test_dashboard_on_minikube_fails_with_kubectls_reason_when_the_forward_canno
     assert result.returncode == 1
     assert 'services "ray-training-cluster-head-svc" not found' in result.stderr
     assert "HEAD_SERVICE=<rayjob>-head-svc" in result.stderr
+
+
+def test_dashboard_on_minikube_says_to_reinstall_monitoring_when_grafana_cannot_be_forwarded(world):
+    world.rule("kubectl", "*port-forward svc/prometheus-grafana*", code=1,
+               output='error: unable to forward port because pod is not running. Current status=Pending')
+    monitoring_installed_rules(world)
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=free_port(),
+                          GRAFANA_PORT=free_port(), PROMETHEUS_PORT=free_port())
+    assert result.returncode == 1
+    assert ("kubectl could not start the Grafana forward (svc/prometheus-grafana port 80): error: unable to "
+            "forward port because pod is not running.") in result.stderr
+    assert "'kubectl --context minikube -n prometheus-system get pods,svc'" in result.stderr
+    assert "./scripts/install-monitoring.sh installs them again" in result.stderr
 
 
 def test_dashboard_locally_prints_the_url_and_where_the_token_is(world, listening_port, tmp_path):

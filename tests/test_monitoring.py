@@ -374,4 +374,5 @@ def test_the_ray_head_points_at_the_charts_grafana_and_prometheus(monitors):
     # The Grafana subchart's Service listens on port 80; Prometheus' on 9090.
     assert env["RAY_GRAFANA_HOST"] == f"http://{names['grafana']}.{namespace}.svc:80"
     assert env["RAY_PROMETHEUS_HOST"] == f"http://{names['prometheus']}.{namespace}.svc:9090"
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", env["RAY_GRAFANA_IFRAME_HOST"])
+    # Where the browser finds Grafana: open-dashboard.sh's forward, at its default port.
+    assert env["RAY_GRAFANA_IFRAME_HOST"] == f"http://127.0.0.1:{script_default('scripts/open-dashboard.sh', 'GRAFANA_PORT')}"
