@@ -780,11 +780,22 @@ CLEANUP_CALLS = [
     "--selector ray.io/cluster=ray-training-cluster --timeout=120s",
     "kubectl --context minikube --request-timeout=30s --namespace default delete --filename "
     "<repo>/k8s/checkpoint-storage.yaml --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s get crd podmonitors.monitoring.coreos.com",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete --filename "
+    "<repo>/k8s/ray-monitors.yaml --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s --namespace prometheus-system delete configmap "
+    "--selector app.kubernetes.io/part-of=ray-parallel-training-demo --ignore-not-found --timeout=120s",
+    "helm status prometheus --namespace prometheus-system --kube-context minikube",
+    "helm uninstall prometheus --namespace prometheus-system --kube-context minikube --wait",
     "helm status kuberay-operator --namespace ray-system --kube-context minikube",
     "helm uninstall kuberay-operator --namespace ray-system --kube-context minikube --wait",
     "kubectl --context minikube --request-timeout=30s delete crd rayclusters.ray.io rayjobs.ray.io "
     "rayservices.ray.io raycronjobs.ray.io --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s delete crd --selector "
+    "app.kubernetes.io/part-of=ray-parallel-training-demo --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s delete namespace ray-system "
+    "--ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s delete namespace prometheus-system "
     "--ignore-not-found --timeout=120s",
 ]
 
@@ -794,10 +805,21 @@ def test_cleanup_keeps_the_crds_when_asked_to(world):
     result = world.script("scripts/cleanup.sh", KEEP_CRDS=1)
     assert result.returncode == 0, result.stderr
     assert not any(" delete crd " in call for call in world.calls())
-    assert "KEEP_CRDS=1: keeping the CRDs" in result.stdout
+    assert "KEEP_CRDS=1: keeping the CRDs" in result.stdout and "and the monitoring.coreos.com ones" in result.stdout
 
 
-def test_cleanup_deletes_the_rayjobs_the_raycluster_the_operator_its_four_crds_and_its_namespace(world):
+def test_cleanup_without_helm_deletes_the_namespaces_of_both_releases_instead(world):
+    cleanup_rules(world)
+    world.remove_tool("helm")
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    assert "the monitoring release cannot be uninstalled; deleting its namespace instead" in result.stderr
+    assert "the operator release cannot be uninstalled; deleting its namespace instead" in result.stderr
+    deleted = [call.split()[6] for call in world.calls() if " delete namespace " in call]
+    assert deleted == ["ray-system", "prometheus-system"]
+
+
+def test_cleanup_deletes_the_rayjobs_the_raycluster_monitoring_the_operator_their_crds_and_namespaces(world):
     cleanup_rules(world)
     result = world.script("scripts/cleanup.sh")
     assert result.returncode == 0, result.stderr
@@ -816,6 +838,7 @@ def test_cleanup_only_talks_to_the_profile_context_even_when_another_is_current(
 def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
     cleanup_rules(world)
     world.rule("kubectl", "*get crd ray*.ray.io", code=1, output="NotFound")
+    world.rule("kubectl", "*get crd podmonitors.monitoring.coreos.com", code=1, output="NotFound")
     world.rule("helm", "status *", code=1, output="Error: release: not found")
     for _ in range(2):
         world.clear_log()
@@ -823,8 +846,9 @@ def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
         assert result.returncode == 0, result.stderr
         assert "no RayCluster to delete" in result.stdout
         assert "No kuberay-operator release" in result.stdout
-        assert not any("helm uninstall" in call for call in world.calls())
-        assert world.calls()[-1].endswith("delete namespace ray-system --ignore-not-found --timeout=120s")
+        assert "No prometheus release in namespace 'prometheus-system'" in result.stdout
+        assert not any("helm uninstall" in call or "ray-monitors.yaml" in call for call in world.calls())
+        assert world.calls()[-1].endswith("delete namespace prometheus-system --ignore-not-found --timeout=120s")
 
 
 def test_cleanup_with_delete_cluster_also_deletes_the_minikube_profile(world):
@@ -864,7 +888,7 @@ def test_cleanup_deletes_a_custom_ray_namespace_but_never_default(world):
     result = world.script("scripts/cleanup.sh", RAY_NAMESPACE="ray-demo")
     assert result.returncode == 0, result.stderr
     deleted = [call.split()[6] for call in world.calls() if " delete namespace " in call]
-    assert deleted == ["ray-system", "ray-demo"]
+    assert deleted == ["ray-system", "prometheus-system", "ray-demo"]
 
 
 def test_cleanup_fails_with_clear_message_when_kubectl_is_missing(world):
