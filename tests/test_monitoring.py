@@ -365,7 +365,7 @@ def chart_service_names(release):
     return {"grafana": f"{release}-grafana", "prometheus": f"{fullname}-prometheus"}
 
 
-def test_the_ray_head_points_at_the_charts_grafana_and_prometheus(monitors):
+def test_the_ray_head_points_at_the_charts_grafana_and_prometheus():
     head = container(yaml.safe_load(CLUSTER_FILE.read_text())["spec"]["headGroupSpec"])
     env = {item["name"]: item.get("value") for item in head["env"]}
     release, namespace = lib_setting("MONITORING_RELEASE"), lib_setting("MONITORING_NAMESPACE")
