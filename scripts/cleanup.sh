@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Remove what install-ray.sh and run-rayjob.sh created: the RayJobs of this demo (and their
-# clusters), the RayCluster and its NodePort service, the checkpoint store of CHECKPOINTS=1,
-# the KubeRay operator (Helm release), the four KubeRay CRDs the chart installed, and the
-# operator's namespace. Works on a half-installed cluster and when run twice.
+# Remove what install-ray.sh, run-rayjob.sh and install-monitoring.sh created: the RayJobs of
+# this demo (and their clusters), the RayCluster and its NodePort service, the checkpoint store
+# of CHECKPOINTS=1, the PodMonitors, Grafana's dashboard ConfigMaps and the kube-prometheus-stack
+# release, the KubeRay operator (Helm release), the four KubeRay CRDs the chart installed and the
+# monitoring CRDs install-monitoring.sh installed, and the operator's and monitoring's
+# namespaces. Works on a half-installed cluster and when run twice.
 # DELETE_CLUSTER=1 also deletes the minikube profile.
 # It only ever talks to the minikube profile's kube-context, whatever context is current.
 #
 # Usage: [MINIKUBE_PROFILE=minikube] [RAY_NAMESPACE=default] [RAY_CLUSTER_NAME=ray-training-cluster]
-#        [OPERATOR_NAMESPACE=ray-system] [DELETE_CLUSTER=0] [DELETE_TIMEOUT=120]
-#        [KEEP_CRDS=0] [ALLOW_ANY_CONTEXT=0] ./scripts/cleanup.sh [--help]
+#        [OPERATOR_NAMESPACE=ray-system] [MONITORING_NAMESPACE=prometheus-system]
+#        [DELETE_CLUSTER=0] [DELETE_TIMEOUT=120] [KEEP_CRDS=0] [ALLOW_ANY_CONTEXT=0]
+#        ./scripts/cleanup.sh [--help]
 #   DELETE_CLUSTER=1     also run 'minikube delete -p MINIKUBE_PROFILE'.
 #   KEEP_CRDS=1          keep the CRDs rayclusters, rayjobs, rayservices and raycronjobs
-#                        .ray.io (Helm never removes the CRDs of a chart's crds/ folder;
-#                        deleting one deletes every object of its kind in the cluster).
+#                        .ray.io, and the monitoring.coreos.com ones (Helm never removes the
+#                        CRDs of a chart's crds/ folder; deleting one deletes every object of
+#                        its kind in the cluster). Monitoring CRDs that were in the cluster
+#                        before install-monitoring.sh (another installation's) are always kept.
 #   ALLOW_ANY_CONTEXT=1  clean the current kube-context instead of the profile's.
 set -o errexit -o nounset -o pipefail
 
@@ -26,6 +31,8 @@ ALLOW_ANY_CONTEXT="${ALLOW_ANY_CONTEXT:-0}"
 KEEP_CRDS="${KEEP_CRDS:-0}"
 # What KubeRay chart 1.7.0 installs from its crds/ folder (helm-chart/kuberay-operator/crds).
 readonly KUBERAY_CRDS=(rayclusters.ray.io rayjobs.ray.io rayservices.ray.io raycronjobs.ray.io)
+# What install-monitoring.sh labels: the ConfigMaps it made, and the CRDs its chart installed.
+readonly DEMO_LABEL="app.kubernetes.io/part-of=ray-parallel-training-demo"
 
 KUBE_CONTEXT=""
 
@@ -71,14 +78,40 @@ delete_ray_jobs() {
     --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
 }
 
-# Delete the KubeRay CRDs the chart installed (Helm leaves them), unless KEEP_CRDS=1.
+# Delete the KubeRay CRDs the chart installed and the monitoring CRDs install-monitoring.sh
+# labelled as its own (Helm leaves both), unless KEEP_CRDS=1.
 delete_crds() {
   if [[ "$KEEP_CRDS" == "1" ]]; then
-    log "KEEP_CRDS=1: keeping the CRDs ${KUBERAY_CRDS[*]}."
+    log "KEEP_CRDS=1: keeping the CRDs ${KUBERAY_CRDS[*]} and the monitoring.coreos.com ones."
     return 0
   fi
   log "Deleting the KubeRay CRDs ${KUBERAY_CRDS[*]} (KEEP_CRDS=1 keeps them)."
   kube delete crd "${KUBERAY_CRDS[@]}" --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+  log "Deleting the monitoring.coreos.com CRDs that install-monitoring.sh installed, if any."
+  kube delete crd --selector "$DEMO_LABEL" --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+}
+
+# Delete what install-monitoring.sh created: the PodMonitors, Grafana's dashboard ConfigMaps
+# and the kube-prometheus-stack release (Prometheus, its operator, Grafana).
+delete_monitoring() {
+  if kube get crd podmonitors.monitoring.coreos.com >/dev/null 2>&1; then
+    log "Deleting the PodMonitors of k8s/ray-monitors.yaml in namespace '$RAY_NAMESPACE', if present."
+    kube --namespace "$RAY_NAMESPACE" delete --filename "$REPO_ROOT/k8s/ray-monitors.yaml" \
+      --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+  fi
+  log "Deleting Grafana's dashboard ConfigMaps in namespace '$MONITORING_NAMESPACE', if any."
+  kube --namespace "$MONITORING_NAMESPACE" delete configmap --selector "$DEMO_LABEL" \
+    --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
+  if ! command -v helm >/dev/null 2>&1; then
+    warn "helm is not installed, so the monitoring release cannot be uninstalled; deleting its namespace instead."
+    return 0
+  fi
+  if helm status "$MONITORING_RELEASE" --namespace "$MONITORING_NAMESPACE" --kube-context "$KUBE_CONTEXT" >/dev/null 2>&1; then
+    log "Uninstalling the monitoring release '$MONITORING_RELEASE' from namespace '$MONITORING_NAMESPACE'."
+    helm uninstall "$MONITORING_RELEASE" --namespace "$MONITORING_NAMESPACE" --kube-context "$KUBE_CONTEXT" --wait
+  else
+    log "No $MONITORING_RELEASE release in namespace '$MONITORING_NAMESPACE'."
+  fi
 }
 
 # Delete the checkpoint store of CHECKPOINTS=1 (k8s/checkpoint-storage.yaml), if any.
@@ -102,10 +135,10 @@ uninstall_operator() {
   fi
 }
 
-# Delete the operator's namespace, and the Ray namespace unless it is a built-in one.
+# Delete the operator's and monitoring's namespaces, and the Ray namespace, unless built in.
 delete_namespaces() {
   local namespace
-  for namespace in "$OPERATOR_NAMESPACE" "$RAY_NAMESPACE"; do
+  for namespace in "$OPERATOR_NAMESPACE" "$MONITORING_NAMESPACE" "$RAY_NAMESPACE"; do
     case "$namespace" in
       default | kube-system | kube-public | kube-node-lease) continue ;;
     esac
@@ -127,7 +160,7 @@ main() {
     return 0
   fi
   log "Settings:"
-  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE DELETE_CLUSTER KEEP_CRDS ALLOW_ANY_CONTEXT
+  log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE MONITORING_NAMESPACE DELETE_CLUSTER KEEP_CRDS ALLOW_ANY_CONTEXT
   require_positive_int DELETE_TIMEOUT "$DELETE_TIMEOUT"
   require_one_of KEEP_CRDS "$KEEP_CRDS" 0 1
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
@@ -144,6 +177,7 @@ main() {
     delete_ray_jobs
     delete_ray_cluster
     delete_checkpoint_storage
+    delete_monitoring
     uninstall_operator
     delete_crds
     delete_namespaces

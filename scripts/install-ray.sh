@@ -279,6 +279,7 @@ main() {
   wait_for_ray_pods
   CURRENT_STEP="finishing"
   log "Done. Dashboard: ./scripts/open-dashboard.sh   Next: TARGET=minikube ./scripts/run-benchmark.sh"
+  log "Optional, for the dashboard's time-series charts: ./scripts/install-monitoring.sh (Prometheus and Grafana, about 1.4 GiB)."
   if [[ "$CHECKPOINTS" == "1" ]]; then
     log "Checkpoints: TARGET=minikube CHECKPOINT=1 ./scripts/run-benchmark.sh, or TARGET=minikube ./scripts/chaos.sh"
   fi

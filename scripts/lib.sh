@@ -293,7 +293,22 @@ load_k8s_settings() {
   : "${K8S_CHECKPOINT_PATH:=s3://ray-checkpoints/runs}"
   # Runs the store keeps: older ones are deleted before a run that checkpoints starts.
   : "${KEEP_RUNS:=5}"
+  # Monitoring (install-monitoring.sh): the namespace of the kube-prometheus-stack release.
+  : "${MONITORING_NAMESPACE:=prometheus-system}"
   export MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE IMAGE K8S_CHECKPOINT_PATH KEEP_RUNS
+  export MONITORING_NAMESPACE
+  # The release's name and the Services the chart names after it: k8s/ray-cluster.yaml's
+  # RAY_GRAFANA_HOST and RAY_PROMETHEUS_HOST point at them (the Prometheus resource has the
+  # same name as its Service). Fixed, like KubeRay's Prometheus guide, which uses the same.
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  MONITORING_RELEASE=prometheus GRAFANA_SERVICE=prometheus-grafana PROMETHEUS_SERVICE=prometheus-kube-prometheus-prometheus
+  # The CRDs the chart installs from its crds/ folder (charts/crds/crds of chart 88.5.3).
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  MONITORING_CRDS=(alertmanagerconfigs.monitoring.coreos.com alertmanagers.monitoring.coreos.com
+    podmonitors.monitoring.coreos.com probes.monitoring.coreos.com
+    prometheusagents.monitoring.coreos.com prometheuses.monitoring.coreos.com
+    prometheusrules.monitoring.coreos.com scrapeconfigs.monitoring.coreos.com
+    servicemonitors.monitoring.coreos.com thanosrulers.monitoring.coreos.com)
 }
 
 # Print "NAME=value" for each named setting, so a run log shows what was used.
@@ -342,6 +357,11 @@ require_minikube_context() {
   if [[ "$context" != "$MINIKUBE_PROFILE" ]]; then
     die "kubectl's current context is '${context:-<none>}', not the minikube profile '$MINIKUBE_PROFILE'; refusing to touch it. Run 'kubectl config use-context $MINIKUBE_PROFILE' (or ./scripts/setup-minikube.sh), or set ALLOW_ANY_CONTEXT=1 if you really mean that cluster."
   fi
+}
+
+# The worker replicas k8s/ray-cluster.yaml asks for (its first `replicas:` line), or nothing.
+manifest_worker_replicas() {
+  awk '/^ *replicas: *[0-9]+/ {print $2; exit}' "$REPO_ROOT/k8s/ray-cluster.yaml" 2>/dev/null || true
 }
 
 # Name of the running Ray head pod of RAY_CLUSTER_NAME, or nothing. Extra args go to kubectl.

@@ -8,9 +8,13 @@
 # Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=9728]
 #        [MIN_FREE_DISK_GB=30] ./scripts/preflight.sh [--help]
 #   NODE_CPUS, NODE_MEMORY  CPUs and MiB per minikube node (./scripts/setup-minikube.sh's).
-#   MIN_DOCKER_MEMORY       MiB Docker must have in all: the head (2.5 GiB), 2 workers (4.5),
-#                           the checkpoint store (0.5) and Kubernetes on both nodes (2 GiB), as
-#                           in the arithmetic at the top of k8s/ray-cluster.yaml.
+#   MIN_DOCKER_MEMORY       MiB Docker must have in all: Kubernetes on both nodes (2 GiB), the
+#                           head (2.5 GiB), each worker pod of 'replicas' in k8s/ray-cluster.yaml
+#                           (2.25 GiB each: 9728 with the 2 it has by default, 12032 with 3) and
+#                           the checkpoint store (0.5), as in the arithmetic at the top of
+#                           k8s/ray-cluster.yaml. Monitoring (./scripts/install-monitoring.sh:
+#                           Prometheus and Grafana) takes about 1.5 GiB more, 1536 MiB: a
+#                           warning says when Docker lacks it.
 #   MIN_FREE_DISK_GB        free disk Docker needs for a first install. The training image is
 #                           about 5 GB (an estimate: the rayproject/ray base plus TensorFlow
 #                           and the other pins) and is kept five times: in Docker, in
@@ -25,7 +29,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 load_k8s_settings
 NODE_CPUS="${NODE_CPUS:-4}"
 NODE_MEMORY="${NODE_MEMORY:-8192}"
-MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-9728}"
+# MiB the pods ask for (their requests equal their limits): the Ray head and each worker pod
+# (k8s/ray-cluster.yaml), the checkpoint store (k8s/checkpoint-storage.yaml), Prometheus and
+# Grafana (k8s/kube-prometheus-stack-values.yaml), and what Kubernetes itself takes on both
+# nodes. tests/test_k8s_manifests.py checks that they agree with those files.
+readonly KUBERNETES_MEMORY=2048 HEAD_MEMORY=2560 WORKER_MEMORY=2304 STORE_MEMORY=512 MONITORING_MEMORY=1536
+WORKER_REPLICAS="$(manifest_worker_replicas)"
+[[ "$WORKER_REPLICAS" =~ ^[0-9]+$ ]] ||
+  die "Could not read the worker pods' 'replicas' from k8s/ray-cluster.yaml; restore that line (git diff k8s/ray-cluster.yaml)."
+MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-$((KUBERNETES_MEMORY + HEAD_MEMORY + WORKER_REPLICAS * WORKER_MEMORY + STORE_MEMORY))}"
 MIN_FREE_DISK_GB="${MIN_FREE_DISK_GB:-30}"
 readonly NODE_COUNT=2
 
@@ -94,9 +106,12 @@ check_cpus_and_memory() {
   if ((docker_memory < NODE_MEMORY)); then
     fail "Each node needs $NODE_MEMORY MiB but Docker has only $docker_memory MiB. Give Docker more memory (Docker Desktop: Settings > Resources)."
   elif ((docker_memory < MIN_DOCKER_MEMORY)); then
-    fail "The Ray pods and Kubernetes need about $MIN_DOCKER_MEMORY MiB together but Docker has only $docker_memory MiB. Give Docker at least $MIN_DOCKER_MEMORY MiB (Docker Desktop: Settings > Resources)."
+    fail "The Ray pods ($WORKER_REPLICAS worker(s), 'replicas' in k8s/ray-cluster.yaml) and Kubernetes need about $MIN_DOCKER_MEMORY MiB together but Docker has only $docker_memory MiB. Give Docker at least $MIN_DOCKER_MEMORY MiB (Docker Desktop: Settings > Resources), or lower 'replicas'."
   else
     pass "Docker has $docker_memory MiB of memory (the pods and Kubernetes need about $MIN_DOCKER_MEMORY)"
+    if ((docker_memory < MIN_DOCKER_MEMORY + MONITORING_MEMORY)); then
+      warn "Monitoring (./scripts/install-monitoring.sh: Prometheus and Grafana) needs about $MONITORING_MEMORY MiB more, $((MIN_DOCKER_MEMORY + MONITORING_MEMORY)) MiB in all, and Docker has $docker_memory. Give Docker more memory before you install it (Docker Desktop: Settings > Resources); everything else runs without it."
+    fi
   fi
   # Node memory and CPUs are limits, not reservations, so the nodes may overlap on the host.
   if ((docker_cpus < NODE_COUNT * NODE_CPUS)); then

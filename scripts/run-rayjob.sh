@@ -83,7 +83,7 @@ resolve_settings() {
   require_positive_int START_TIMEOUT "$START_TIMEOUT"
   require_one_of KEEP_RAYJOB "$KEEP_RAYJOB" 0 1
   local replicas
-  replicas="$(awk '/^ *replicas: *[0-9]+/ {print $2; exit}' "$CLUSTER_MANIFEST")"
+  replicas="$(manifest_worker_replicas)"
   if [[ "$replicas" =~ ^[0-9]+$ ]] && ((NUM_WORKERS > replicas)); then
     die "NUM_WORKERS=$NUM_WORKERS, but the RayJob's cluster has $replicas worker pod(s) ('replicas' in k8s/ray-cluster.yaml). Lower NUM_WORKERS or raise 'replicas' (the arithmetic at the top of that file says what fits)."
   fi

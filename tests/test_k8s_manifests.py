@@ -7,6 +7,7 @@ ports, image, and the resource arithmetic stated at the top of ray-cluster.yaml.
 """
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -19,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_FILE = REPO_ROOT / "k8s" / "ray-cluster.yaml"
 SERVICE_FILE = REPO_ROOT / "k8s" / "ray-service.yaml"
 STORAGE_FILE = REPO_ROOT / "k8s" / "checkpoint-storage.yaml"
+MONITORING_VALUES_FILE = REPO_ROOT / "k8s" / "kube-prometheus-stack-values.yaml"
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 
 # Two minikube nodes, as setup-minikube.sh starts them (NODE_CPUS=4, NODE_MEMORY=8192).
@@ -154,13 +156,23 @@ def test_head_offers_no_cpus_to_ray_and_serves_the_dashboard_on_all_interfaces(h
     assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
 
 
-def test_worker_group_has_two_replicas_between_one_and_three(workers):
-    assert (workers["minReplicas"], workers["replicas"], workers["maxReplicas"]) == (1, 2, 3)
+def test_worker_replicas_lie_between_min_and_max_replicas_with_at_least_one_worker(workers):
+    # The docs ask learners to edit `replicas`; any value within these bounds must pass the
+    # suite, and the arithmetic tests below check every count up to maxReplicas.
+    assert 1 <= workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
 
 
 def test_head_ports_are_named_gcs_server_dashboard_and_client(head):
     ports = {port["name"]: port["containerPort"] for port in container(head)["ports"]}
-    assert ports == {"gcs-server": 6379, "dashboard": 8265, "client": 10001}
+    assert ports == {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
+
+
+@pytest.mark.parametrize("group_name", ["head", "workers"])
+def test_ray_serves_its_metrics_on_the_port_named_metrics(request, group_name):
+    # k8s/ray-monitors.yaml scrapes the port of that name (tests/test_monitoring.py).
+    group = request.getfixturevalue(group_name)
+    ports = {port["name"]: port["containerPort"] for port in container(group)["ports"]}
+    assert ports["metrics"] == int(group["rayStartParams"]["metrics-export-port"])
 
 
 @pytest.mark.parametrize("group_name", ["head", "workers"])
@@ -231,11 +243,34 @@ def submitter(ray_job):
     return {"template": ray_job["spec"]["submitterPodTemplate"]}
 
 
+def monitoring_containers(values):
+    """(name, resources) of each container kube-prometheus-stack runs with these values."""
+    grafana = values["grafana"]
+    sidecars = [kind for kind in ("dashboards", "datasources") if grafana["sidecar"][kind]["enabled"]]
+    return ([("prometheus-operator", values["prometheusOperator"]["resources"]),
+             ("prometheus", values["prometheus"]["prometheusSpec"]["resources"]),
+             ("config-reloader", values["prometheusOperator"]["prometheusConfigReloader"]["resources"]),
+             ("grafana", grafana["resources"])]
+            + [(f"grafana-sidecar-{kind}", grafana["sidecar"]["resources"]) for kind in sidecars])
+
+
+@pytest.fixture(scope="module")
+def monitoring_values():
+    return yaml.safe_load(MONITORING_VALUES_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def monitoring(monitoring_values):
+    """What monitoring asks for in all, (CPU, GiB): every container of the chart's pods."""
+    resources = [resources["requests"] for _, resources in monitoring_containers(monitoring_values)]
+    return sum(cpu(item["cpu"]) for item in resources), sum(gib(item["memory"]) for item in resources)
+
+
 def test_head_and_max_workers_and_the_store_the_submitter_and_kubernetes_fit_two_nodes_in_sum(
-        head, workers, store, submitter):
+        head, workers, store, submitter, monitoring):
     head_cpu, head_memory = requests(head)
     worker_cpu, worker_memory = requests(workers)
-    extras = [requests(store), requests(submitter)]
+    extras = [requests(store), requests(submitter), monitoring]
     total_cpu = (head_cpu + workers["maxReplicas"] * worker_cpu + sum(extra[0] for extra in extras)
                  + CONTROL_PLANE_ALLOWANCE["cpu"] + OTHER_NODE_ALLOWANCE["cpu"])
     total_memory = (head_memory + workers["maxReplicas"] * worker_memory + sum(extra[1] for extra in extras)
@@ -246,36 +281,48 @@ def test_head_and_max_workers_and_the_store_the_submitter_and_kubernetes_fit_two
     assert re.search(rf"#\s+total\s+{total_cpu:.1f}\s+{total_memory:.1f} GiB", CLUSTER_FILE.read_text())
 
 
-def test_default_placement_fits_each_node(head, workers, store, submitter):
-    # Default: 2 workers spread one per node; the worst case puts the head on the
-    # control-plane node beside one worker.
+def test_every_worker_count_up_to_max_replicas_fits_each_node(head, workers, store, submitter, monitoring):
+    # The head is on the control-plane node; the workers spread one per node, and an odd one
+    # goes to the emptier node (the one without the head), as do the checkpoint store and
+    # monitoring (their nodeAffinity prefers a node without the control plane) and the
+    # RayJob's submitter.
     head_cpu, head_memory = requests(head)
     worker_cpu, worker_memory = requests(workers)
-    per_node_workers = -(-workers["replicas"] // NODE_COUNT)
-    assert CONTROL_PLANE_ALLOWANCE["cpu"] + head_cpu + per_node_workers * worker_cpu <= NODE_CPUS
-    assert (CONTROL_PLANE_ALLOWANCE["memory"] + head_memory
-            + per_node_workers * worker_memory <= NODE_MEMORY_GIB)
-    # The third replica goes to the emptier node (the one without the head), and so do the
-    # checkpoint store (its nodeAffinity prefers a node without the control plane) and the
-    # RayJob's submitter.
     (store_cpu, store_memory), (submitter_cpu, submitter_memory) = requests(store), requests(submitter)
-    assert OTHER_NODE_ALLOWANCE["cpu"] + 2 * worker_cpu + store_cpu + submitter_cpu <= NODE_CPUS
-    assert (OTHER_NODE_ALLOWANCE["memory"] + 2 * worker_memory + store_memory + submitter_memory
-            <= NODE_MEMORY_GIB)
+    monitoring_cpu, monitoring_memory = monitoring
+    for count in range(workers["minReplicas"], workers["maxReplicas"] + 1):
+        beside_head, on_other_node = count // NODE_COUNT, -(-count // NODE_COUNT)
+        assert CONTROL_PLANE_ALLOWANCE["cpu"] + head_cpu + beside_head * worker_cpu <= NODE_CPUS, count
+        assert (CONTROL_PLANE_ALLOWANCE["memory"] + head_memory + beside_head * worker_memory
+                <= NODE_MEMORY_GIB), count
+        assert (OTHER_NODE_ALLOWANCE["cpu"] + on_other_node * worker_cpu + store_cpu + submitter_cpu
+                + monitoring_cpu <= NODE_CPUS), count
+        assert (OTHER_NODE_ALLOWANCE["memory"] + on_other_node * worker_memory + store_memory
+                + submitter_memory + monitoring_memory <= NODE_MEMORY_GIB), count
     preferred = store["template"]["spec"]["affinity"]["nodeAffinity"]
     assert "requiredDuringSchedulingIgnoredDuringExecution" not in preferred
     term = preferred["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]["matchExpressions"][0]
     assert term == {"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}
 
 
-def test_setup_script_memory_floor_covers_the_default_cluster(head, workers):
-    # preflight.sh (run by setup-minikube.sh) refuses a Docker with less memory than the pods
-    # plus Kubernetes.
-    floor_mib = int(shell_default("scripts/preflight.sh", "MIN_DOCKER_MEMORY"))
-    _, head_memory = requests(head)
-    _, worker_memory = requests(workers)
-    needed = head_memory + workers["replicas"] * worker_memory + CONTROL_PLANE_ALLOWANCE["memory"]
-    assert floor_mib / 1024 >= needed
+def preflight_memory_figures():
+    """The MiB preflight.sh counts for each pod and for Kubernetes (its `readonly` line)."""
+    text = (REPO_ROOT / "scripts" / "preflight.sh").read_text()
+    line = re.search(r"^readonly KUBERNETES_MEMORY=.*$", text, re.MULTILINE)
+    assert line, "preflight.sh names the memory of each pod on one readonly line"
+    return {name: int(value) for name, value in re.findall(r"(\w+_MEMORY)=(\d+)", line.group(0))}
+
+
+def test_preflight_counts_the_memory_the_pods_monitoring_and_kubernetes_ask_for(head, workers, store, monitoring):
+    # preflight.sh (run by setup-minikube.sh) refuses a Docker with less memory than
+    # Kubernetes, the head, `replicas` workers (read from ray-cluster.yaml) and the store.
+    figures = preflight_memory_figures()
+    assert figures["HEAD_MEMORY"] == limit_mib(head)
+    assert figures["WORKER_MEMORY"] == limit_mib(workers)
+    assert figures["STORE_MEMORY"] == limit_mib(store)
+    assert figures["MONITORING_MEMORY"] >= monitoring[1] * 1024
+    allowance_mib = (CONTROL_PLANE_ALLOWANCE["memory"] + OTHER_NODE_ALLOWANCE["memory"]) * 1024
+    assert figures["KUBERNETES_MEMORY"] >= allowance_mib
     assert int(shell_default("scripts/setup-minikube.sh", "NODE_MEMORY")) / 1024 == NODE_MEMORY_GIB
     assert float(shell_default("scripts/setup-minikube.sh", "NODE_CPUS")) == NODE_CPUS
 
@@ -365,7 +412,9 @@ def test_the_scripts_keep_checkpoints_in_a_bucket_of_the_store():
 @pytest.fixture(scope="module")
 def ray_job():
     rendered = subprocess.run([str(REPO_ROOT / "scripts" / "run-rayjob.sh"), "--dry-run"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout
+                              capture_output=True, text=True, check=True,
+                              # One worker fits every documented `replicas` (1 to maxReplicas).
+                              env=dict(os.environ, NUM_WORKERS="1")).stdout
     return yaml.safe_load(rendered)
 
 

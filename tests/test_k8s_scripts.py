@@ -71,7 +71,7 @@ class FakeWorld:
         self.state = root / "state"
         self.log = root / "calls.log"
         self.rules_file = root / "rules.tsv"
-        for folder in ("scripts", "docker", "k8s"):
+        for folder in ("scripts", "docker", "k8s", "monitoring"):
             shutil.copytree(REPO_ROOT / folder, self.root / folder)
         shutil.copy(REPO_ROOT / "requirements.txt", self.root / "requirements.txt")
         (self.root / "training").mkdir()
@@ -316,6 +316,15 @@ def test_preflight_passes_on_a_big_enough_amd64_docker_and_names_the_base_image_
     assert "ok    helm v3.19.0+g3d8990f" in result.stdout
     assert "architecture amd64: the image builds FROM rayproject/ray:2.60.0-py311-cpu\n" in result.stdout
     assert "All checks passed" in result.stdout
+    assert "Monitoring" not in result.stderr, "16 GiB hold monitoring too"
+
+
+def test_preflight_warns_when_docker_lacks_the_memory_monitoring_adds(world):
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {10_000 * 1024 * 1024}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 0, result.stderr
+    assert ("Monitoring (./scripts/install-monitoring.sh: Prometheus and Grafana) needs about 1536 MiB more, "
+            "11264 MiB in all, and Docker has 10000") in result.stderr
 
 
 @pytest.mark.parametrize("tool, where", [
@@ -345,6 +354,18 @@ def test_preflight_fails_with_what_to_change_when_docker_is_too_small(world, cpu
     result = world.script("scripts/preflight.sh")
     assert result.returncode == 1
     assert message in result.stderr and "Settings > Resources" in result.stderr
+
+
+def test_preflight_counts_the_worker_pods_that_ray_cluster_yaml_asks_for(world):
+    # The docs ask learners to edit `replicas`; the floor follows it (2.25 GiB per worker).
+    manifest = world.root / "k8s" / "ray-cluster.yaml"
+    manifest.write_text(manifest.read_text().replace("      replicas: 2\n", "      replicas: 3\n", 1))
+    world.rule("docker", "info --format {{.NCPU}}*", output=f"8 {11_000 * 1024 * 1024}")
+    result = world.script("scripts/preflight.sh")
+    assert result.returncode == 1
+    assert ("The Ray pods (3 worker(s), 'replicas' in k8s/ray-cluster.yaml) and Kubernetes need about "
+            "12032 MiB together but Docker has only 11000 MiB") in result.stderr
+    assert "or lower 'replicas'" in result.stderr
 
 
 def test_preflight_fails_on_an_architecture_ray_publishes_no_image_for(world):
@@ -759,11 +780,22 @@ CLEANUP_CALLS = [
     "--selector ray.io/cluster=ray-training-cluster --timeout=120s",
     "kubectl --context minikube --request-timeout=30s --namespace default delete --filename "
     "<repo>/k8s/checkpoint-storage.yaml --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s get crd podmonitors.monitoring.coreos.com",
+    "kubectl --context minikube --request-timeout=30s --namespace default delete --filename "
+    "<repo>/k8s/ray-monitors.yaml --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s --namespace prometheus-system delete configmap "
+    "--selector app.kubernetes.io/part-of=ray-parallel-training-demo --ignore-not-found --timeout=120s",
+    "helm status prometheus --namespace prometheus-system --kube-context minikube",
+    "helm uninstall prometheus --namespace prometheus-system --kube-context minikube --wait",
     "helm status kuberay-operator --namespace ray-system --kube-context minikube",
     "helm uninstall kuberay-operator --namespace ray-system --kube-context minikube --wait",
     "kubectl --context minikube --request-timeout=30s delete crd rayclusters.ray.io rayjobs.ray.io "
     "rayservices.ray.io raycronjobs.ray.io --ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s delete crd --selector "
+    "app.kubernetes.io/part-of=ray-parallel-training-demo --ignore-not-found --timeout=120s",
     "kubectl --context minikube --request-timeout=30s delete namespace ray-system "
+    "--ignore-not-found --timeout=120s",
+    "kubectl --context minikube --request-timeout=30s delete namespace prometheus-system "
     "--ignore-not-found --timeout=120s",
 ]
 
@@ -773,10 +805,21 @@ def test_cleanup_keeps_the_crds_when_asked_to(world):
     result = world.script("scripts/cleanup.sh", KEEP_CRDS=1)
     assert result.returncode == 0, result.stderr
     assert not any(" delete crd " in call for call in world.calls())
-    assert "KEEP_CRDS=1: keeping the CRDs" in result.stdout
+    assert "KEEP_CRDS=1: keeping the CRDs" in result.stdout and "and the monitoring.coreos.com ones" in result.stdout
 
 
-def test_cleanup_deletes_the_rayjobs_the_raycluster_the_operator_its_four_crds_and_its_namespace(world):
+def test_cleanup_without_helm_deletes_the_namespaces_of_both_releases_instead(world):
+    cleanup_rules(world)
+    world.remove_tool("helm")
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    assert "the monitoring release cannot be uninstalled; deleting its namespace instead" in result.stderr
+    assert "the operator release cannot be uninstalled; deleting its namespace instead" in result.stderr
+    deleted = [call.split()[6] for call in world.calls() if " delete namespace " in call]
+    assert deleted == ["ray-system", "prometheus-system"]
+
+
+def test_cleanup_deletes_the_rayjobs_the_raycluster_monitoring_the_operator_their_crds_and_namespaces(world):
     cleanup_rules(world)
     result = world.script("scripts/cleanup.sh")
     assert result.returncode == 0, result.stderr
@@ -795,6 +838,7 @@ def test_cleanup_only_talks_to_the_profile_context_even_when_another_is_current(
 def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
     cleanup_rules(world)
     world.rule("kubectl", "*get crd ray*.ray.io", code=1, output="NotFound")
+    world.rule("kubectl", "*get crd podmonitors.monitoring.coreos.com", code=1, output="NotFound")
     world.rule("helm", "status *", code=1, output="Error: release: not found")
     for _ in range(2):
         world.clear_log()
@@ -802,8 +846,9 @@ def test_cleanup_works_on_a_half_installed_cluster_and_when_run_twice(world):
         assert result.returncode == 0, result.stderr
         assert "no RayCluster to delete" in result.stdout
         assert "No kuberay-operator release" in result.stdout
-        assert not any("helm uninstall" in call for call in world.calls())
-        assert world.calls()[-1].endswith("delete namespace ray-system --ignore-not-found --timeout=120s")
+        assert "No prometheus release in namespace 'prometheus-system'" in result.stdout
+        assert not any("helm uninstall" in call or "ray-monitors.yaml" in call for call in world.calls())
+        assert world.calls()[-1].endswith("delete namespace prometheus-system --ignore-not-found --timeout=120s")
 
 
 def test_cleanup_with_delete_cluster_also_deletes_the_minikube_profile(world):
@@ -843,7 +888,7 @@ def test_cleanup_deletes_a_custom_ray_namespace_but_never_default(world):
     result = world.script("scripts/cleanup.sh", RAY_NAMESPACE="ray-demo")
     assert result.returncode == 0, result.stderr
     deleted = [call.split()[6] for call in world.calls() if " delete namespace " in call]
-    assert deleted == ["ray-system", "ray-demo"]
+    assert deleted == ["ray-system", "prometheus-system", "ray-demo"]
 
 
 def test_cleanup_fails_with_clear_message_when_kubectl_is_missing(world):
@@ -1365,8 +1410,83 @@ def test_dashboard_on_minikube_forwards_the_head_service_prints_the_url_and_stop
     rest, stderr = process.communicate(timeout=20)
     assert process.returncode == 0, stderr
     assert f"Ray dashboard: http://127.0.0.1:{port}/\n" in "".join(lines)
+    assert "Grafana and Prometheus are not installed in namespace 'prometheus-system'; " \
+           "./scripts/install-monitoring.sh installs them." in "".join(lines)
     assert world.tool_calls("kubectl")[-1] == (
         f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {port}:8265")
+
+
+MONITORING_SERVICES_QUERY = ("kubectl --context minikube --namespace prometheus-system get service "
+                             "prometheus-grafana prometheus-kube-prometheus-prometheus --output name")
+
+
+def monitoring_installed_rules(world, password_base64="czNjcmV0LXBhc3M="):
+    world.rule("kubectl", "config current-context", output="minikube")
+    world.rule("kubectl", "*get service prometheus-grafana prometheus-kube-prometheus-prometheus --output name",
+               output="service/prometheus-grafana\nservice/prometheus-kube-prometheus-prometheus")
+    world.rule("kubectl", "*get secret prometheus-grafana --output jsonpath={.data.admin-password}",
+               output=password_base64)
+    world.rule("kubectl", "*port-forward*", code="0@30", output="Forwarding from 127.0.0.1:1 -> 1")
+
+
+def open_until_ready(world, **ports):
+    """Start open-dashboard.sh on minikube, read until it says the forwards are up, Ctrl-C it."""
+    process = subprocess.Popen(["./scripts/open-dashboard.sh"], cwd=world.root, text=True,
+                               env=dict(world.env, TARGET="minikube", **{k: str(v) for k, v in ports.items()}),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True, preexec_fn=interruptible)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    rest, stderr = process.communicate(timeout=20)
+    return process.returncode, "".join(lines) + rest, stderr
+
+
+def test_dashboard_on_minikube_also_forwards_grafana_and_prometheus_and_prints_the_login(world):
+    monitoring_installed_rules(world)
+    dashboard, grafana, prometheus = free_port(), free_port(), free_port()
+    code, stdout, stderr = open_until_ready(world, DASHBOARD_PORT=dashboard, GRAFANA_PORT=grafana,
+                                            PROMETHEUS_PORT=prometheus)
+    assert code == 0, stderr
+    assert f"Ray dashboard: http://127.0.0.1:{dashboard}/\n" in stdout
+    assert f"Grafana: http://127.0.0.1:{grafana}/\n" in stdout
+    assert f"Prometheus: http://127.0.0.1:{prometheus}/\n" in stdout
+    assert "Grafana login: admin / s3cret-pass (viewing needs no login" in stdout
+    forwards = [call for call in world.tool_calls("kubectl") if " port-forward " in call]
+    assert forwards == [
+        f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {dashboard}:8265",
+        f"kubectl --context minikube --namespace prometheus-system port-forward svc/prometheus-grafana {grafana}:80",
+        f"kubectl --context minikube --namespace prometheus-system port-forward "
+        f"svc/prometheus-kube-prometheus-prometheus {prometheus}:9090",
+    ]
+    assert MONITORING_SERVICES_QUERY in world.calls()
+    # Grafana is not on 3000 here, where k8s/ray-cluster.yaml's RAY_GRAFANA_IFRAME_HOST points.
+    assert f"GRAFANA_PORT={grafana}, but the Ray dashboard embeds Grafana's charts from 127.0.0.1:3000" in stderr
+
+
+def test_dashboard_on_minikube_says_how_to_read_the_grafana_password_when_it_cannot(world):
+    monitoring_installed_rules(world, password_base64="")
+    code, stdout, stderr = open_until_ready(world, DASHBOARD_PORT=free_port(), GRAFANA_PORT=free_port(),
+                                            PROMETHEUS_PORT=free_port())
+    assert code == 0, stderr
+    assert "Grafana login" not in stdout
+    assert ("Could not read Grafana's admin password; viewing needs no login. To read it: kubectl --context minikube "
+            "-n prometheus-system get secret prometheus-grafana -o jsonpath='{.data.admin-password}' | base64 --decode"
+            ) in stderr
+
+
+def test_dashboard_on_minikube_names_a_taken_grafana_port_and_its_setting(world, listening_port):
+    monitoring_installed_rules(world)
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=free_port(),
+                          GRAFANA_PORT=listening_port, PROMETHEUS_PORT=free_port())
+    assert result.returncode == 1
+    assert f"Port {listening_port} on this machine is already taken" in result.stderr
+    assert "so the Grafana forward cannot use it" in result.stderr
+    assert f"GRAFANA_PORT={listening_port + 1}" in result.stderr
+    assert not any("port-forward svc/prometheus-grafana" in call for call in world.calls())
 
 
 def test_dashboard_on_minikube_names_the_taken_port_and_the_setting_that_changes_it(world, listening_port):
@@ -1374,7 +1494,7 @@ def test_dashboard_on_minikube_names_the_taken_port_and_the_setting_that_changes
     result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=listening_port)
     assert result.returncode == 1
     assert f"Port {listening_port} on this machine is already taken" in result.stderr
-    assert "DASHBOARD_PORT=8266" in result.stderr
+    assert f"DASHBOARD_PORT={listening_port + 1}" in result.stderr
     assert not any("port-forward" in call for call in world.calls())
 
 
@@ -1386,6 +1506,19 @@ def test_dashboard_on_minikube_fails_with_kubectls_reason_when_the_forward_canno
     assert result.returncode == 1
     assert 'services "ray-training-cluster-head-svc" not found' in result.stderr
     assert "HEAD_SERVICE=<rayjob>-head-svc" in result.stderr
+
+
+def test_dashboard_on_minikube_says_to_reinstall_monitoring_when_grafana_cannot_be_forwarded(world):
+    world.rule("kubectl", "*port-forward svc/prometheus-grafana*", code=1,
+               output='error: unable to forward port because pod is not running. Current status=Pending')
+    monitoring_installed_rules(world)
+    result = world.script("scripts/open-dashboard.sh", TARGET="minikube", DASHBOARD_PORT=free_port(),
+                          GRAFANA_PORT=free_port(), PROMETHEUS_PORT=free_port())
+    assert result.returncode == 1
+    assert ("kubectl could not start the Grafana forward (svc/prometheus-grafana port 80): error: unable to "
+            "forward port because pod is not running.") in result.stderr
+    assert "'kubectl --context minikube -n prometheus-system get pods,svc'" in result.stderr
+    assert "./scripts/install-monitoring.sh installs them again" in result.stderr
 
 
 def test_dashboard_locally_prints_the_url_and_where_the_token_is(world, listening_port, tmp_path):

@@ -121,7 +121,9 @@ def rendered_manifests():
     """Our RayCluster, and the RayJob as run-rayjob.sh submits it (--dry-run)."""
     cluster = yaml.safe_load((REPO_ROOT / "k8s" / "ray-cluster.yaml").read_text())
     rendered = subprocess.run([str(REPO_ROOT / "scripts" / "run-rayjob.sh"), "--dry-run"], cwd=REPO_ROOT,
-                              capture_output=True, text=True, check=True).stdout
+                              capture_output=True, text=True, check=True,
+                              # One worker fits every documented `replicas` (1 to maxReplicas).
+                              env=dict(os.environ, NUM_WORKERS="1")).stdout
     return {"RayCluster": cluster, "RayJob": yaml.safe_load(rendered)}
 
 

@@ -34,7 +34,8 @@ def shellcheck_binary():
 def test_the_minikube_scripts_are_among_the_checked_files():
     checked = {str(path) for path in shell_scripts()}
     for script in ("scripts/lib.sh", "scripts/setup-minikube.sh", "scripts/install-ray.sh",
-                   "scripts/cleanup.sh", "scripts/minikube-target.sh", "docker/build-and-push.sh"):
+                   "scripts/cleanup.sh", "scripts/minikube-target.sh", "docker/build-and-push.sh",
+                   "scripts/install-monitoring.sh"):
         assert script in checked
 
 
