@@ -9,7 +9,8 @@
 #
 # Usage: ./scripts/run-rayjob.sh [--full] [--smoke-test] [--dry-run] [--help]
 #   --dry-run            print the RayJob this run would submit, and nothing else
-#   NUM_WORKERS=2        Ray Train workers (at most the worker replicas of k8s/ray-cluster.yaml)
+#   NUM_WORKERS=         Ray Train workers; default: the worker replicas of k8s/ray-cluster.yaml
+#                        (2), at most that many
 #   CPUS_PER_WORKER=1    CPUs per Ray worker; the baseline gets the same budget
 #   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (training/settings.py's
 #                        defaults; --full and --smoke-test as in run-benchmark.sh)
@@ -76,14 +77,18 @@ parse_flags() {
 # Fill in the recipe's defaults and validate every setting.
 resolve_settings() {
   resolve_recipe "$MODE"
+  local replicas
+  replicas="$(manifest_worker_replicas)"
+  # As on the RayCluster: a worker per worker pod of the spec, unless asked for fewer.
+  if [[ -z "$NUM_WORKERS" && "$replicas" =~ ^[0-9]+$ ]] && ((replicas >= 1)); then
+    NUM_WORKERS="$replicas"
+  fi
   NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
   CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
   require_positive_int NUM_WORKERS "$NUM_WORKERS"
   require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
   require_positive_int START_TIMEOUT "$START_TIMEOUT"
   require_one_of KEEP_RAYJOB "$KEEP_RAYJOB" 0 1
-  local replicas
-  replicas="$(manifest_worker_replicas)"
   if [[ "$replicas" =~ ^[0-9]+$ ]] && ((NUM_WORKERS > replicas)); then
     die "NUM_WORKERS=$NUM_WORKERS, but the RayJob's cluster has $replicas worker pod(s) ('replicas' in k8s/ray-cluster.yaml). Lower NUM_WORKERS or raise 'replicas' (the arithmetic at the top of that file says what fits)."
   fi

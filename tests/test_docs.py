@@ -50,7 +50,7 @@ ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
 OTHER_TOOLS = {"kubectl", "minikube", "helm", "ray", ".venv/bin/ray", "docker", "git", "cat", "ls",
                "rm", "cd", "export", "eval", "echo", "nproc", "top", "df", "du", "open", "curl",
                "python3", "grep", "jq", "head", "tail", "ps", "pgrep", "watch", "less", "bash",
-               "source", "free", "taskset", "sed", "wc", "command", "which", "uname", "pip", "python",
+               "source", "unset", "free", "taskset", "sed", "wc", "command", "which", "uname", "pip", "python",
                ".venv/bin/python", "python3.11"}
 KUBERNETES_TOOLS = {"kubectl", "minikube", "helm"}
 WRAPPERS = {"time", "env", "exec", "sudo", "nice"}

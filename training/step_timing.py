@@ -9,9 +9,9 @@ tf-keras 2.21's optimizer calls (`optimizer_utils.all_reduce_sum_gradients`), an
 Without a strategy (the baseline) the all-reduce is a no-op on one replica, so both runs
 execute the same step.
 
-Clock readings inside the step (a `tf.py_function` reading time.time() and this process's
-CPU time, ordered by TensorFlow's automatic control dependencies between stateful ops and
-by explicit ones on the gradients) split each step into:
+Clock readings inside the step (`tf.timestamp()`, and around the all-reduce a
+`tf.py_function` that also reads this process's CPU time), each part made to wait for the
+reading before it, split each step into:
 - input: from the step's start in Keras' loop (the recorder's on_train_batch_begin) to the
   moment the batch is in the step: waiting for the input pipeline, and Keras' dispatch;
 - compute: the forward and backward pass;
@@ -56,9 +56,14 @@ def sequential_class(tf, allreduce_dtype="float32"):
                          f"'{allreduce_dtype}'.")
     from tf_keras.src.engine import data_adapter
 
-    def clock(after=()):
+    def clock(after=(), cpu=False):
+        """The wall time (tf.timestamp) once `after` is computed; with cpu=True also this
+        process's CPU time, which needs a call into Python (tf.py_function), so it is read
+        only around the all-reduce."""
         with tf.control_dependencies([tensor for tensor in tf.nest.flatten(after) if tensor is not None]):
-            return tf.py_function(_clock, [], [tf.float64, tf.float64])
+            if cpu:
+                return tf.py_function(_clock, [], [tf.float64, tf.float64])
+            return tf.timestamp(), None
 
     def all_reduce(gradients):
         context = tf.distribute.get_replica_context()
@@ -88,10 +93,10 @@ def sequential_class(tf, allreduce_dtype="float32"):
                 loss = self.compute_loss(x, y, y_pred, sample_weight)
             variables = self.trainable_variables
             gradients = tape.gradient(loss, variables)
-            computed_wall, computed_cpu = clock(after=gradients)
+            computed_wall, computed_cpu = clock(after=gradients, cpu=True)
             with tf.control_dependencies([computed_wall]):
                 gradients = all_reduce([tf.identity(gradient) for gradient in gradients])
-            reduced_wall, reduced_cpu = clock(after=gradients)
+            reduced_wall, reduced_cpu = clock(after=gradients, cpu=True)
             with tf.control_dependencies([reduced_wall]):
                 self.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
             applied_wall, _ = clock(after=[self.optimizer.iterations.read_value()])
