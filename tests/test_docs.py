@@ -428,6 +428,21 @@ def quoted_values():
             seconds += [sweep[kind]["train_time_seconds"], sweep[kind]["total_time_seconds"]]
         with open(os.path.join(folder, results.ray_file(sweep["num_workers"])), encoding="utf-8") as source:
             seconds.append(json.load(source)["trainer_start_to_first_batch_seconds"])
+    # The levers run (docs/results/levers/<row>/), quoted in docs/PERFORMANCE.md: each row's
+    # throughput, its ratio to the baseline row, the ceiling's, first batch, accuracy.
+    levers = os.path.join(REPO_ROOT, "docs", "results", "levers")
+    if os.path.isdir(levers):
+        from training import levers as levers_table
+
+        for row in levers_table.table_rows(levers_table.load_rows(levers)):
+            ratios.append(row["ratio"])
+            runs.append({"images_per_second": row["images_per_second"]})
+            if row["first_batch"] is not None:
+                seconds.append(row["first_batch"])
+        for record in levers_table.load_rows(levers).values():
+            for run in (record if isinstance(record, list) else [record]):
+                runs.append(run)
+                seconds += [run["train_time_seconds"], run["total_time_seconds"]]
     return {
         # The targets (report.py) are quoted too: 1.80x for 2 workers, 1.70x on 2 cores, ...
         "ratio": {f"{value:.2f}x" for value in ratios}
@@ -435,7 +450,8 @@ def quoted_values():
         | {f"{2 * report.TARGET_EFFICIENCY:.1f}x", f"{2 * report.TARGET_EFFICIENCY_ALL_CORES_BUSY:.2f}x",
            f"{report.TARGET_OVERHEAD_RATIO:.2f}x"},
         "throughput": {f"{run['images_per_second']:.1f} img/s" for run in runs},
-        "accuracy": {f"{run[key]:.4f}" for run in (*runs, chaos) for key in ("test_accuracy", "test_loss")},
+        "accuracy": {f"{run[key]:.4f}" for run in (*runs, chaos) for key in ("test_accuracy", "test_loss")
+                     if run.get(key) is not None},
         "seconds": {f"{value:.1f} s" for value in seconds},
         "duration": {_duration(value) for value in durations},
     }
