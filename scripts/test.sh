@@ -5,24 +5,31 @@
 #
 # Usage: ./scripts/test.sh [pytest arguments]
 #   PYTHON=python3.11  the Python 3.11 that creates .venv the first time
-#   PYTEST_ARGS=   extra pytest arguments, e.g. "-k compare" (arguments work too)
+#   TEST_WORKERS=2     pytest-xdist workers: the static tests run while the real Ray runs
+#                      wait for their processes; the tests of one shared cluster or run
+#                      stay on one worker (tests/conftest.py); 0 runs everything in order
+#   PYTEST_ARGS=       extra pytest arguments, e.g. "-k compare" (arguments work too)
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PYTEST_ARGS="${PYTEST_ARGS:-}"
+TEST_WORKERS="${TEST_WORKERS:-2}"
 
 main() {
   if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
     print_usage
     exit 0
   fi
+  require_non_negative_int TEST_WORKERS "$TEST_WORKERS"
   ensure_venv requirements-dev.txt
   cd "$REPO_ROOT"
-  log "Running the test suite (about 20 minutes on 2 cores)"
+  local -a parallel=()
+  ((TEST_WORKERS == 0)) || parallel=(-n "$TEST_WORKERS" --dist loadgroup)
+  log "Running the test suite (SUITE-TIME on 2 cores)"
   # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words on purpose
-  "$REPO_ROOT/.venv/bin/python" -m pytest tests --durations=15 $PYTEST_ARGS "$@"
+  "$REPO_ROOT/.venv/bin/python" -m pytest tests ${parallel[@]+"${parallel[@]}"} --durations=15 $PYTEST_ARGS "$@"
 }
 
 main "$@"

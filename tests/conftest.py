@@ -51,6 +51,20 @@ def cluster_processes(cluster_dir):
             if cluster_dir + "/" in line and not line.split()[1].startswith("Z")]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Keep every test of a session-wide cluster or run on one pytest-xdist worker.
+
+    scripts/test.sh runs the suite on two workers (--dist loadgroup): a session fixture is
+    made once per worker, so two workers each asking for it would start two clusters on the
+    same ports.
+    """
+    for item in items:
+        for fixture in ("local_cluster", "smoke_run"):
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(fixture))
+                break
+
+
 @pytest.fixture(scope="session")
 def tf():
     from training.workarounds import import_tensorflow

@@ -182,11 +182,12 @@ def test_a_sweep_reuses_its_single_baseline_and_a_ctrl_c_in_a_ray_run_leaves_no_
     process = subprocess.Popen([SCRIPT, "--smoke-test"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                preexec_fn=interruptible)
-    seen = []
+    seen, second = [], False
     try:
         for line in process.stdout:
             seen.append(line)
-            if "ray: run '" in line and "Configuration 2/2" in "".join(seen):
+            second = second or "Configuration 2/2: 2 worker(s) -> " in line
+            if second and "ray: run '" in line:
                 break  # the second configuration's Ray run has asked for its workers
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
         seen.append(process.communicate(timeout=180)[0])
