@@ -38,6 +38,11 @@
 #   MAX_FAILURES=2       worker group restarts Ray Train may make before the run fails
 #   RESUME=0             1: continue the latest interrupted Ray run in CHECKPOINT_DIR from its
 #                        last checkpoint (same settings; the baseline runs again)
+#   MONITORING=0         1 (local target): Prometheus scrapes the cluster every 2 s into the run
+#                        folder, Grafana starts when installed, REPORT.md plots the time series
+#                        (docs/MONITORING.md); without prometheus the run goes on unmonitored
+#   PROMETHEUS_PORT=9095 Prometheus' port for MONITORING=1
+#   GRAFANA_PORT=3005    Grafana's port for MONITORING=1 (when Grafana is installed)
 #
 # --full runs the whole CIFAR-10 for 10 epochs (hours on a laptop); --smoke-test runs a
 # tiny one-epoch version of everything in about a minute.
@@ -45,6 +50,8 @@ set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/monitoring.sh
+source "$(dirname "${BASH_SOURCE[0]}")/monitoring.sh"
 
 MODE="default"
 TARGET="${TARGET:-auto}"
@@ -106,6 +113,7 @@ resolve_settings() {
   require_one_of RESUME "$RESUME" 0 1
   require_non_negative_int MAX_FAILURES "$MAX_FAILURES"
   require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system
+  check_monitoring_settings
 }
 
 # Decide between the local cluster and minikube, and say why.
@@ -152,6 +160,7 @@ check_results_dir() {
 # Stop the local cluster if this script started it (runs on every exit).
 cleanup() {
   local status=$?
+  stop_monitoring
   stop_started_cluster
   close_run_dir "$status" "$RUN_DIR" "$([[ -n "$RUN_DIR_GIVEN" ]] && echo 0 || echo 1)"
   exit "$status"
@@ -241,7 +250,9 @@ run_local_target() {
   check_results_dir
   ensure_venv requirements.txt
   start_run_dir
+  prepare_monitoring "$RUN_DIR"
   start_local_cluster
+  start_monitoring
   run_baseline
   run_ray
   run_compare
