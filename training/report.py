@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from training import compare, data, results
+from training import compare, data, monitoring_report, results
 
 REPORT_FILE = "REPORT.md"
 SPEEDUP_PLOT = "speedup.png"
@@ -486,7 +486,7 @@ def _definitions():
     ]
 
 
-def build_report(run_dir, pairs, targets, per_class):
+def build_report(run_dir, pairs, targets, per_class, monitoring=()):
     name = os.path.basename(os.path.normpath(os.path.realpath(run_dir)))
     lines = [f"# Benchmark report: {name}", "",
              "Plain Keras baseline against Ray Train data-parallel training (MultiWorkerMirroredStrategy), "
@@ -507,6 +507,7 @@ def build_report(run_dir, pairs, targets, per_class):
               "## Learning curves", ""]
     for pair in pairs:
         lines += [f"![Accuracy and loss per epoch, {pair.ray_label}]({learning_curves_file(pair)})", ""]
+    lines += list(monitoring)  # the time series of a MONITORING=1 run (monitoring_report.py)
     lines += ["## Per-class results", ""]
     lines += per_class
     return "\n".join(lines).rstrip() + "\n"
@@ -538,7 +539,7 @@ def write_report(run_dir, data_dir=None):
     for pair in pairs:
         plot_learning_curves(pair, os.path.join(run_dir, learning_curves_file(pair)))
     path = os.path.join(run_dir, REPORT_FILE)
-    text = build_report(run_dir, pairs, targets, per_class)
+    text = build_report(run_dir, pairs, targets, per_class, monitoring_report.report_section(run_dir))
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as out:
         out.write(text)
