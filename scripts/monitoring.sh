@@ -33,6 +33,7 @@ MONITORING_DIR=""
 MONITORING_STARTED_AT=""
 PROMETHEUS_PID=""
 GRAFANA_PID=""
+GRAFANA_URL=""
 GRAFANA_COMMAND=()
 # How to get Prometheus, in every message that misses it.
 PROMETHEUS_INSTALL="Debian/Ubuntu: 'sudo apt install prometheus'; macOS: 'brew install prometheus'"
@@ -141,8 +142,7 @@ write_monitoring_state() {
   {
     printf '{"prometheus_url": %s, "prometheus_pid": %s, ' "$(json_string "http://127.0.0.1:$PROMETHEUS_PORT")" "${PROMETHEUS_PID:-null}"
     printf '"started_at": %s, "scrape_interval_seconds": %s, ' "$MONITORING_STARTED_AT" "$MONITORING_SCRAPE_SECONDS"
-    printf '"data_dir": "prometheus", "grafana_url": %s, ' \
-      "$([[ -n "$GRAFANA_PID" ]] && json_string "http://127.0.0.1:$GRAFANA_PORT" || echo null)"
+    printf '"data_dir": "prometheus", "grafana_url": %s, ' "$([[ -n "$GRAFANA_URL" ]] && json_string "$GRAFANA_URL" || echo null)"
     if [[ -z "$stopped" ]]; then
       printf '"stopped_at": null, "stopped": null}\n'
     else
@@ -270,7 +270,8 @@ EOF
     GRAFANA_PID=""
     return 0
   fi
-  log "Grafana: http://127.0.0.1:$GRAFANA_PORT (dashboard 'Data-parallel training', and Ray's); the Ray dashboard embeds its panels"
+  GRAFANA_URL="http://127.0.0.1:$GRAFANA_PORT"
+  log "Grafana: $GRAFANA_URL (dashboard 'Data-parallel training', and Ray's); the Ray dashboard embeds its panels"
 }
 
 # Stop a process this file started: SIGTERM, then SIGKILL after 10 s. False when it had

@@ -255,7 +255,8 @@ def plot_training(series, origin, ray_start, path):
     for axes in (throughput_axes, step_axes):
         _mark_ray_start(axes, ray_start, origin)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7, ncol=2)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=7, ncol=2)
     _save(plt, figure, path)
 
 
@@ -271,7 +272,8 @@ def plot_cpu(series, origin, ray_start, path):
     grid = [moment - origin for moment in series["grid"]]
     order = _cpu_order(series["cpu"])
     labels = [f"{group} (Ray's own)" if group in RAY_OWN_GROUPS else group for group in order]
-    axes.stackplot(grid, *[series["cpu"][group] for group in order], labels=labels, alpha=0.85)
+    if order:
+        axes.stackplot(grid, *[series["cpu"][group] for group in order], labels=labels, alpha=0.85)
     busy = series["machine_busy"]
     if busy:
         axes.plot([moment - origin for moment, _ in busy], [value for _, value in busy], "k-", linewidth=1,
@@ -284,7 +286,8 @@ def plot_cpu(series, origin, ray_start, path):
     axes.set_ylabel("cores")
     axes.set_title("CPU per Ray process (ray_component_cpu_percentage, sampled every 5 s)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, ncol=2, loc="upper left")
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, ncol=2, loc="upper left")
     _save(plt, figure, path)
 
 
