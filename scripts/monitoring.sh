@@ -181,6 +181,10 @@ scrape_configs:
     file_sd_configs:
       - files: ['$discovery']
         refresh_interval: 5s
+  # Prometheus itself: what the monitoring costs shows in the report's CPU plot.
+  - job_name: prometheus
+    static_configs:
+      - targets: ['127.0.0.1:$PROMETHEUS_PORT']
 EOF
   MONITORING_STARTED_AT="$(date +%s)"
   # A long retention: the report may re-open this data long after the run.

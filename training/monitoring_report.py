@@ -5,9 +5,10 @@ Two plots, drawn with matplotlib so that they need no Grafana:
   spent in the gradient all-reduce, against time (training/live_metrics.py exports them);
 - monitoring_cpu.png: the cores each kind of process used against time, stacked: the Ray
   Train workers, then Ray's own processes (raylets, GCS, dashboard, agents, Ray Train's
-  controller and helper actors) and the driver, under the whole machine's busy cores. Ray's
-  `ray_component_cpu_percentage` gives CPU per process (its `Component` label), sampled by
-  each node's agent every 5 s; `ray_node_cpu_utilization` the machine's.
+  controller and helper actors), the driver and Prometheus itself, under the whole machine's
+  busy cores. Ray's `ray_component_cpu_percentage` gives CPU per process (its `Component`
+  label), sampled by each node's agent every 5 s; `ray_node_cpu_utilization` the machine's;
+  Prometheus' own `process_cpu_seconds_total` (it scrapes itself) what the monitoring costs.
 
 Where the data comes from: run-benchmark.sh writes the report before its EXIT trap stops the
 run's Prometheus, so the report asks that running server (monitoring/monitoring.json has its
@@ -42,6 +43,7 @@ CPU_PLOT = "monitoring_cpu.png"
 DUPLICATE_COMPONENTS = {"ray::DashboardAgent"}
 # Ray's own processes, by the Component label of ray_component_cpu_percentage; the Ray Train
 # workers and the driver are counted apart. Order: the stacking order of the plot.
+PROMETHEUS_GROUP = "Prometheus (the monitoring)"
 # How long a node metric's last sample stands for it (see collect).
 HOLD = "10s"
 RAY_OWN_GROUPS = ("raylets", "GCS", "dashboard", "agents", "Ray Train's controller and helper actors")
@@ -203,6 +205,9 @@ def collect(url, start, end, step):
         totals = cpu.setdefault(group, [0.0] * len(grid))
         for index, value in enumerate(_on_grid(points, grid)):
             totals[index] += value / 100  # percent of one core -> cores
+    # Prometheus' own CPU (it scrapes itself): the monitoring's cost, beside what it measures.
+    for _, points in query_range(url, 'rate(process_cpu_seconds_total{job="prometheus"}[10s])', start, end, step):
+        cpu[PROMETHEUS_GROUP] = _on_grid(points, grid)
     series["cpu"] = cpu
     machine = query_range(url, f"max(last_over_time(ray_node_cpu_utilization[{HOLD}]) / 100 "
                                f"* last_over_time(ray_node_cpu_count[{HOLD}]))", start, end, step)
@@ -262,7 +267,8 @@ def plot_training(series, origin, ray_start, path):
 
 def _cpu_order(cpu):
     workers = sorted(group for group in cpu if group.startswith("Ray Train worker"))
-    return workers + [group for group in RAY_OWN_GROUPS if group in cpu] + (["driver"] if "driver" in cpu else [])
+    return (workers + [group for group in RAY_OWN_GROUPS if group in cpu]
+            + [group for group in ("driver", PROMETHEUS_GROUP) if group in cpu])
 
 
 def plot_cpu(series, origin, ray_start, path):
@@ -330,6 +336,9 @@ def summary_lines(series, ray_start):
         lines.append(f"- From Ray Train's start to the workers' last update ({end - start:.0f} s): the workers "
                      f"used {workers:.2f} cores, Ray's own processes {own:.2f} cores ({100 * own / cores:.0f}% of "
                      f"the machine's {cores:g}): {detail}.")
+        if PROMETHEUS_GROUP in shares:
+            lines.append(f"- Prometheus itself (the monitoring) used {shares[PROMETHEUS_GROUP]:.3f} cores "
+                         f"({100 * shares[PROMETHEUS_GROUP] / cores:.1f}% of the machine) meanwhile.")
     return lines
 
 
