@@ -11,24 +11,28 @@
 #   PROMETHEUS_PORT=9095 Prometheus' port on 127.0.0.1 (not 9090, where the Prometheus that a
 #                        package installs as a service listens)
 #   GRAFANA_PORT=3005    Grafana's port on 127.0.0.1 (not 3000, Grafana's service default)
+#   PROMETHEUS_SCRAPE_SECONDS=5  how often Prometheus scrapes every node, and every Ray process
+#                        exports its metrics (2 with --smoke-test, so that a one-minute run
+#                        has points; each scrape costs the nodes' agents CPU: docs/MONITORING.md)
 #   GRAFANA_HOME=        Grafana's home folder (the one holding conf/defaults.ini); found
 #                        beside the grafana binary or in the usual places when empty
 #
 # The head node must start with RAY_PROMETHEUS_HOST, RAY_GRAFANA_HOST and
 # RAY_GRAFANA_IFRAME_HOST in its environment for the Ray dashboard to embed Grafana's
-# panels: prepare_monitoring exports them (and RAY_metrics_report_interval_ms=2000, so that
-# every process exports its metrics every 2 s) before scripts/local-cluster.sh starts it.
+# panels: prepare_monitoring exports them (and RAY_metrics_report_interval_ms, so that every
+# process exports its metrics as often as Prometheus scrapes them, not every 10 s) before
+# scripts/local-cluster.sh starts it.
 set -o errexit -o nounset -o pipefail
 
 MONITORING="${MONITORING:-0}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-9095}"
 GRAFANA_PORT="${GRAFANA_PORT:-3005}"
 GRAFANA_HOME="${GRAFANA_HOME:-}"
-# A short scrape interval, so that even a one-minute smoke run has points.
-MONITORING_SCRAPE_SECONDS=2
-# What each Ray process exports to its node's metrics agent, in milliseconds (Ray's default
-# is 10000: a smoke run's workers would end before their first export).
-MONITORING_EXPORT_MS=2000
+PROMETHEUS_SCRAPE_SECONDS="${PROMETHEUS_SCRAPE_SECONDS:-}"
+# Resolved by prepare_monitoring: PROMETHEUS_SCRAPE_SECONDS, else 2 for a smoke run and 5
+# otherwise. Every scrape makes each node's agent render its ~400 series (about 30 ms of CPU
+# on a worker node's own core): at 2 s that slowed the 2-core VM's Ray run by about 7%.
+MONITORING_SCRAPE_SECONDS=""
 MONITORING_DIR=""
 MONITORING_STARTED_AT=""
 PROMETHEUS_PID=""
@@ -43,6 +47,7 @@ check_monitoring_settings() {
   require_one_of MONITORING "$MONITORING" 0 1
   require_positive_int PROMETHEUS_PORT "$PROMETHEUS_PORT"
   require_positive_int GRAFANA_PORT "$GRAFANA_PORT"
+  [[ -z "$PROMETHEUS_SCRAPE_SECONDS" ]] || require_positive_int PROMETHEUS_SCRAPE_SECONDS "$PROMETHEUS_SCRAPE_SECONDS"
 }
 
 # The command that starts Grafana's server (grafana-server, or `grafana server` of newer
@@ -78,11 +83,13 @@ find_grafana_home() {
   return 1
 }
 
-# Before the cluster starts: find the tools, fail on a taken port, and export what the head
-# node needs. Prometheus missing turns MONITORING off with a warning: never a failed run.
+# Before the cluster starts: find the tools, fail on a taken port, and export what the nodes
+# need. Prometheus missing turns MONITORING off with a warning: never a failed run.
+# Usage: prepare_monitoring RUN_DIR [MODE]   (MODE smoke: scrape every 2 s)
 prepare_monitoring() {
-  local run_dir="$1"
+  local run_dir="$1" mode="${2:-default}"
   [[ "$MONITORING" == 1 ]] || return 0
+  MONITORING_SCRAPE_SECONDS="${PROMETHEUS_SCRAPE_SECONDS:-$([[ "$mode" == smoke ]] && echo 2 || echo 5)}"
   if ! command -v prometheus >/dev/null 2>&1; then
     warn "MONITORING=1: 'prometheus' is not installed or not on PATH, so this run goes on without monitoring. Install it ($PROMETHEUS_INSTALL) and run again for live metrics and the time series in REPORT.md."
     MONITORING=0
@@ -94,7 +101,8 @@ prepare_monitoring() {
   MONITORING_DIR="$run_dir/monitoring"
   mkdir -p "$MONITORING_DIR" || die "Cannot create $MONITORING_DIR for Prometheus' data. Check that the run folder is writable."
   export RAY_PROMETHEUS_HOST="http://127.0.0.1:$PROMETHEUS_PORT"
-  export RAY_metrics_report_interval_ms="$MONITORING_EXPORT_MS"
+  # Ray's default, 10 s, would leave a smoke run's workers ending before their first export.
+  export RAY_metrics_report_interval_ms="$((MONITORING_SCRAPE_SECONDS * 1000))"
   if find_grafana; then
     if address_answers "127.0.0.1:$GRAFANA_PORT"; then
       die "Grafana port $GRAFANA_PORT is already taken (another Grafana?). Choose a free one, e.g. GRAFANA_PORT=$((GRAFANA_PORT + 1)) MONITORING=1 $0, or run without MONITORING=1."

@@ -38,10 +38,11 @@
 #   MAX_FAILURES=2       worker group restarts Ray Train may make before the run fails
 #   RESUME=0             1: continue the latest interrupted Ray run in CHECKPOINT_DIR from its
 #                        last checkpoint (same settings; the baseline runs again)
-#   MONITORING=0         1 (local target): Prometheus scrapes the cluster every 2 s into the run
-#                        folder, Grafana starts when installed, REPORT.md plots the time series
+#   MONITORING=0         1 (local target): Prometheus scrapes the cluster into the run folder,
+#                        Grafana starts when installed, REPORT.md plots the time series
 #                        (docs/MONITORING.md); without prometheus the run goes on unmonitored
 #   PROMETHEUS_PORT=9095 Prometheus' port for MONITORING=1
+#   PROMETHEUS_SCRAPE_SECONDS=5  its scrape interval (--smoke-test: 2)
 #   GRAFANA_PORT=3005    Grafana's port for MONITORING=1 (when Grafana is installed)
 #
 # --full runs the whole CIFAR-10 for 10 epochs (hours on a laptop); --smoke-test runs a
@@ -250,7 +251,7 @@ run_local_target() {
   check_results_dir
   ensure_venv requirements.txt
   start_run_dir
-  prepare_monitoring "$RUN_DIR"
+  prepare_monitoring "$RUN_DIR" "$MODE"
   start_local_cluster
   start_monitoring
   run_baseline

@@ -218,7 +218,7 @@ def test_the_grafana_dashboard_matches_its_schema_and_uses_only_metrics_that_exi
 
 def test_help_lists_the_monitoring_settings():
     finished = run([SCRIPT, "--help"])
-    for setting in ("MONITORING=0", "PROMETHEUS_PORT=9095", "GRAFANA_PORT=3005"):
+    for setting in ("MONITORING=0", "PROMETHEUS_PORT=9095", "GRAFANA_PORT=3005", "PROMETHEUS_SCRAPE_SECONDS=5"):
         assert setting in finished.stdout, setting
     helped = run([str(MONITORING_SH), "--help"])
     assert helped.returncode == 0 and "GRAFANA_HOME=" in helped.stdout
@@ -230,6 +230,7 @@ def test_help_lists_the_monitoring_settings():
     ({"MONITORING": "yes"}, "MONITORING must be one of: 0 1; got 'yes'"),
     ({"PROMETHEUS_PORT": "http"}, "PROMETHEUS_PORT must be a whole number of at least 1, got 'http'"),
     ({"GRAFANA_PORT": "0"}, "GRAFANA_PORT must be a whole number of at least 1, got '0'"),
+    ({"PROMETHEUS_SCRAPE_SECONDS": "0.5"}, "PROMETHEUS_SCRAPE_SECONDS must be a whole number of at least 1, got '0.5'"),
 ])
 def test_bad_monitoring_settings_are_refused_at_once(env, message):
     finished = run([SCRIPT], env=env, timeout=60)
@@ -347,7 +348,7 @@ sleep 5  # a few scrapes
 kill -KILL "$PROMETHEUS_PID"
 sleep 1
 echo "the training goes on"
-""", env={"PROMETHEUS_PORT": "9198"})
+""", env={"PROMETHEUS_PORT": "9198", "PROMETHEUS_SCRAPE_SECONDS": "1"})
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "the training goes on" in finished.stdout
     assert "Prometheus had stopped before the end of the run" in finished.stderr
@@ -370,6 +371,7 @@ def test_grafana_starts_provisioned_with_rays_dashboards_ours_and_the_runs_prome
     fakes = _fake_grafana(tmp_path / "fakes", record)
     finished, run_dir, session = _monitoring_harness(tmp_path, """
 echo "RAY_PROMETHEUS_HOST=$RAY_PROMETHEUS_HOST RAY_GRAFANA_HOST=$RAY_GRAFANA_HOST RAY_GRAFANA_IFRAME_HOST=$RAY_GRAFANA_IFRAME_HOST"
+echo "RAY_metrics_report_interval_ms=$RAY_metrics_report_interval_ms"
 echo "GRAFANA_PID=$GRAFANA_PID"
 """, env={"PROMETHEUS_PORT": "9199", "GRAFANA_PORT": "3199", "GRAFANA_HOME": str(home)}, path_prefix=fakes)
     assert finished.returncode == 0, finished.stdout + finished.stderr
@@ -377,6 +379,9 @@ echo "GRAFANA_PID=$GRAFANA_PID"
     assert ("RAY_PROMETHEUS_HOST=http://127.0.0.1:9199 RAY_GRAFANA_HOST=http://127.0.0.1:3199 "
             "RAY_GRAFANA_IFRAME_HOST=http://127.0.0.1:3199") in finished.stdout
     assert "Grafana: http://127.0.0.1:3199 (dashboard 'Data-parallel training', and Ray's)" in finished.stdout
+    # Outside a smoke run Prometheus scrapes every 5 s, and Ray's processes export as often.
+    assert "RAY_metrics_report_interval_ms=5000" in finished.stdout
+    assert "scrape_interval: 5s" in (run_dir / "monitoring" / "prometheus.yml").read_text()
     grafana = run_dir / "monitoring" / "grafana"
     assert record.read_text().splitlines() == ["--homepath", str(home), "--config", str(grafana / "grafana.ini")]
     ini = (grafana / "grafana.ini").read_text()

@@ -30,8 +30,9 @@ import os
 import sys
 import time
 
-# Set at most this often, in seconds (Ray exports to the metrics agent every 2 s when
-# MONITORING=1 sets RAY_metrics_report_interval_ms, and Prometheus scrapes every 2 s).
+# Set at most this often, in seconds. Ray exports the last value to the node's metrics agent
+# every RAY_metrics_report_interval_ms, which MONITORING=1 sets to Prometheus' scrape
+# interval (5 s; 2 s for a smoke run).
 UPDATE_INTERVAL_SECONDS = 1.0
 TAG_KEYS = ("rank", "node")
 # Gauge name -> (what it holds, the step part it averages; None: not a step part).

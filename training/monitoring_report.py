@@ -206,7 +206,8 @@ def collect(url, start, end, step):
         for index, value in enumerate(_on_grid(points, grid)):
             totals[index] += value / 100  # percent of one core -> cores
     # Prometheus' own CPU (it scrapes itself): the monitoring's cost, beside what it measures.
-    for _, points in query_range(url, 'rate(process_cpu_seconds_total{job="prometheus"}[10s])', start, end, step):
+    for _, points in query_range(url, f'rate(process_cpu_seconds_total{{job="prometheus"}}[{3 * step}s])',
+                                 start, end, step):
         cpu[PROMETHEUS_GROUP] = _on_grid(points, grid)
     series["cpu"] = cpu
     machine = query_range(url, f"max(last_over_time(ray_node_cpu_utilization[{HOLD}]) / 100 "
