@@ -13,14 +13,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import subprocess
 import time
 
 import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, run
+from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, interruptible, run
 from training import live_metrics, monitoring_report
 
 SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
@@ -360,6 +362,45 @@ echo "the training goes on"
     assert "**Incomplete**: the run's Prometheus stopped answering before the run ended" in section
     assert "holds no training metrics" in section  # no Ray run here
     assert (run_dir / monitoring_report.CPU_PLOT).read_bytes().startswith(b"\x89PNG")
+
+
+@needs_prometheus
+def test_ctrl_c_stops_prometheus_through_the_exit_trap_as_run_benchmark_sets_it(tmp_path):
+    session = tmp_path / "cluster" / "ray-head" / "session_2026"
+    session.mkdir(parents=True)
+    (session.parent / "session_latest").symlink_to(session)
+    (session / "prom_metrics_service_discovery.json").write_text("[]")
+    (tmp_path / "cluster" / "auth_token").write_text("token")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # run-benchmark.sh's traps: INT exits 130, EXIT stops monitoring (cleanup).
+    script = f"""set -o errexit -o nounset -o pipefail
+source {REPO_ROOT}/scripts/lib.sh
+source {MONITORING_SH}
+RAY_AUTH_TOKEN_PATH={tmp_path}/cluster/auth_token
+trap stop_monitoring EXIT
+trap 'exit 130' INT TERM
+prepare_monitoring {run_dir}
+start_monitoring
+echo "PROMETHEUS_PID=$PROMETHEUS_PID"
+sleep 60 &
+wait $!
+"""
+    process = subprocess.Popen(["bash", "-c", script], cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, preexec_fn=interruptible,
+                               env=dict(os.environ, MONITORING="1", PROMETHEUS_PORT="9196"))
+    line = process.stdout.readline()
+    while line and not line.startswith("PROMETHEUS_PID="):
+        line = process.stdout.readline()
+    pid = int(line.split("=")[1])
+    os.kill(pid, 0)  # Prometheus runs
+    process.send_signal(signal.SIGINT)  # to bash alone, as the trap must do the rest
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stdout + stderr
+    assert "Prometheus stopped; its data stays in" in stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert json.loads((run_dir / "monitoring" / "monitoring.json").read_text())["stopped"] == "clean"
 
 
 @needs_prometheus
