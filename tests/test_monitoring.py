@@ -9,6 +9,7 @@ scripts/monitoring.sh from a small bash script. Tests that need Prometheus skip 
 (.ci/run installs Debian's package).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -382,20 +383,24 @@ trap stop_monitoring EXIT
 trap 'exit 130' INT TERM
 prepare_monitoring {run_dir}
 start_monitoring
-echo "PROMETHEUS_PID=$PROMETHEUS_PID"
-sleep 60 &
+sleep 60 >/dev/null 2>&1 &  # the training, as far as this test goes (its output would hold the pipe)
+echo "SLEEP_PID=$! PROMETHEUS_PID=$PROMETHEUS_PID"
 wait $!
 """
     process = subprocess.Popen(["bash", "-c", script], cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, preexec_fn=interruptible,
                                env=dict(os.environ, MONITORING="1", PROMETHEUS_PORT="9196"))
     line = process.stdout.readline()
-    while line and not line.startswith("PROMETHEUS_PID="):
+    while line and not line.startswith("SLEEP_PID="):
         line = process.stdout.readline()
-    pid = int(line.split("=")[1])
+    sleeper, pid = (int(word.split("=")[1]) for word in line.split())
     os.kill(pid, 0)  # Prometheus runs
-    process.send_signal(signal.SIGINT)  # to bash alone, as the trap must do the rest
-    stdout, stderr = process.communicate(timeout=30)
+    process.send_signal(signal.SIGINT)  # to bash alone: its traps must do the rest
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sleeper, signal.SIGKILL)
     assert process.returncode == 130, stdout + stderr
     assert "Prometheus stopped; its data stays in" in stdout
     with pytest.raises(ProcessLookupError):
