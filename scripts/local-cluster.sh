@@ -12,6 +12,9 @@
 #                       machine has a core per worker and taskset exists), 1 or 0
 #   CLUSTER_DIR=/tmp/ray-demo-RAY_PORT  state: the nodes' temp dirs, logs, the auth token
 #                       (kept short: Ray's socket paths must fit in 107 characters)
+#   RAY_PROMETHEUS_HOST=, RAY_GRAFANA_HOST=, RAY_GRAFANA_IFRAME_HOST=  when set, the head
+#                       node starts with them, and its dashboard reads Prometheus and embeds
+#                       Grafana's panels (MONITORING=1 ./scripts/run-benchmark.sh sets them)
 #
 # `stop` stops only the processes of the cluster in CLUSTER_DIR, never another Ray cluster.
 # `env` prints the exports a driver needs (address and auth) for `eval`.
@@ -130,7 +133,7 @@ start_cluster() {
   (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$RAY_AUTH_TOKEN_PATH")
   # Each node gets its own temp dir: nodes sharing one would each forward every worker's
   # log lines to the driver, printing each line once per node.
-  log "Starting head node on 127.0.0.1:$RAY_PORT (0 CPUs for training), dashboard on port $DASHBOARD_PORT"
+  log "Starting head node on 127.0.0.1:$RAY_PORT (0 CPUs for training), dashboard on port $DASHBOARD_PORT${RAY_PROMETHEUS_HOST:+, metrics from $RAY_PROMETHEUS_HOST}${RAY_GRAFANA_HOST:+, charts from $RAY_GRAFANA_HOST}"
   ray_cli start --head --node-ip-address=127.0.0.1 --port="$RAY_PORT" --num-cpus=0 \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
     --temp-dir="$CLUSTER_DIR/ray-head" --disable-usage-stats >"$CLUSTER_DIR/head.log" 2>&1 ||

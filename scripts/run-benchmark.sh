@@ -41,6 +41,12 @@
 #   MAX_FAILURES=2       worker group restarts Ray Train may make before the run fails
 #   RESUME=0             1: continue the latest interrupted Ray run in CHECKPOINT_DIR from its
 #                        last checkpoint (same settings; the baseline runs again)
+#   MONITORING=0         1 (local target): Prometheus scrapes the cluster into the run folder,
+#                        Grafana starts when installed, REPORT.md plots the time series
+#                        (docs/MONITORING.md); without prometheus the run goes on unmonitored
+#   PROMETHEUS_PORT=9095 Prometheus' port for MONITORING=1
+#   PROMETHEUS_SCRAPE_SECONDS=5  its scrape interval (--smoke-test: 2)
+#   GRAFANA_PORT=3005    Grafana's port for MONITORING=1 (when Grafana is installed)
 #
 # --full runs the whole CIFAR-10 for 10 epochs (hours on a laptop); --smoke-test runs a
 # tiny one-epoch version of everything in about a minute.
@@ -48,6 +54,8 @@ set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/monitoring.sh
+source "$(dirname "${BASH_SOURCE[0]}")/monitoring.sh"
 
 MODE="default"
 TARGET="${TARGET:-auto}"
@@ -113,6 +121,7 @@ resolve_settings() {
   if [[ -n "$BASELINE_RESULTS" && ! -r "$BASELINE_RESULTS" ]]; then
     die "BASELINE_RESULTS '$BASELINE_RESULTS' is not a readable file. Point it at a baseline_results.json, or leave it unset to train the baseline."
   fi
+  check_monitoring_settings
 }
 
 # Decide between the local cluster and minikube, and say why.
@@ -159,6 +168,7 @@ check_results_dir() {
 # Stop the local cluster if this script started it (runs on every exit).
 cleanup() {
   local status=$?
+  stop_monitoring
   stop_started_cluster
   # Minikube: ending `kubectl exec` leaves the training running in the head pod; stop it.
   ((status == 0)) || ! declare -F minikube_stop_pod_run >/dev/null || minikube_stop_pod_run
@@ -256,7 +266,9 @@ run_local_target() {
   check_results_dir
   ensure_venv requirements.txt
   start_run_dir
+  prepare_monitoring "$RUN_DIR" "$MODE"
   start_local_cluster
+  start_monitoring
   run_baseline
   run_ray
   run_compare

@@ -114,3 +114,32 @@ def s3_server():
            "AWS_SECRET_ACCESS_KEY": "ray-demo-checkpoints"}
     server.terminate()
     server.wait(timeout=30)
+
+
+# Ports of the shared smoke benchmark: free of the test cluster's (6395), test_run_benchmark's
+# (6396), test_fault_tolerance's (6397, 6398, 6390) and the scaling benchmark's (6399); the
+# Prometheus and Grafana ports are not their defaults either, so a monitored benchmark of the
+# developer's can run beside the tests.
+SMOKE_PORTS = {"RAY_PORT": "6394", "DASHBOARD_PORT": "8274", "PROMETHEUS_PORT": "9194", "GRAFANA_PORT": "3194"}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One `MONITORING=1 ./scripts/run-benchmark.sh --smoke-test` for the whole session (a real
+    Ray run costs about a minute): tests of the smoke benchmark share it instead of each
+    starting its own.
+
+    Yields a dict: run_dir (the run's folder, a Path), results_dir, stdout, stderr, returncode,
+    cluster_dir and env (the settings it ran with). Monitoring needs `prometheus` on PATH;
+    without it the run still completes, unmonitored.
+    """
+    results_dir = tmp_path_factory.mktemp("smoke-run") / "results"
+    cluster_dir = f"/tmp/ray-demo-{SMOKE_PORTS['RAY_PORT']}"
+    env = {"MONITORING": "1", "RESULTS_DIR": str(results_dir), "TARGET": "local", **SMOKE_PORTS}
+    run([str(REPO_ROOT / "scripts" / "local-cluster.sh"), "stop"],
+        env={"RAY_PORT": SMOKE_PORTS["RAY_PORT"]})  # a cluster left over from an interrupted session
+    finished = run([str(REPO_ROOT / "scripts" / "run-benchmark.sh"), "--smoke-test"], env=env, timeout=900)
+    latest = results_dir / "latest"
+    run_dir = latest.resolve() if latest.exists() else next(iter(sorted(results_dir.glob("*-local-smoke"))), None)
+    yield {"run_dir": run_dir, "results_dir": results_dir, "stdout": finished.stdout, "stderr": finished.stderr,
+           "returncode": finished.returncode, "cluster_dir": cluster_dir, "env": env}

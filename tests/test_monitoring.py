@@ -1,378 +1,492 @@
-"""Static checks of the Minikube monitoring: no cluster, no Helm, no network.
+"""Monitoring (MONITORING=1): live per-worker metrics, a real Prometheus on the local cluster,
+Grafana's provisioning, and REPORT.md's time series from Prometheus' HTTP API.
 
-- monitoring/grafana/data_parallel_training.json against a JSON schema of the dashboard
-  model. No published JSON schema of Grafana's dashboards was found on PyPI or npm (Grafana
-  publishes its dashboard schema as CUE and TypeScript types: @grafana/schema,
-  grafana-foundation-sdk), so DASHBOARD_SCHEMA below is ours: the fields Grafana needs to
-  provision a dashboard from a file and to draw a Prometheus time series panel, from
-  Grafana's "JSON model" documentation; panels may not overlap or leave the 24-column grid.
-- k8s/kube-prometheus-stack-values.yaml: what is switched off, the resources (each
-  container's resources and affinity validated with kubernetes-validate inside a Pod),
-  the stated total; and, where the charts' source can be read, every key against the
-  values.yaml of kube-prometheus-stack at the pinned version and of its Grafana subchart.
-- k8s/ray-monitors.yaml: strictly against the PodMonitor CRD of the pinned chart version,
-  read like KubeRay's CRDs in tests/test_kuberay_crds.py (skipped, with the reason, where
-  the chart's source cannot be read):
-    KUBE_PROMETHEUS_STACK_CRD_DIR=/path  a folder holding crd-podmonitors.yaml (the chart's
-                                         charts/crds/crds at that version);
-    KUBE_PROMETHEUS_STACK_REPO=/path     a clone of prometheus-community/helm-charts: read
-                                         at the tag kube-prometheus-stack-<version> with
-                                         `git show`; GRAFANA_CHARTS_REPO likewise, a clone of
-                                         grafana-community/helm-charts, for the subchart.
-- The Ray head's RAY_GRAFANA_HOST / RAY_PROMETHEUS_HOST against the names the chart gives
-  its Services (its _helpers.tpl naming rule), and the metrics port the monitors scrape.
+The happy path shares the session's one monitored smoke benchmark (conftest's `smoke_run`);
+its Prometheus has stopped with the run, so the tests re-open its data folder with a real
+Prometheus (training.monitoring_report.reopened_prometheus) and ask the HTTP API. The failure
+paths start no cluster: they stop at the first check that fails, or drive the functions of
+scripts/monitoring.sh from a small bash script. Tests that need Prometheus skip without it
+(.ci/run installs Debian's package).
 """
 
-import copy
+import contextlib
 import json
 import os
 import re
+import shutil
+import signal
+import socket
 import subprocess
-from pathlib import Path
+import time
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
-from test_k8s_manifests import container, cpu, gib, monitoring_containers
-from test_kuberay_crds import cel_rule_paths, errors, has_path, strict
+from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, interruptible, run
+from training import live_metrics, monitoring_report
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD_FILE = REPO_ROOT / "monitoring" / "grafana" / "data_parallel_training.json"
-VALUES_FILE = REPO_ROOT / "k8s" / "kube-prometheus-stack-values.yaml"
-MONITORS_FILE = REPO_ROOT / "k8s" / "ray-monitors.yaml"
-CLUSTER_FILE = REPO_ROOT / "k8s" / "ray-cluster.yaml"
-CHARTS_MIRROR = Path("/work/.mirror/prometheus-community+helm-charts/repo")
-GRAFANA_MIRROR = Path("/work/.mirror/grafana-community+helm-charts/repo")
-CHART_DIR = "charts/kube-prometheus-stack"
+SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
+MONITORING_SH = REPO_ROOT / "scripts" / "monitoring.sh"
+DASHBOARD = REPO_ROOT / "monitoring" / "grafana" / "data_parallel_training.json"
+needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                      reason="prometheus is not installed (Debian/Ubuntu: apt install prometheus)")
 
 
-def script_default(path, name):
-    match = re.search(rf'{name}="\$\{{{name}:-([^}}]+)\}}"', (REPO_ROOT / path).read_text())
-    assert match, f"no default for {name} in {path}"
-    return match.group(1)
+@pytest.fixture(scope="module")
+def stored(smoke_run):
+    """The smoke run's Prometheus data, re-opened: (url, state of monitoring.json)."""
+    assert smoke_run["returncode"] == 0, (smoke_run["stdout"] + smoke_run["stderr"])[-5000:]
+    monitoring = smoke_run["run_dir"] / "monitoring"
+    state = json.loads((monitoring / "monitoring.json").read_text())
+    with monitoring_report.reopened_prometheus(str(monitoring / "prometheus")) as url:
+        yield url, state
 
 
-def lib_setting(name):
-    """A value scripts/lib.sh sets in load_k8s_settings (a default or a fixed name)."""
-    text = (REPO_ROOT / "scripts" / "lib.sh").read_text()
-    match = re.search(rf'(?:: "\$\{{{name}:=([^}}]+)\}}"|\b{name}=([\w.-]+))', text)
-    assert match, f"lib.sh sets no {name}"
-    return match.group(1) or match.group(2)
+def _window(state):
+    return state["started_at"], state["stopped_at"], state["scrape_interval_seconds"]
 
 
-def lib_array(name):
-    text = (REPO_ROOT / "scripts" / "lib.sh").read_text()
-    return re.search(rf"\b{name}=\(([^)]*)\)", text).group(1).split()
+def _listening_socket():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
 
 
-CHART_VERSION = script_default("scripts/install-monitoring.sh", "MONITORING_CHART_VERSION")
+# ---------------------------------------------------------------- the monitored smoke run
 
 
-def chart_file(path, repo_env="KUBE_PROMETHEUS_STACK_REPO", mirror=CHARTS_MIRROR,
-               tag=f"kube-prometheus-stack-{CHART_VERSION}"):
-    """(text, where) of a file of a charts repository at a tag, or (None, why not)."""
-    repo = Path(os.environ.get(repo_env, mirror))
-    if not repo.exists():
-        return None, f"no clone of the chart's repository here: set {repo_env} to one"
-    shown = subprocess.run(["git", "-C", str(repo), "show", f"{tag}:{path}"], capture_output=True, text=True)
-    if shown.returncode != 0:
-        return None, f"git show {tag}:{path} failed in {repo}: {shown.stderr.strip()}"
-    return shown.stdout, f"{repo} {tag}:{path}"
+@needs_prometheus
+def test_a_monitored_smoke_run_completes_and_stops_prometheus_with_the_cluster(smoke_run):
+    assert smoke_run["returncode"] == 0, (smoke_run["stdout"] + smoke_run["stderr"])[-5000:]
+    port = SMOKE_PORTS["PROMETHEUS_PORT"]
+    assert f"Prometheus: http://127.0.0.1:{port} scrapes the cluster's nodes every 2 s" in smoke_run["stdout"]
+    assert "prom_metrics_service_discovery.json" in smoke_run["stdout"]
+    assert "Prometheus stopped; its data stays in" in smoke_run["stdout"]
+    assert "Local cluster stopped." in smoke_run["stdout"]
+    monitoring = smoke_run["run_dir"] / "monitoring"
+    state = json.loads((monitoring / "monitoring.json").read_text())
+    assert state["stopped"] == "clean" and state["stopped_at"] >= state["started_at"]
+    assert any((monitoring / "prometheus").iterdir())
+    # Nothing of the run is left: no Prometheus on its data, no cluster process, a free port.
+    assert cluster_processes(str(monitoring)) == []
+    assert cluster_processes(smoke_run["cluster_dir"]) == []
+    assert not monitoring_report.answers(f"http://127.0.0.1:{port}", timeout=1)
 
 
-# ---------------------------------------------------------------- the Grafana dashboard
+@needs_prometheus
+def test_prometheus_holds_our_per_worker_metric_for_both_ranks_and_rays_node_cpu(stored):
+    url, state = stored
+    start, end, step = _window(state)
+    throughput = monitoring_report.query_range(url, "ray_demo_train_images_per_second", start, end, step)
+    assert {labels["rank"] for labels, _ in throughput} == {"0", "1"}
+    for labels, points in throughput:
+        assert re.fullmatch(r"[0-9a-f]{8}", labels["node"]) and all(value > 0 for _, value in points)
+    # The two workers ran on two different worker nodes.
+    assert len({labels["node"] for labels, _ in throughput}) == 2
+    # Ray's node CPU metric, from every node: the head and the two worker nodes.
+    cpu = monitoring_report.query_range(url, "ray_node_cpu_utilization", start, end, step)
+    assert len({labels["instance"] for labels, _ in cpu}) == 3
+    assert all(0 <= value <= 100 for _, points in cpu for _, value in points)
 
-DATASOURCE = {"type": "object", "required": ["type", "uid"], "additionalProperties": False,
-              "properties": {"type": {"const": "prometheus"}, "uid": {"const": "${datasource}"}}}
+
+@needs_prometheus
+def test_every_live_metric_is_exported_for_both_ranks_and_images_per_second_follows_from_step_time(stored):
+    url, state = stored
+    start, end, step = _window(state)
+    for name in live_metrics.METRIC_NAMES:
+        found = monitoring_report.query_range(url, f"ray_{name}", start, end, step)
+        assert {labels["rank"] for labels, _ in found} == {"0", "1"}, name
+    # Each worker's smoke batch is 32 images: images/s is 32 / the mean step time of the same update.
+    pairs = monitoring_report.query_range(url, "ray_demo_train_images_per_second * ray_demo_train_step_seconds",
+                                          start, end, step)
+    assert pairs and all(value == pytest.approx(32, rel=1e-6) for _, points in pairs for _, value in points)
+    epochs = monitoring_report.query(url, f"max(max_over_time(ray_demo_train_epoch[{end - start}s]))", at=end)
+    assert epochs and epochs[0][1] == 1
+
+
+@needs_prometheus
+def test_the_workers_log_what_their_live_metrics_cost(smoke_run):
+    for rank in (0, 1):
+        match = re.search(rf"ray worker {rank}/2 live metrics: (\d+) updates of 10 gauges, [\d.]+ ms in all, "
+                          r"([\d.]+)% of fit\(\)", smoke_run["stdout"])
+        assert match, smoke_run["stdout"][-3000:]
+        assert int(match.group(1)) >= 1 and float(match.group(2)) < 1.0
+
+
+@needs_prometheus
+def test_the_head_node_started_with_the_runs_prometheus_as_its_metrics_source(smoke_run):
+    # Ray writes its Grafana data source from RAY_PROMETHEUS_HOST, as the head node saw it.
+    datasource = (smoke_run["cluster_dir"] + "/ray-head/session_latest/metrics/grafana/provisioning/"
+                  "datasources/default.yml")
+    with open(datasource, encoding="utf-8") as source:
+        assert yaml.safe_load(source)["datasources"][0]["url"] == f"http://127.0.0.1:{SMOKE_PORTS['PROMETHEUS_PORT']}"
+
+
+@needs_prometheus
+def test_the_report_plots_throughput_and_cpu_per_process_from_prometheus(smoke_run):
+    run_dir = smoke_run["run_dir"]
+    report = (run_dir / "REPORT.md").read_text()
+    section = report.split("## Live metrics (Prometheus)", 1)[1].split("\n## ", 1)[0]
+    assert "![Per-worker images/s and step time against time](monitoring_training.png)" in section
+    assert "![CPU per Ray process against time](monitoring_cpu.png)" in section
+    assert "- Rank 0: " in section and "- Rank 1: " in section and "Ray's own processes" in section
+    assert "Incomplete" not in section and "Not available" not in section
+    for picture in (monitoring_report.TRAINING_PLOT, monitoring_report.CPU_PLOT):
+        assert (run_dir / picture).read_bytes().startswith(b"\x89PNG"), picture
+
+
+@needs_prometheus
+def test_every_query_of_our_grafana_dashboard_returns_data_of_the_smoke_run(stored):
+    url, state = stored
+    start, end, step = _window(state)
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expression = target["expr"].replace("$SessionName", ".+")
+            assert monitoring_report.query_range(url, expression, start, end, step), (panel["title"], expression)
+
+
+# ---------------------------------------------------------------- the Grafana dashboard, statically
+
+# What Grafana needs of a provisioned dashboard and what the Ray dashboard's embedding and our
+# docs rely on (checked once against grafana-foundation-sdk's dashboard, timeseries, stat and
+# Prometheus query JSON schemas, which are not vendored here).
 DASHBOARD_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["uid", "title", "schemaVersion", "version", "time", "templating", "panels"],
+    "required": ["uid", "title", "schemaVersion", "panels", "templating", "annotations", "time"],
     "properties": {
-        # Grafana refuses a uid longer than 40 characters or with other characters.
-        "uid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
-        "title": {"type": "string", "minLength": 1},
-        # Data sources written as {type, uid} objects: schemaVersion 36 and later.
-        "schemaVersion": {"type": "integer", "minimum": 36},
-        "version": {"type": "integer"},
-        "tags": {"type": "array", "items": {"type": "string"}},
-        "refresh": {"type": "string", "pattern": "^[0-9]+[smh]$"},
-        "time": {"type": "object", "required": ["from", "to"],
-                 "properties": {"from": {"type": "string"}, "to": {"type": "string"}}},
-        "templating": {"type": "object", "required": ["list"], "properties": {"list": {
-            "type": "array", "items": {
-                "type": "object", "required": ["name", "type"],
-                "properties": {"name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                               "type": {"enum": ["datasource", "query", "custom", "interval", "constant"]}}}}}},
+        "uid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,40}$"},
+        "title": {"const": "Data-parallel training"},
+        "schemaVersion": {"type": "integer", "minimum": 27},
+        "time": {"type": "object", "required": ["from", "to"]},
+        "templating": {"type": "object", "required": ["list"], "properties": {"list": {"type": "array", "items": {
+            "type": "object", "required": ["name", "type", "current"],
+            "properties": {"type": {"enum": ["query", "datasource", "custom", "constant", "interval", "textbox"]},
+                           "current": {"type": "object", "required": ["text", "value"]}}}}}},
         "panels": {"type": "array", "minItems": 1, "items": {
-            "type": "object",
-            "required": ["id", "type", "title", "gridPos", "datasource", "targets", "fieldConfig"],
+            "type": "object", "required": ["id", "type", "title", "description", "datasource", "gridPos", "targets",
+                                           "fieldConfig", "options"],
             "properties": {
-                "id": {"type": "integer", "minimum": 1},
-                "type": {"enum": ["timeseries", "stat", "gauge", "table", "bargauge"]},
-                "title": {"type": "string", "minLength": 1},
-                "description": {"type": "string"},
-                "datasource": DATASOURCE,
-                "gridPos": {"type": "object", "required": ["h", "w", "x", "y"], "additionalProperties": False,
-                            "properties": {"h": {"type": "integer", "minimum": 1},
+                "id": {"type": "integer"},
+                "type": {"enum": ["timeseries", "stat"]},
+                "datasource": {"const": {"type": "prometheus", "uid": "${datasource}"}},
+                "gridPos": {"type": "object", "required": ["x", "y", "w", "h"], "additionalProperties": False,
+                            "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 23},
+                                           "y": {"type": "integer", "minimum": 0},
                                            "w": {"type": "integer", "minimum": 1, "maximum": 24},
-                                           "x": {"type": "integer", "minimum": 0, "maximum": 23},
-                                           "y": {"type": "integer", "minimum": 0}}},
+                                           "h": {"type": "integer", "minimum": 1}}},
+                "fieldConfig": {"type": "object", "required": ["defaults", "overrides"]},
                 "targets": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["refId", "expr", "datasource"],
-                    "properties": {"refId": {"type": "string", "pattern": "^[A-Z]$"},
-                                   "expr": {"type": "string", "minLength": 1},
-                                   "legendFormat": {"type": "string"},
-                                   "datasource": DATASOURCE}}},
-                "fieldConfig": {"type": "object", "required": ["defaults", "overrides"],
-                                "properties": {"defaults": {"type": "object"},
-                                               "overrides": {"type": "array"}}},
-            }}},
+                    "type": "object", "required": ["refId", "expr", "legendFormat", "datasource"],
+                    "properties": {"expr": {"type": "string", "minLength": 1}}}}}}},
     },
 }
 
 
-@pytest.fixture(scope="module")
-def dashboard():
-    return json.loads(DASHBOARD_FILE.read_text())
-
-
-def dashboard_problems(document):
-    validator = jsonschema.Draft202012Validator(DASHBOARD_SCHEMA)
-    return [f"{'/'.join(str(part) for part in error.absolute_path)}: {error.message}"
-            for error in validator.iter_errors(document)]
-
-
-def test_our_dashboard_is_valid_against_the_dashboard_schema(dashboard):
-    jsonschema.Draft202012Validator.check_schema(DASHBOARD_SCHEMA)
-    assert dashboard_problems(dashboard) == []
-    # The panels' ${datasource} is the dashboard's data source variable, of Prometheus.
-    variables = {item["name"]: item for item in dashboard["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
-
-
-def test_the_schema_check_catches_a_panel_without_a_query_and_a_misspelt_grid_field(dashboard):
-    broken = copy.deepcopy(dashboard)
-    broken["panels"][0]["targets"] = []
-    broken["panels"][1]["gridPos"]["width"] = broken["panels"][1]["gridPos"].pop("w")
-    problems = dashboard_problems(broken)
-    assert any(problem.startswith("panels/0/targets") for problem in problems)
-    assert any(problem.startswith("panels/1/gridPos") for problem in problems)
-
-
-def test_the_panels_have_their_own_ids_and_share_no_cell_of_the_24_column_grid(dashboard):
+def test_the_grafana_dashboard_matches_its_schema_and_uses_only_metrics_that_exist():
+    dashboard = json.loads(DASHBOARD.read_text())
+    jsonschema.validate(dashboard, DASHBOARD_SCHEMA)
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    cells = {}
+    # Panels fit the 24-column grid and do not overlap.
+    cells = set()
     for panel in dashboard["panels"]:
-        grid = panel["gridPos"]
-        assert grid["x"] + grid["w"] <= 24, panel["title"]
-        for column in range(grid["x"], grid["x"] + grid["w"]):
-            for row in range(grid["y"], grid["y"] + grid["h"]):
-                assert (column, row) not in cells, f"{panel['title']} overlaps {cells[(column, row)]}"
-                cells[(column, row)] = panel["title"]
+        position = panel["gridPos"]
+        assert position["x"] + position["w"] <= 24, panel["title"]
+        area = {(x, y) for x in range(position["x"], position["x"] + position["w"])
+                for y in range(position["y"], position["y"] + position["h"])}
+        assert not cells & area, f"{panel['title']} overlaps another panel"
+        cells |= area
+        for target in panel["targets"]:
+            refs = [target["refId"] for target in panel["targets"]]
+            assert len(refs) == len(set(refs)), panel["title"]
+    # The datasource variable the panels use, named as the Ray dashboard's embedding expects.
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    expressions = " ".join(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
+    used = set(re.findall(r"\bray_demo_train_\w+", expressions))
+    assert used == {f"ray_{name}" for name in live_metrics.METRIC_NAMES}
+    # Ray's own metrics: per-process CPU and the node's CPU, as Ray 2.60 names them.
+    assert set(re.findall(r"\bray_(?!demo_)\w+", expressions)) == {
+        "ray_component_cpu_percentage", "ray_node_cpu_utilization", "ray_node_cpu_count"}
+    for title in ("Images per second, per worker", "Step time and its all-reduce part, per worker",
+                  "CPU per Ray process"):
+        assert title in {panel["title"] for panel in dashboard["panels"]}
 
 
-def test_the_dashboard_draws_each_workers_training_metrics_and_the_cpu_of_each_ray_process(dashboard):
-    queries = {panel["title"]: panel["targets"][0] for panel in dashboard["panels"]}
-    assert dashboard["title"] == "Data-parallel training"
-    per_worker = {"ray_demo_train_images_per_second", "ray_demo_train_step_seconds",
-                  "ray_demo_train_allreduce_seconds"}
-    drawn = {target["expr"] for target in queries.values()}
-    assert per_worker <= drawn
-    for target in queries.values():
-        if target["expr"] in per_worker:
-            # One line per worker, named by its rank and node (the metrics' tags).
-            assert "{{rank}}" in target["legendFormat"] and "{{node}}" in target["legendFormat"]
-    cpu_queries = [target for target in queries.values() if "ray_component_cpu_percentage" in target["expr"]]
-    assert len(cpu_queries) == 1 and "{{Component}}" in cpu_queries[0]["legendFormat"]
-    for target in queries.values():
-        assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+# ---------------------------------------------------------------- failure paths (no cluster)
 
 
-# ---------------------------------------------------------------- the chart's values
-
-@pytest.fixture(scope="module")
-def values():
-    return yaml.safe_load(VALUES_FILE.read_text())
-
-
-def test_the_values_switch_off_every_component_the_demo_does_not_use(values):
-    assert values["alertmanager"]["enabled"] is False
-    assert values["nodeExporter"]["enabled"] is False
-    assert values["kubeStateMetrics"]["enabled"] is False
-    assert values["kubernetesServiceMonitors"]["enabled"] is False
-    assert values["defaultRules"]["create"] is False
-    assert values["grafana"]["defaultDashboardsEnabled"] is False
-    operator = values["prometheusOperator"]
-    # The operator's TLS certificate is the Secret the webhooks' Jobs create: off together.
-    assert operator["admissionWebhooks"]["enabled"] is False and operator["tls"]["enabled"] is False
-    assert operator["kubeletService"]["enabled"] is False
-    assert values["crds"]["enabled"] is True, "the PodMonitors need the chart's CRDs"
+def test_help_lists_the_monitoring_settings():
+    finished = run([SCRIPT, "--help"])
+    for setting in ("MONITORING=0", "PROMETHEUS_PORT=9095", "GRAFANA_PORT=3005", "PROMETHEUS_SCRAPE_SECONDS=5"):
+        assert setting in finished.stdout, setting
+    helped = run([str(MONITORING_SH), "--help"])
+    assert helped.returncode == 0 and "GRAFANA_HOME=" in helped.stdout
+    alone = run([str(MONITORING_SH)])
+    assert alone.returncode == 1 and "MONITORING=1 ./scripts/run-benchmark.sh" in alone.stderr
 
 
-def test_every_monitoring_container_is_guaranteed_and_a_valid_kubernetes_container(values):
-    affinity = {"prometheus-operator": values["prometheusOperator"]["affinity"],
-                "prometheus": values["prometheus"]["prometheusSpec"]["affinity"],
-                "config-reloader": values["prometheus"]["prometheusSpec"]["affinity"]}
-    for name, resources in monitoring_containers(values):
-        assert resources["requests"] == resources["limits"], name
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-               "spec": {"containers": [{"name": name, "image": "example", "resources": resources}],
-                        "affinity": affinity.get(name, values["grafana"]["affinity"])}}
-        kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+@pytest.mark.parametrize("env, message", [
+    ({"MONITORING": "yes"}, "MONITORING must be one of: 0 1; got 'yes'"),
+    ({"PROMETHEUS_PORT": "http"}, "PROMETHEUS_PORT must be a whole number of at least 1, got 'http'"),
+    ({"GRAFANA_PORT": "0"}, "GRAFANA_PORT must be a whole number of at least 1, got '0'"),
+    ({"PROMETHEUS_SCRAPE_SECONDS": "0.5"}, "PROMETHEUS_SCRAPE_SECONDS must be a whole number of at least 1, got '0.5'"),
+])
+def test_bad_monitoring_settings_are_refused_at_once(env, message):
+    finished = run([SCRIPT], env=env, timeout=60)
+    assert finished.returncode == 1 and message in finished.stderr
 
 
-@pytest.mark.parametrize("path", ["prometheusOperator", "prometheus.prometheusSpec", "grafana"])
-def test_each_monitoring_pod_prefers_the_node_without_the_control_plane(values, path):
-    node = values
-    for part in path.split("."):
-        node = node[part]
-    affinity = node["affinity"]["nodeAffinity"]
-    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity
-    term = affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["preference"]["matchExpressions"][0]
-    assert term == {"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}
+def _path_without(tool, tmp_path):
+    """A PATH with every command of this one but `tool`: links to the rest in a folder of its own."""
+    folder = tmp_path / f"bin-without-{tool}"
+    folder.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            target = os.path.join(directory, name)
+            if name != tool and not (folder / name).exists() and os.access(target, os.X_OK):
+                (folder / name).symlink_to(target)
+    assert shutil.which(tool, path=str(folder)) is None
+    return str(folder)
 
 
-def test_the_values_file_states_the_total_its_containers_ask_for(values):
-    resources = [resources["requests"] for _, resources in monitoring_containers(values)]
-    total_cpu_m = round(sum(cpu(item["cpu"]) for item in resources) * 1000)
-    total_mib = round(sum(gib(item["memory"]) for item in resources) * 1024)
-    assert re.search(rf"#\s+total\s+{total_cpu_m}m\s+{total_mib}Mi\b", VALUES_FILE.read_text())
+def test_a_missing_prometheus_leaves_the_run_going_and_says_how_to_install_it(tmp_path):
+    with _listening_socket() as taken:
+        # RAY_PORT is taken so that the run, having gone on, stops at the cluster's start.
+        ray_port = str(taken.getsockname()[1])
+        finished = run([SCRIPT, "--smoke-test"], timeout=120,
+                       env={"MONITORING": "1", "PATH": _path_without("prometheus", tmp_path), "TARGET": "local",
+                            "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": ray_port, "DASHBOARD_PORT": "8274"})
+    assert "'prometheus' is not installed or not on PATH, so this run goes on without monitoring" in finished.stderr
+    assert "sudo apt install prometheus" in finished.stderr and "brew install prometheus" in finished.stderr
+    # It went on to the cluster, which fails on the port taken here: not on monitoring.
+    assert f"Port {ray_port} is already taken" in finished.stderr
+    assert "Starting head node" not in finished.stdout
+    (folder,) = (tmp_path / "results").glob("*-local-smoke")
+    assert not (folder / "monitoring").exists()
 
 
-def chart_keys_problems(ours, theirs, path=""):
-    """Keys of `ours` the chart's values do not have; below an empty or free-form value
-    (resources: {}, affinity: {}, grafana.ini) anything goes."""
-    problems = []
-    for key, value in ours.items():
-        where = f"{path}.{key}" if path else key
-        if key not in theirs:
-            problems.append(where)
-        elif isinstance(value, dict) and isinstance(theirs[key], dict) and theirs[key] and key != "grafana.ini":
-            problems += chart_keys_problems(value, theirs[key], where)
-    return problems
+@needs_prometheus
+def test_a_taken_prometheus_port_fails_before_the_cluster_starts_naming_the_setting(tmp_path):
+    started = time.time()
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        finished = run([SCRIPT, "--smoke-test"], timeout=120,
+                       env={"MONITORING": "1", "PROMETHEUS_PORT": str(port), "TARGET": "local",
+                            "RESULTS_DIR": str(tmp_path), "RAY_PORT": "6394", "DASHBOARD_PORT": "8274"})
+    assert finished.returncode == 1
+    assert f"Prometheus port {port} is already taken" in finished.stderr
+    assert f"PROMETHEUS_PORT={port + 1} MONITORING=1" in finished.stderr
+    assert "Starting head node" not in finished.stdout and time.time() - started < 60
+    (folder,) = tmp_path.glob("*-local-smoke")
+    assert f"Prometheus port {port} is already taken" in (folder / "FAILED").read_text()
 
 
-def test_every_key_of_the_values_is_one_the_pinned_charts_know(values):
-    text, where = chart_file(f"{CHART_DIR}/values.yaml")
-    if text is None:
-        pytest.skip(where)
-    chart_values = yaml.safe_load(text)
-    ours = {key: value for key, value in values.items() if key != "grafana"}
-    assert chart_keys_problems(ours, chart_values) == []
-    # Grafana's keys are the subchart's, at the version kube-prometheus-stack depends on.
-    chart = yaml.safe_load(chart_file(f"{CHART_DIR}/Chart.yaml")[0])
-    grafana_version = next(item["version"] for item in chart["dependencies"] if item["name"] == "grafana")
-    text, where = chart_file("charts/grafana/values.yaml", "GRAFANA_CHARTS_REPO", GRAFANA_MIRROR,
-                             f"grafana-{grafana_version}")
-    if text is None:
-        pytest.skip(where)
-    # Under grafana: the subchart's keys, and those kube-prometheus-stack reads itself.
-    known = merged(yaml.safe_load(text), chart_values["grafana"])
-    assert chart_keys_problems(values["grafana"], known, "grafana") == []
+def _fake_grafana(folder, record):
+    """A `grafana-server` that records its arguments and serves HTTP on the port its config names."""
+    folder.mkdir(exist_ok=True)
+    fake = folder / "grafana-server"
+    fake.write_text(f"""#!/usr/bin/env bash
+printf '%s\\n' "$@" > {record}
+config="${{4:?}}"
+port="$(sed -n 's/^http_port = //p' "$config")"
+exec python3 -m http.server --bind 127.0.0.1 "$port"
+""")
+    fake.chmod(0o755)
+    return str(folder)
 
 
-def merged(base, extra):
-    """base with extra's keys added, recursively (as Helm merges a parent's values)."""
-    result = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result.setdefault(key, value)
-    return result
+@needs_prometheus
+def test_a_taken_grafana_port_fails_before_the_cluster_starts_when_grafana_is_installed(tmp_path):
+    fakes = _fake_grafana(tmp_path / "fakes", tmp_path / "grafana-args")
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        finished = run([SCRIPT, "--smoke-test"], timeout=120,
+                       env={"MONITORING": "1", "GRAFANA_PORT": str(port), "PROMETHEUS_PORT": "9197",
+                            "PATH": fakes + os.pathsep + os.environ["PATH"], "TARGET": "local",
+                            "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": "6394", "DASHBOARD_PORT": "8274"})
+    assert finished.returncode == 1
+    assert f"Grafana port {port} is already taken" in finished.stderr and f"GRAFANA_PORT={port + 1}" in finished.stderr
+    assert "Starting head node" not in finished.stdout
+    assert not (tmp_path / "grafana-args").exists()
 
 
-def test_cleanup_deletes_exactly_the_crds_the_pinned_chart_installs():
-    text, where = chart_file(f"{CHART_DIR}/charts/crds/Chart.yaml")
-    if text is None:
-        pytest.skip(where)
-    repo = Path(os.environ.get("KUBE_PROMETHEUS_STACK_REPO", CHARTS_MIRROR))
-    listing = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only",
-                              f"kube-prometheus-stack-{CHART_VERSION}:{CHART_DIR}/charts/crds/crds/"],
-                             capture_output=True, text=True, check=True).stdout.split()
-    names = {re.fullmatch(r"crd-(\w+)\.yaml", file).group(1) + ".monitoring.coreos.com" for file in listing}
-    assert set(lib_array("MONITORING_CRDS")) == names
+def _monitoring_harness(tmp_path, body, env=None, path_prefix=None):
+    """Run scripts/monitoring.sh's functions in bash against a stand-in head session folder
+    whose service-discovery file lists PROMETHEUS_PORT itself: Prometheus scrapes itself."""
+    session = tmp_path / "cluster" / "ray-head" / "session_2026"
+    (session / "metrics" / "grafana" / "dashboards").mkdir(parents=True)
+    (session.parent / "session_latest").symlink_to(session)
+    (tmp_path / "cluster" / "auth_token").write_text("token")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    port = env["PROMETHEUS_PORT"]
+    (session / "prom_metrics_service_discovery.json").write_text(
+        json.dumps([{"labels": {"job": "ray"}, "targets": [f"127.0.0.1:{port}"]}]))
+    script = f"""set -o errexit -o nounset -o pipefail
+source {REPO_ROOT}/scripts/lib.sh
+source {MONITORING_SH}
+RAY_AUTH_TOKEN_PATH={tmp_path}/cluster/auth_token
+trap stop_monitoring EXIT
+check_monitoring_settings
+prepare_monitoring {run_dir}
+start_monitoring
+{body}
+"""
+    merged = {"MONITORING": "1", **env}
+    if path_prefix:
+        merged["PATH"] = path_prefix + os.pathsep + os.environ["PATH"]
+    return run(["bash", "-c", script], env=merged, timeout=120), run_dir, session
 
 
-# ---------------------------------------------------------------- the PodMonitors
-
-@pytest.fixture(scope="module")
-def monitors():
-    return [document for document in yaml.safe_load_all(MONITORS_FILE.read_text()) if document]
-
-
-@pytest.fixture(scope="module")
-def podmonitor_schema():
-    folder = os.environ.get("KUBE_PROMETHEUS_STACK_CRD_DIR")
-    if folder:
-        path = Path(folder) / "crd-podmonitors.yaml"
-        text, where = (path.read_text(), str(path)) if path.exists() else (None, f"{path} does not exist")
-    else:
-        text, where = chart_file(f"{CHART_DIR}/charts/crds/crds/crd-podmonitors.yaml")
-    if text is None:
-        pytest.skip(where)
-    crd = next(document for document in yaml.safe_load_all(text)
-               if document and document.get("kind") == "CustomResourceDefinition")
-    version = next(item for item in crd["spec"]["versions"] if item["name"] == "v1")
-    print(f"PodMonitor CRD: {where}")
-    return strict(version["schema"]["openAPIV3Schema"])
+@needs_prometheus
+def test_a_prometheus_that_dies_during_the_run_leaves_it_going_and_the_report_says_the_series_are_incomplete(tmp_path):
+    finished, run_dir, _ = _monitoring_harness(tmp_path, """
+sleep 5  # a few scrapes
+kill -KILL "$PROMETHEUS_PID"
+sleep 1
+echo "the training goes on"
+""", env={"PROMETHEUS_PORT": "9198", "PROMETHEUS_SCRAPE_SECONDS": "1"})
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "the training goes on" in finished.stdout
+    assert "Prometheus had stopped before the end of the run" in finished.stderr
+    assert "its time series are incomplete" in finished.stderr
+    state = json.loads((run_dir / "monitoring" / "monitoring.json").read_text())
+    assert state["stopped"] == "died"
+    # The report re-opens what the killed Prometheus stored, and says it is incomplete.
+    section = "\n".join(monitoring_report.report_section(str(run_dir)))
+    assert "**Incomplete**: the run's Prometheus stopped answering before the run ended" in section
+    assert "holds no training metrics" in section  # no Ray run here
+    assert (run_dir / monitoring_report.CPU_PLOT).read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_monitors_validate_strictly_against_the_pinned_charts_podmonitor_crd(monitors, podmonitor_schema):
-    assert [document["kind"] for document in monitors] == ["PodMonitor", "PodMonitor"]
-    for document in monitors:
-        assert document["apiVersion"] == "monitoring.coreos.com/v1"
-        assert errors(podmonitor_schema, document) == []
-        # The CRD's CEL rules are not evaluated here: the monitors set no field that has one.
-        assert [path for path in cel_rule_paths(podmonitor_schema) if has_path(document, path)] == []
+@needs_prometheus
+def test_ctrl_c_stops_prometheus_through_the_exit_trap_as_run_benchmark_sets_it(tmp_path):
+    session = tmp_path / "cluster" / "ray-head" / "session_2026"
+    session.mkdir(parents=True)
+    (session.parent / "session_latest").symlink_to(session)
+    (session / "prom_metrics_service_discovery.json").write_text("[]")
+    (tmp_path / "cluster" / "auth_token").write_text("token")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # run-benchmark.sh's traps: INT exits 130, EXIT stops monitoring (cleanup).
+    script = f"""set -o errexit -o nounset -o pipefail
+source {REPO_ROOT}/scripts/lib.sh
+source {MONITORING_SH}
+RAY_AUTH_TOKEN_PATH={tmp_path}/cluster/auth_token
+trap stop_monitoring EXIT
+trap 'exit 130' INT TERM
+prepare_monitoring {run_dir}
+start_monitoring
+sleep 60 >/dev/null 2>&1 &  # the training, as far as this test goes (its output would hold the pipe)
+echo "SLEEP_PID=$! PROMETHEUS_PID=$PROMETHEUS_PID"
+wait $!
+"""
+    process = subprocess.Popen(["bash", "-c", script], cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, preexec_fn=interruptible,
+                               env=dict(os.environ, MONITORING="1", PROMETHEUS_PORT="9196"))
+    line = process.stdout.readline()
+    while line and not line.startswith("SLEEP_PID="):
+        line = process.stdout.readline()
+    sleeper, pid = (int(word.split("=")[1]) for word in line.split())
+    os.kill(pid, 0)  # Prometheus runs
+    process.send_signal(signal.SIGINT)  # to bash alone: its traps must do the rest
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(sleeper, signal.SIGKILL)
+    assert process.returncode == 130, stdout + stderr
+    assert "Prometheus stopped; its data stays in" in stdout
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert json.loads((run_dir / "monitoring" / "monitoring.json").read_text())["stopped"] == "clean"
 
 
-def test_the_strict_check_catches_a_misspelt_endpoint_field(monitors, podmonitor_schema):
-    broken = copy.deepcopy(monitors[0])
-    broken["spec"]["podMetricsEndpoints"][0]["prot"] = broken["spec"]["podMetricsEndpoints"][0].pop("port")
-    assert any("prot" in problem for problem in errors(podmonitor_schema, broken))
+@needs_prometheus
+def test_grafana_starts_provisioned_with_rays_dashboards_ours_and_the_runs_prometheus(tmp_path):
+    home = tmp_path / "grafana-home"
+    (home / "conf").mkdir(parents=True)
+    (home / "conf" / "defaults.ini").write_text("")
+    record = tmp_path / "grafana-args"
+    fakes = _fake_grafana(tmp_path / "fakes", record)
+    finished, run_dir, session = _monitoring_harness(tmp_path, """
+echo "RAY_PROMETHEUS_HOST=$RAY_PROMETHEUS_HOST RAY_GRAFANA_HOST=$RAY_GRAFANA_HOST RAY_GRAFANA_IFRAME_HOST=$RAY_GRAFANA_IFRAME_HOST"
+echo "RAY_metrics_report_interval_ms=$RAY_metrics_report_interval_ms"
+echo "GRAFANA_PID=$GRAFANA_PID"
+""", env={"PROMETHEUS_PORT": "9199", "GRAFANA_PORT": "3199", "GRAFANA_HOME": str(home)}, path_prefix=fakes)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    # The head node's variables, for the Ray dashboard to read Prometheus and embed Grafana.
+    assert ("RAY_PROMETHEUS_HOST=http://127.0.0.1:9199 RAY_GRAFANA_HOST=http://127.0.0.1:3199 "
+            "RAY_GRAFANA_IFRAME_HOST=http://127.0.0.1:3199") in finished.stdout
+    assert "Grafana: http://127.0.0.1:3199 (dashboard 'Data-parallel training', and Ray's)" in finished.stdout
+    # Outside a smoke run Prometheus scrapes every 5 s, and Ray's processes export as often.
+    assert "RAY_metrics_report_interval_ms=5000" in finished.stdout
+    assert "scrape_interval: 5s" in (run_dir / "monitoring" / "prometheus.yml").read_text()
+    grafana = run_dir / "monitoring" / "grafana"
+    assert record.read_text().splitlines() == ["--homepath", str(home), "--config", str(grafana / "grafana.ini")]
+    ini = (grafana / "grafana.ini").read_text()
+    for line in ("http_addr = 127.0.0.1", "http_port = 3199", "allow_embedding = true", "org_role = Viewer",
+                 f"provisioning = {grafana / 'provisioning'}", f"data = {grafana / 'data'}"):
+        assert line in ini, line
+    datasource = yaml.safe_load((grafana / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    assert datasource["datasources"] == [{"name": "Prometheus", "type": "prometheus", "access": "proxy",
+                                          "url": "http://127.0.0.1:9199", "isDefault": True}]
+    providers = yaml.safe_load((grafana / "provisioning" / "dashboards" / "dashboards.yml").read_text())["providers"]
+    paths = {provider["name"]: provider["options"]["path"] for provider in providers}
+    assert paths == {"Ray": str(session / "metrics" / "grafana" / "dashboards"),
+                     "Data-parallel training": str(REPO_ROOT / "monitoring" / "grafana")}
+    assert DASHBOARD.parent == REPO_ROOT / "monitoring" / "grafana" and DASHBOARD.exists()
+    # Stopped with the run.
+    pid = int(re.search(r"GRAFANA_PID=(\d+)", finished.stdout).group(1))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert json.loads((run_dir / "monitoring" / "monitoring.json").read_text())["grafana_url"] == "http://127.0.0.1:3199"
 
 
-def test_the_monitors_scrape_the_metrics_port_of_the_head_and_of_the_workers(monitors):
-    cluster = yaml.safe_load(CLUSTER_FILE.read_text())["spec"]
-    groups = {"head": cluster["headGroupSpec"], "worker": cluster["workerGroupSpecs"][0]}
-    selected = {}
-    for document in monitors:
-        # Prometheus selects monitors by its release's name; they select pods beside them.
-        assert document["metadata"]["labels"]["release"] == lib_setting("MONITORING_RELEASE")
-        assert "namespace" not in document["metadata"] and "namespaceSelector" not in document["spec"]
-        node_type = document["spec"]["selector"]["matchLabels"]["ray.io/node-type"]
-        ports = {port["name"] for port in container(groups[node_type]).get("ports", [])}
-        for endpoint in document["spec"]["podMetricsEndpoints"]:
-            assert endpoint["port"] in ports, (node_type, endpoint["port"])
-            targets = {item["targetLabel"] for item in endpoint["relabelings"]}
-            assert "ray_io_cluster" in targets, "Ray's dashboards filter by it"
-        selected[node_type] = document["metadata"]["name"]
-    assert set(selected) == {"head", "worker"}
+# ---------------------------------------------------------------- live metrics outside Ray
 
 
-# ---------------------------------------------------------------- the Ray head's settings
+def test_live_metrics_do_nothing_outside_a_ray_train_worker():
+    metrics = live_metrics.LiveMetrics(4096)
+    assert not metrics.enabled
+    metrics.begin(32)
+    metrics.step(0.5, None)
+    metrics.epoch(1, {"loss": 1.0, "accuracy": 0.5})
+    assert metrics.updates == 0 and metrics.summary(10.0) is None
 
-def chart_service_names(release):
-    """The Services kube-prometheus-stack names after a release (its _helpers.tpl: the
-    fullname is the release, or release-kube-prometheus-stack, cut at 26 characters)."""
-    fullname = release if "kube-prometheus-stack" in release else f"{release}-kube-prometheus-stack"
-    fullname = fullname[:26].rstrip("-")
-    return {"grafana": f"{release}-grafana", "prometheus": f"{fullname}-prometheus"}
+
+def test_a_bad_demo_live_metrics_value_is_refused(monkeypatch):
+    monkeypatch.setenv("DEMO_LIVE_METRICS", "yes")
+    with pytest.raises(ValueError, match="DEMO_LIVE_METRICS must be 0 or 1, got 'yes'"):
+        live_metrics.LiveMetrics(4096)
+    monkeypatch.setenv("DEMO_LIVE_METRICS", "0")
+    assert not live_metrics.LiveMetrics(4096, identity=None).enabled
 
 
-def test_the_ray_head_points_at_the_charts_grafana_and_prometheus():
-    head = container(yaml.safe_load(CLUSTER_FILE.read_text())["spec"]["headGroupSpec"])
-    env = {item["name"]: item.get("value") for item in head["env"]}
-    release, namespace = lib_setting("MONITORING_RELEASE"), lib_setting("MONITORING_NAMESPACE")
-    names = chart_service_names(release)
-    assert names == {"grafana": lib_setting("GRAFANA_SERVICE"), "prometheus": lib_setting("PROMETHEUS_SERVICE")}
-    # The Grafana subchart's Service listens on port 80; Prometheus' on 9090.
-    assert env["RAY_GRAFANA_HOST"] == f"http://{names['grafana']}.{namespace}.svc:80"
-    assert env["RAY_PROMETHEUS_HOST"] == f"http://{names['prometheus']}.{namespace}.svc:9090"
-    # Where the browser finds Grafana: open-dashboard.sh's forward, at its default port.
-    assert env["RAY_GRAFANA_IFRAME_HOST"] == f"http://127.0.0.1:{script_default('scripts/open-dashboard.sh', 'GRAFANA_PORT')}"
+def test_live_metrics_are_set_at_the_first_step_then_at_most_once_a_second_and_at_each_epoch_end(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(live_metrics.time, "perf_counter", lambda: clock[0])
+    metrics = live_metrics.LiveMetrics(4096, identity=(0, 2, "abcd1234"))
+    metrics.begin(32)
+    parts = dict.fromkeys(("input", "compute", "allreduce", "allreduce_cpu", "optimizer", "other"), 0.01)
+    for _ in range(10):  # 10 steps of 0.25 s: at 0 s (the first), 1.0 s and 2.0 s
+        metrics.step(0.25, parts)
+        clock[0] += 0.25
+    assert metrics.updates == 3
+    metrics.epoch(1, {"loss": 1.0, "accuracy": 0.5})  # the 1 step since 2.0 s
+    assert metrics.updates == 4
+    assert "4 updates of 10 gauges" in metrics.summary(10.0)
+
+
+def test_the_metric_names_are_the_ones_the_dashboard_and_the_kubernetes_monitors_rely_on():
+    assert sorted(live_metrics.METRIC_NAMES) == sorted((
+        "demo_train_images_per_second", "demo_train_step_seconds", "demo_train_compute_seconds",
+        "demo_train_allreduce_seconds", "demo_train_allreduce_cpu_seconds", "demo_train_input_seconds",
+        "demo_train_optimizer_seconds", "demo_train_epoch", "demo_train_loss", "demo_train_accuracy"))
+    assert live_metrics.TAG_KEYS == ("rank", "node")

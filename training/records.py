@@ -13,6 +13,7 @@ import resource
 import sys
 import time
 
+from training.live_metrics import LiveMetrics
 from training.step_timing import StepBreakdown
 
 
@@ -48,6 +49,8 @@ def epoch_recorder(tf, label, samples_per_epoch):
             # Each epoch's steps by part: input, compute, all-reduce, optimizer (step_timing.py).
             self.breakdown = StepBreakdown()
             self.epoch_step_parts = self.breakdown.epochs
+            # Gauges for Prometheus in a Ray Train worker; does nothing elsewhere (live_metrics.py).
+            self.live = LiveMetrics(samples_per_epoch)
             self._fit_start = None
             self._batch_begin = None
             self._epoch_start = None
@@ -63,9 +66,12 @@ def epoch_recorder(tf, label, samples_per_epoch):
 
         def on_train_begin(self, logs=None):
             self._fit_start = time.time()
+            self.live.begin(self.params.get("steps"))
 
         def on_train_end(self, logs=None):
             self.fit_seconds = time.time() - self._fit_start
+            if self.live.enabled:
+                log(f"{label} {self.live.summary(self.fit_seconds)}")
 
         def on_epoch_begin(self, epoch, logs=None):
             self.steps_per_epoch.append(0)
@@ -84,7 +90,8 @@ def epoch_recorder(tf, label, samples_per_epoch):
             self._last_batch_end = time.time()
             self._usage_end = _usage()
             self.steps_per_epoch[-1] += 1
-            self.breakdown.add_step(self._batch_begin, self._last_batch_end, logs)
+            parts = self.breakdown.add_step(self._batch_begin, self._last_batch_end, logs)
+            self.live.step(self._last_batch_end - self._batch_begin, parts)
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = self._last_batch_end - self._epoch_start
@@ -94,6 +101,7 @@ def epoch_recorder(tf, label, samples_per_epoch):
             self._epoch_start = None
             logs = {key: float(value) for key, value in self.breakdown.strip(logs).items()}
             self.history.append(dict(epoch=epoch + 1, seconds=seconds, **logs))
+            self.live.epoch(epoch + 1, logs)
             summary = " ".join(f"{key}={value:.4f}" for key, value in logs.items())
             log(f"{label} epoch {epoch + 1}: {seconds:.1f}s, {samples_per_epoch / seconds:.1f} img/s, {summary}")
 

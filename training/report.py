@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from training import compare, data, results, step_timing
+from training import compare, data, monitoring_report, results
 
 REPORT_FILE = "REPORT.md"
 SPEEDUP_PLOT = "speedup.png"
@@ -513,7 +513,7 @@ def _definitions():
     ]
 
 
-def build_report(run_dir, pairs, targets, per_class):
+def build_report(run_dir, pairs, targets, per_class, monitoring=()):
     name = os.path.basename(os.path.normpath(os.path.realpath(run_dir)))
     lines = [f"# Benchmark report: {name}", "",
              "Plain Keras baseline against Ray Train data-parallel training (MultiWorkerMirroredStrategy), "
@@ -535,6 +535,7 @@ def build_report(run_dir, pairs, targets, per_class):
     lines += ["## Learning curves", ""]
     for pair in pairs:
         lines += [f"![Accuracy and loss per epoch, {pair.ray_label}]({learning_curves_file(pair)})", ""]
+    lines += list(monitoring)  # the time series of a MONITORING=1 run (monitoring_report.py)
     lines += ["## Per-class results", ""]
     lines += per_class
     return "\n".join(lines).rstrip() + "\n"
@@ -650,7 +651,7 @@ def write_report(run_dir, data_dir=None):
     for pair in pairs:
         plot_learning_curves(pair, os.path.join(run_dir, learning_curves_file(pair)))
     path = os.path.join(run_dir, REPORT_FILE)
-    text = build_report(run_dir, pairs, targets, per_class)
+    text = build_report(run_dir, pairs, targets, per_class, monitoring_report.report_section(run_dir))
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as out:
         out.write(text)

@@ -120,11 +120,12 @@ class StepBreakdown:
         self.epochs.append(dict.fromkeys(PARTS + ("step",), 0.0) | {"steps": 0})
 
     def add_step(self, began, ended, logs):
-        """Take the clock readings out of `logs` (in place) and add this step to the epoch."""
+        """Take the clock readings out of `logs` (in place) and add this step to the epoch.
+        Returns the step's parts in seconds, or None for a step without clock readings."""
         readings = {key[len(LOG_PREFIX):]: float(logs.pop(key)) for key in list(logs or {})
                     if key.startswith(LOG_PREFIX)}
         if not readings or not self.epochs:
-            return
+            return None
         epoch = self.epochs[-1]
         step = ended - began
         parts = {"input": readings["start"] - began, "compute": readings["compute"],
@@ -135,6 +136,7 @@ class StepBreakdown:
             epoch[part] += seconds
         epoch["step"] += step
         epoch["steps"] += 1
+        return parts
 
     def strip(self, logs):
         """Remove the clock readings from epoch-end logs (they are not metrics)."""
