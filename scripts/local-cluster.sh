@@ -203,7 +203,8 @@ kill_node() {
     # The raylet's command line carries its node ID and names the node's temp dir.
     raylet="$(pgrep -f -- "--node_id=$which" | head -n1 || true)"
     if [[ -n "$raylet" ]]; then
-      node_dir="$(ps -o args= -p "$raylet" | grep -o -- "$CLUSTER_DIR/ray-[a-z]*-*[0-9]*/" | head -n1 || true)"
+      # -ww: never cut at the terminal's width (COLUMNS); the temp dir comes after the binary's path.
+      node_dir="$(ps -ww -o args= -p "$raylet" | grep -o -- "$CLUSTER_DIR/ray-[a-z]*-*[0-9]*/" | head -n1 || true)"
     fi
     [[ -n "$node_dir" ]] || die "No node with ID $which runs in the local cluster of $CLUSTER_DIR. Check: $0 status"
   else

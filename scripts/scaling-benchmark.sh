@@ -188,12 +188,14 @@ start_run_dir() {
 # Baseline at the equal global batch, Ray Train with N workers and their comparison,
 # by run-benchmark.sh on this sweep's cluster, into RUN_DIR/workers-N.
 run_configuration() {
-  local workers="$1" index="$2" folder="$RUN_DIR/workers-$1"
+  local workers="$1" index="$2" folder="$RUN_DIR/workers-$1" baseline
+  # Before the command: its RUN_DIR= prefix would change what shared_baseline sees.
+  baseline="$(shared_baseline "$index")"
   log "Configuration $index/${#COUNTS[@]}: $workers worker(s) -> $folder"
   TARGET=local NUM_WORKERS="$workers" CPUS_PER_WORKER="$CPUS_PER_WORKER" EPOCHS="$EPOCHS" \
     BATCH_SIZE="$BATCH_SIZE" DATASET="$DATASET" TRAIN_SIZE="$TRAIN_SIZE" TEST_SIZE="$TEST_SIZE" \
     DATA_DIR="$DATA_DIR" RESULTS_DIR="$folder" RUN_DIR="$folder" RAY_ADDRESS="$RAY_ADDRESS" \
-    PIN_CPUS="$PIN_CPUS" BASELINE_RESULTS="$(shared_baseline "$index")" "$REPO_ROOT/scripts/run-benchmark.sh" ||
+    PIN_CPUS="$PIN_CPUS" BASELINE_RESULTS="$baseline" "$REPO_ROOT/scripts/run-benchmark.sh" ||
     die "The configuration with $workers worker(s) failed (see above; its folder is $folder)."
 }
 

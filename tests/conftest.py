@@ -51,18 +51,27 @@ def cluster_processes(cluster_dir):
             if cluster_dir + "/" in line and not line.split()[1].startswith("Z")]
 
 
+@pytest.hookimpl(wrapper=True)  # around pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Keep every test of a session-wide cluster or run on one pytest-xdist worker.
 
     scripts/test.sh runs the suite on two workers (--dist loadgroup): a session fixture is
     made once per worker, so two workers each asking for it would start two clusters on the
-    same ports.
+    same ports. When pytest-xdist ignores the groups, fail at once rather than far from the cause.
     """
     for item in items:
         for fixture in ("local_cluster", "smoke_run"):
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(fixture))
                 break
+    yield
+    if not config.getvalue("loadgroup"):  # set on xdist's workers under --dist loadgroup
+        return
+    lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): this pytest and "
+                                "pytest-xdist do not work together (pytest-dev/pytest-xdist issue 1386). "
+                                "Install requirements-dev.txt's pins, or run with TEST_WORKERS=0.")
 
 
 @pytest.fixture(scope="session")

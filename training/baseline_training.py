@@ -45,8 +45,11 @@ def train_baseline(run_settings, data_dir, results_dir):
               callbacks=[recorder], verbose=0)
     test_loss, test_accuracy, predictions = evaluate(model, dataset.x_test, dataset.y_test,
                                                      run_settings["batch_size"])
-    record = results.run_record("baseline", run_settings, plan, run_start, recorder.state(),
-                                test_loss, test_accuracy, predictions)
+    state = recorder.state()
+    record = results.run_record("baseline", run_settings, plan, run_start, state, test_loss, test_accuracy,
+                                predictions)
+    # CPU seconds and page faults per epoch: the per-image cost the Ray workers' records are compared with.
+    record.update(epoch_cpu_seconds=state["epoch_cpu_seconds"], epoch_page_faults=state["epoch_page_faults"])
     path = os.path.join(results_dir, results.BASELINE_FILE)
     results.write(record, run_start, path)
     records.log(f"baseline: {results.summary_line(record)} -> {path}")
