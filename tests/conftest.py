@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.xdist_group(fixture))
                 break
     yield
-    if not config.getvalue("loadgroup"):  # set on xdist's workers under --dist loadgroup
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers under --dist loadgroup
         return
     lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
     if lost:
