@@ -46,7 +46,7 @@ def train_loop_per_worker(config):
                                 data_dir=config["data_dir"], seed=seed)
     plan = data.shard_plan(run_settings["train_size"], run_settings["batch_size"], context.get_world_size())
     label = f"ray worker {context.get_world_rank()}/{context.get_world_size()}"
-    recorder = records.epoch_recorder(tf, label, plan["samples_per_epoch"])
+    recorder = records.epoch_recorder(tf, label, plan["samples_per_epoch"], context.get_world_size())
 
     def dataset_fn(input_context):
         # One input pipeline per worker: its own shard of the training set, at the per-worker batch.

@@ -32,8 +32,12 @@ STATE_KEYS = ("epoch_times_seconds", "epoch_cpu_seconds", "epoch_page_faults", "
               "epoch_step_parts")
 
 
-def epoch_recorder(tf, label, samples_per_epoch):
-    """A Keras callback that records each epoch and prints a progress line for it."""
+def epoch_recorder(tf, label, samples_per_epoch, workers=1):
+    """A Keras callback that records each epoch and prints a progress line for it.
+
+    `samples_per_epoch`: the images of one epoch, all `workers` together; the progress line's
+    images per second are theirs together, the figure to hold against the baseline's."""
+    together = f" ({workers} workers together)" if workers > 1 else ""
 
     class EpochRecorder(tf.keras.callbacks.Callback):
         def __init__(self):
@@ -103,7 +107,8 @@ def epoch_recorder(tf, label, samples_per_epoch):
             self.history.append(dict(epoch=epoch + 1, seconds=seconds, **logs))
             self.live.epoch(epoch + 1, logs)
             summary = " ".join(f"{key}={value:.4f}" for key, value in logs.items())
-            log(f"{label} epoch {epoch + 1}: {seconds:.1f}s, {samples_per_epoch / seconds:.1f} img/s, {summary}")
+            rate = samples_per_epoch / seconds
+            log(f"{label} epoch {epoch + 1}: {seconds:.1f}s, {rate:.1f} img/s{together}, {summary}")
 
         def state(self):
             """The epochs recorded so far, for a checkpoint."""
