@@ -192,6 +192,16 @@ copy_from_pod() {
     die "Could not copy $pod_dir from pod '$pod' to $local_dir (output above)."
 }
 
+# Copy a run's results from the head pod and check that every file of a run came back.
+copy_results_from_head() {
+  local context="$1" head="$2" pod_dir="$3" local_dir="$4" num_workers="$5" file
+  copy_from_pod "$context" "$head" ray-head "$pod_dir" "$local_dir"
+  for file in baseline_results.json "ray_results_${num_workers}workers.json" comparison.json REPORT.md; do
+    [[ -f "$local_dir/$file" ]] || die "$file is missing from the results copied from $head:$pod_dir to $local_dir."
+  done
+  log "Results copied from $head:$pod_dir to $local_dir (JSON, REPORT.md, plots)."
+}
+
 # For an EXIT trap: stop the processes of the run in the head pod (ending `kubectl exec`
 # does not end them, and the next run would find the CPUs busy).
 minikube_stop_pod_run() {
@@ -295,10 +305,5 @@ run_minikube_target() {
     die "The report could not be written in pod '$head' (output above); the JSON results are in $head:$pod_dir."
   MINIKUBE_POD_RUNNING=0
 
-  copy_from_pod "$context" "$head" ray-head "$pod_dir" "$RESULTS_DIR"
-  local file
-  for file in baseline_results.json "ray_results_${num_workers}workers.json" comparison.json REPORT.md; do
-    [[ -f "$RESULTS_DIR/$file" ]] || die "$file is missing from the results copied from $head:$pod_dir to $RESULTS_DIR."
-  done
-  log "Results copied from $head:$pod_dir to $RESULTS_DIR (JSON, REPORT.md, plots)."
+  copy_results_from_head "$context" "$head" "$pod_dir" "$RESULTS_DIR" "$num_workers"
 }

@@ -205,12 +205,7 @@ copy_results() {
   head="$(RAY_CLUSTER_NAME="$JOB_CLUSTER" ray_head_pod --context "$KUBE_CONTEXT")"
   [[ -n "$head" ]] ||
     die "The head pod of the RayJob's cluster '$JOB_CLUSTER' is gone, and the results with it (k8s/ray-job.yaml keeps it ttlSecondsAfterFinished after the end). The job's log: kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE logs job/$JOB_NAME"
-  copy_from_pod "$KUBE_CONTEXT" "$head" ray-head "$POD_RUN_DIR" "$RUN_DIR"
-  local file
-  for file in baseline_results.json "ray_results_${NUM_WORKERS}workers.json" comparison.json REPORT.md; do
-    [[ -f "$RUN_DIR/$file" ]] || die "$file is missing from the results copied from $head:$POD_RUN_DIR to $RUN_DIR."
-  done
-  log "Results copied from $head:$POD_RUN_DIR to $RUN_DIR (JSON, REPORT.md, plots)."
+  copy_results_from_head "$KUBE_CONTEXT" "$head" "$POD_RUN_DIR" "$RUN_DIR" "$NUM_WORKERS"
 }
 
 # On exit: delete a RayJob that an interrupt or a failure left running (its cluster goes with
