@@ -112,7 +112,9 @@ baseline() {
 ray_row() {
   local folder="$1"
   shift
-  training_args ray "$WORKERS" "$CPUS_PER_WORKER" "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" "$@"
+  # --storage-path: Ray Train's run folder goes where run-benchmark.sh puts it, not ~/ray_results.
+  training_args ray "$WORKERS" "$CPUS_PER_WORKER" "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" \
+    --storage-path "$REPO_ROOT/checkpoints" "$@"
   "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
 }
 

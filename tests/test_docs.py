@@ -431,12 +431,15 @@ def quoted_values():
     # The levers run (docs/results/levers/<row>/), quoted in docs/PERFORMANCE.md: each row's
     # throughput, its ratio to the baseline row, the ceiling's, first batch, accuracy.
     levers = os.path.join(REPO_ROOT, "docs", "results", "levers")
+    accuracies = []
     if os.path.isdir(levers):
         from training import levers as levers_table
 
         for row in levers_table.table_rows(levers_table.load_rows(levers)):
             ratios.append(row["ratio"])
             runs.append({"images_per_second": row["images_per_second"]})
+            # A batch row's validation accuracy, and the default row's at the same training time.
+            accuracies += [row[key] for key in ("val_accuracy", "reference_accuracy_same_time") if row.get(key)]
             if row["first_batch"] is not None:
                 seconds.append(row["first_batch"])
         for record in levers_table.load_rows(levers).values():
@@ -451,7 +454,7 @@ def quoted_values():
            f"{report.TARGET_OVERHEAD_RATIO:.2f}x"},
         "throughput": {f"{run['images_per_second']:.1f} img/s" for run in runs},
         "accuracy": {f"{run[key]:.4f}" for run in (*runs, chaos) for key in ("test_accuracy", "test_loss")
-                     if run.get(key) is not None},
+                     if run.get(key) is not None} | {f"{value:.4f}" for value in accuracies},
         "seconds": {f"{value:.1f} s" for value in seconds},
         "duration": {_duration(value) for value in durations},
     }
