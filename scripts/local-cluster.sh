@@ -3,7 +3,7 @@
 # offers no CPUs to training plus NUM_WORKERS worker nodes, each a separate `ray start`
 # with CPUS_PER_WORKER CPUs, so that every Ray Train worker lands on a node of its own.
 #
-# Usage: ./scripts/local-cluster.sh start|stop|status|env|kill-node N|NODE_ID
+# Usage: ./scripts/local-cluster.sh start|stop|status|env|kill-node N|NODE_ID|--help
 #   NUM_WORKERS=2       worker nodes to start
 #   CPUS_PER_WORKER=1   CPUs each worker node offers to Ray
 #   RAY_PORT=6380       head (GCS) port; not Ray's 6379, so a cluster of yours is left alone

@@ -1,6 +1,6 @@
 """The demo's training code: model.py, data.py and the two entry points are the lesson.
 
-Importing this package, which every entry point does first, sets two things that must be
+Importing this package, which every entry point does first, sets three things that must be
 in place before TensorFlow and Ray are imported:
 - tf-keras instead of Keras 3 (see workarounds.use_tf_keras);
 - Ray's log deduplication off in the driver (RAY_DEDUP_LOGS=0, read when Ray is imported):
