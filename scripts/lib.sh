@@ -5,6 +5,9 @@
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
+# The scripts run the code as `python -m training...`, which finds the package only from the
+# repository root: this makes them work from any folder (cd docs && ../scripts/test.sh).
+export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # Print a progress line on stdout, prefixed with the script's name.
 log() {

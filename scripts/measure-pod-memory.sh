@@ -40,7 +40,7 @@ RAY_PORT="${RAY_PORT:-6382}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8267}"
 CLUSTER_DIR="${CLUSTER_DIR:-/tmp/ray-demo-${RAY_PORT}}"
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
-SAMPLER="$REPO_ROOT/scripts/pod_memory.py"
+SAMPLER=(-m training.pod_memory)
 CLUSTER_STARTED=0
 SAMPLER_PID=""
 RUN_DIR=""
@@ -74,7 +74,7 @@ measure_phase() {
   local phase="$1" status=0
   shift
   log "Phase '$phase'$( ((MAX_PHASE_SECONDS > 0)) && echo ", stopped after ${MAX_PHASE_SECONDS}s"): $*"
-  "$VENV_PYTHON" "$SAMPLER" sample --cluster-dir "$CLUSTER_DIR" --phase "$phase" \
+  "$VENV_PYTHON" "${SAMPLER[@]}" sample --cluster-dir "$CLUSTER_DIR" --phase "$phase" \
     --out "$RUN_DIR/$phase.json" &
   SAMPLER_PID=$!
   if ((MAX_PHASE_SECONDS > 0)); then
@@ -118,7 +118,7 @@ main() {
 
   local -a bounded=()
   ((MAX_PHASE_SECONDS == 0)) || bounded=(--bounded)
-  "$VENV_PYTHON" "$SAMPLER" report --headroom "$HEADROOM" \
+  "$VENV_PYTHON" "${SAMPLER[@]}" report --headroom "$HEADROOM" \
     --recipe "$recipe_text$( ((MAX_PHASE_SECONDS == 0)) || echo ", each phase stopped after ${MAX_PHASE_SECONDS}s")" \
     ${bounded[@]+"${bounded[@]}"} --out "$RUN_DIR/memory.json" "$RUN_DIR/baseline.json" "$RUN_DIR/ray.json" |
     tee "$RUN_DIR/output.txt"

@@ -1,4 +1,4 @@
-"""scripts/pod_memory.py, the sampler and report of scripts/measure-pod-memory.sh (Linux /proc)."""
+"""training/pod_memory.py, the sampler and report of scripts/measure-pod-memory.sh (Linux /proc)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLER = REPO_ROOT / "scripts" / "pod_memory.py"
+SAMPLER = ["-m", "training.pod_memory"]
 MEASURED = REPO_ROOT / "docs" / "results" / "pod_memory"
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
@@ -25,8 +25,8 @@ def test_the_sampler_finds_a_marked_process_names_it_and_puts_it_in_its_pod(tmp_
                                  "training.baseline_training"], env=env)
     unmarked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "training.ray_training"])
     out = tmp_path / "phase.json"
-    sampler = subprocess.Popen([sys.executable, str(SAMPLER), "sample", "--cluster-dir", cluster_dir,
-                                "--phase", "baseline", "--out", str(out), "--interval", "0.1"])
+    sampler = subprocess.Popen([sys.executable, *SAMPLER, "sample", "--cluster-dir", cluster_dir,
+                                "--phase", "baseline", "--out", str(out), "--interval", "0.1"], cwd=REPO_ROOT)
     try:
         time.sleep(1.5)
         sampler.send_signal(signal.SIGTERM)
@@ -47,9 +47,9 @@ def test_the_sampler_finds_a_marked_process_names_it_and_puts_it_in_its_pod(tmp_
 def test_the_committed_summary_is_what_the_report_makes_of_the_committed_samples(tmp_path, name, bounded):
     committed = json.loads((MEASURED / name / "memory.json").read_text())
     out = tmp_path / "memory.json"
-    command = [sys.executable, str(SAMPLER), "report", "--recipe", committed["recipe"], "--out", str(out),
+    command = [sys.executable, *SAMPLER, "report", "--recipe", committed["recipe"], "--out", str(out),
                str(MEASURED / name / "baseline.json"), str(MEASURED / name / "ray.json")]
     printed = subprocess.run(command + (["--bounded"] if bounded else []), capture_output=True, text=True,
-                             check=True).stdout
+                             check=True, cwd=REPO_ROOT).stdout
     assert json.loads(out.read_text()) == committed
     assert printed == (MEASURED / name / "output.txt").read_text()

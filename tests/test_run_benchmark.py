@@ -143,3 +143,15 @@ def test_a_port_taken_by_another_process_is_reported_with_the_fix(tmp_path):
     assert folder.name.endswith("-local-smoke")
     assert (folder / "FAILED").read_text() == "Could not start the local Ray cluster (see the message above).\n"
     assert not (tmp_path / "latest").exists()
+
+
+def test_the_scripts_find_the_training_package_from_any_folder(tmp_path):
+    """The scripts run the code as `.venv/bin/python -m training...`, which Python finds only
+    from the repository root unless lib.sh puts the root on PYTHONPATH (cd docs &&
+    ../scripts/run-benchmark.sh used to fail when the baseline started)."""
+    quickstart = REPO_ROOT / "docs" / "results" / "quickstart"
+    script = (f'source "{REPO_ROOT}/scripts/lib.sh" && "$REPO_ROOT/.venv/bin/python" -m training.compare '
+              f'--results-dir "{quickstart}" --num-workers 2')
+    finished = run(["bash", "-c", script], cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert "Speedup (throughput):" in finished.stdout
