@@ -1397,21 +1397,11 @@ def test_dashboard_on_minikube_forwards_the_head_service_prints_the_url_and_stop
     port = free_port()
     world.rule("kubectl", "config current-context", output="minikube")
     world.rule("kubectl", "*port-forward*", code="0@30", output=f"Forwarding from 127.0.0.1:{port} -> 8265")
-    process = subprocess.Popen(["./scripts/open-dashboard.sh"], cwd=world.root, text=True,
-                               env=dict(world.env, TARGET="minikube", DASHBOARD_PORT=str(port)),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               start_new_session=True, preexec_fn=interruptible)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "Ctrl-C stops" in line:
-            break
-    os.killpg(process.pid, signal.SIGINT)
-    rest, stderr = process.communicate(timeout=20)
-    assert process.returncode == 0, stderr
-    assert f"Ray dashboard: http://127.0.0.1:{port}/\n" in "".join(lines)
+    returncode, printed, stderr = open_until_ready(world, DASHBOARD_PORT=port)
+    assert returncode == 0, stderr
+    assert f"Ray dashboard: http://127.0.0.1:{port}/\n" in printed
     assert "Grafana and Prometheus are not installed in namespace 'prometheus-system'; " \
-           "./scripts/install-monitoring.sh installs them." in "".join(lines)
+           "./scripts/install-monitoring.sh installs them." in printed
     assert world.tool_calls("kubectl")[-1] == (
         f"kubectl --context minikube --namespace default port-forward svc/ray-training-cluster-head-svc {port}:8265")
 
