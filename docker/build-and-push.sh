@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the training image for this machine's architecture and load it into every node of
 # the minikube profile, skipping either step when it is already current. "Current" means the
-# content hash of docker/Dockerfile, requirements.txt, training/ and the base image matches
+# content hash of docker/Dockerfile, requirements.txt, the code's folders and the base image matches
 # the label on the image: on the local image for the build, and on EACH node for the load
 # (checked with `minikube ssh -n NODE -- docker image inspect`, since `minikube image ls`
 # lists the union of all nodes).
@@ -38,7 +38,10 @@ check_prerequisites() {
   require_tool docker "https://docs.docker.com/get-docker/"
   require_tool minikube "https://minikube.sigs.k8s.io/docs/start/"
   require_docker_running
-  [[ -d "$REPO_ROOT/training" ]] || die "$REPO_ROOT/training is missing; the image needs the training code."
+  local folder
+  for folder in "${CODE_DIRS[@]}"; do
+    [[ -d "$REPO_ROOT/$folder" ]] || die "$REPO_ROOT/$folder is missing; the image needs the demo's code."
+  done
   [[ -f "$REPO_ROOT/requirements.txt" ]] || die "$REPO_ROOT/requirements.txt is missing."
 }
 
@@ -61,7 +64,7 @@ stage_build_context() {
   while IFS= read -r file; do
     mkdir -p "$STAGING_DIR/$(dirname "$file")"
     cp "$REPO_ROOT/$file" "$STAGING_DIR/$file"
-  done < <(cd "$REPO_ROOT" && find training -type d -name __pycache__ -prune -o -type f ! -name '*.pyc' -print)
+  done < <(cd "$REPO_ROOT" && find "${CODE_DIRS[@]}" -type d -name __pycache__ -prune -o -type f ! -name '*.pyc' -print)
 }
 
 # sha256 over the base image's name and the staged files' names and contents, in a fixed order.

@@ -192,7 +192,7 @@ wait_for_checkpoint() {
   local deadline=$((SECONDS + WAIT_TIMEOUT)) epoch node
   while ((SECONDS < deadline)); do
     kill -0 "$TRAIN_PID" 2>/dev/null || die "The training ended before epoch $KILL_AFTER_EPOCH was checkpointed (see above)."
-    read -r epoch node < <(cluster_python -m training.chaos progress "$RUN_LOCATION" "$KILL_RANK" 2>/dev/null |
+    read -r epoch node < <(cluster_python -m tools.chaos progress "$RUN_LOCATION" "$KILL_RANK" 2>/dev/null |
       tail -n 1 || echo "0 -") || true
     [[ "$epoch" =~ ^[0-9]+$ ]] || epoch=0
     if ((epoch >= KILL_AFTER_EPOCH)) && [[ "$node" != "-" ]]; then
@@ -207,7 +207,7 @@ wait_for_checkpoint() {
 # The worker pod that is Ray node NODE_ID (Ray knows the pod's IP, Kubernetes its name).
 worker_pod_of_node() {
   local node="$1" ip pod
-  ip="$(cluster_python -m training.chaos node-ip "$node" 2>/dev/null | tail -n 1)" || true
+  ip="$(cluster_python -m tools.chaos node-ip "$node" 2>/dev/null | tail -n 1)" || true
   [[ "$ip" =~ ^[0-9a-fA-F.:]+$ ]] ||
     die "Ray does not know a live node ${node:0:8} (it printed '$ip'); the worker may have died on its own. See the training output above."
   pod="$(kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
@@ -231,7 +231,7 @@ kill_worker_node() {
     log "Waiting ${KILL_DELAY}s into epoch $((KILL_AFTER_EPOCH + 1))"
     sleep "$KILL_DELAY"
   fi
-  cluster_python -m training.chaos mark-failure "$RUN_LOCATION" "$node" "$KILL_RANK" \
+  cluster_python -m tools.chaos mark-failure "$RUN_LOCATION" "$node" "$KILL_RANK" \
     "$KILL_AFTER_EPOCH" "$how" ||
     die "Could not note the failure in $RUN_LOCATION (see above)."
   if [[ "$TARGET" == minikube ]]; then
@@ -255,14 +255,14 @@ finish() {
   local file="ray_results_${NUM_WORKERS}workers.json"
   log "Recovery:"
   if [[ "$TARGET" == minikube ]]; then
-    minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python -m training.chaos report "$POD_RESULTS_DIR/$file" ||
+    minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python -m tools.chaos report "$POD_RESULTS_DIR/$file" ||
       die "Could not read the results in pod $HEAD_POD (see above)."
     kubectl --context "$KUBE_CONTEXT" cp -c ray-head "$RAY_NAMESPACE/$HEAD_POD:$POD_RESULTS_DIR/$file" "$RESULTS_DIR/$file" ||
       die "Could not copy $POD_RESULTS_DIR/$file from pod $HEAD_POD to $RESULTS_DIR."
     log "Results copied to $RESULTS_DIR/$file"
     return 0
   fi
-  "$VENV_PYTHON" -m training.chaos report "$RESULTS_DIR/$file"
+  "$VENV_PYTHON" -m tools.chaos report "$RESULTS_DIR/$file"
 }
 
 main() {

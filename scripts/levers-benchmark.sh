@@ -157,7 +157,7 @@ main() {
   for row in $ROWS; do
     run_row "$row"
   done
-  "$VENV_PYTHON" -m training.levers --run-dir "$RUN_DIR" || die "The levers table could not be written (see above)."
+  "$VENV_PYTHON" -m analysis.levers --run-dir "$RUN_DIR" || die "The levers table could not be written (see above)."
   exit 0
 }
 

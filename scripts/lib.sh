@@ -5,9 +5,12 @@
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export REPO_ROOT
-# The scripts run the code as `python -m training...`, which finds the package only from the
+# The scripts run the code as `python -m lesson...`, which finds the packages only from the
 # repository root: this makes them work from any folder (cd docs && ../scripts/test.sh).
 export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# The code's folders, one Python package each: the image copies them (docker/).
+# shellcheck disable=SC2034 # read by the scripts that source this file
+CODE_DIRS=(lesson harness analysis tools)
 
 # Print a progress line on stdout, prefixed with the script's name.
 log() {
@@ -124,7 +127,7 @@ sha256sum_portable() {
   fi
 }
 
-# A Python that can read training/settings.py (standard library only): .venv's when it
+# A Python that can read lesson/recipe.py (standard library only): .venv's when it
 # exists, else PYTHON, python3.11 or python3. The Minikube target needs no .venv for this.
 settings_python() {
   local candidate
@@ -135,11 +138,11 @@ settings_python() {
       return 0
     fi
   done
-  die "No Python was found to read the defaults in training/settings.py. Install Python 3.11 (https://www.python.org/downloads/) or set PYTHON=/path/to/python3.11."
+  die "No Python was found to read the defaults in lesson/recipe.py. Install Python 3.11 (https://www.python.org/downloads/) or set PYTHON=/path/to/python3.11."
 }
 
 # Set DEFAULT_<NAME> for each training default of a mode (default, smoke or full), read from
-# training/settings.py, the one place the defaults live: DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE,
+# lesson/recipe.py, the one place the defaults live: DEFAULT_EPOCHS, DEFAULT_BATCH_SIZE,
 # DEFAULT_DATASET, DEFAULT_TRAIN_SIZE, DEFAULT_TEST_SIZE, DEFAULT_NUM_WORKERS,
 # DEFAULT_CPUS_PER_WORKER and DEFAULT_MAX_FAILURES.
 load_training_defaults() {
@@ -149,15 +152,15 @@ load_training_defaults() {
     smoke) flag=(--smoke-test) ;;
     full) flag=(--full) ;;
   esac
-  defaults="$(cd "$REPO_ROOT" && "$(settings_python)" -m training.settings ${flag[@]+"${flag[@]}"})" ||
-    die "Could not read the training defaults from training/settings.py (see above)."
+  defaults="$(cd "$REPO_ROOT" && "$(settings_python)" -m lesson.recipe ${flag[@]+"${flag[@]}"})" ||
+    die "Could not read the training defaults from lesson/recipe.py (see above)."
   while IFS='=' read -r name value; do
     [[ "$name" =~ ^[A-Z_]+$ ]] && printf -v "DEFAULT_$name" '%s' "$value"
   done <<<"$defaults"
 }
 
 # The training recipe of a mode (default, smoke or full): fills whichever of EPOCHS,
-# BATCH_SIZE, DATASET, TRAIN_SIZE and TEST_SIZE are empty from training/settings.py, then
+# BATCH_SIZE, DATASET, TRAIN_SIZE and TEST_SIZE are empty from lesson/recipe.py, then
 # validates all five.
 resolve_recipe() {
   load_training_defaults "$1"
@@ -189,11 +192,11 @@ training_args() {
     --epochs "$EPOCHS" --results-dir "$results_dir")
   case "$kind" in
     baseline)
-      TRAINING_ARGS=(-m training.baseline_training "${recipe[@]}" --batch-size "$((BATCH_SIZE * workers))"
+      TRAINING_ARGS=(-m lesson.baseline_training "${recipe[@]}" --batch-size "$((BATCH_SIZE * workers))"
         --cpus "$cpus")
       ;;
     ray)
-      TRAINING_ARGS=(-m training.ray_training "${recipe[@]}" --batch-size "$BATCH_SIZE"
+      TRAINING_ARGS=(-m lesson.ray_training "${recipe[@]}" --batch-size "$BATCH_SIZE"
         --num-workers "$workers" --cpus-per-worker "$cpus")
       [[ -z "${MAX_FAILURES:-}" ]] || TRAINING_ARGS+=(--max-failures "$MAX_FAILURES")
       [[ "${CHECKPOINT:-0}" != 1 ]] || TRAINING_ARGS+=(--checkpoint)

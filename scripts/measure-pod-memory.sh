@@ -7,7 +7,7 @@
 # arithmetic in k8s/ray-cluster.yaml comes from its output. Linux only (it reads /proc).
 #
 # Usage: ./scripts/measure-pod-memory.sh [--smoke-test | --full] [--help]
-#   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (default: training/settings.py's)
+#   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (default: lesson/recipe.py's)
 #   NUM_WORKERS=2         Ray Train workers, one per local worker node (as one per pod)
 #   MAX_PHASE_SECONDS=0   stop the baseline and the Ray run this long after each starts
 #                         (0: run both to the end); the memory plateaus during the first
@@ -40,7 +40,7 @@ RAY_PORT="${RAY_PORT:-6382}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8267}"
 CLUSTER_DIR="${CLUSTER_DIR:-/tmp/ray-demo-${RAY_PORT}}"
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
-SAMPLER=(-m training.pod_memory)
+SAMPLER=(-m tools.pod_memory)
 CLUSTER_STARTED=0
 SAMPLER_PID=""
 RUN_DIR=""

@@ -12,7 +12,7 @@
 #                              slot Ray has), CPUS_PER_WORKER (empty = the Ray CPUs of one
 #                              worker pod), EPOCHS, BATCH_SIZE (per worker), DATASET,
 #                              TRAIN_SIZE, TEST_SIZE, RESULTS_DIR, CHECKPOINT, RESUME,
-#                              MAX_FAILURES (defaults 0, 0, and training/settings.py's),
+#                              MAX_FAILURES (defaults 0, 0, and lesson/recipe.py's),
 #                              and MINIKUBE_PROFILE,
 #                              RAY_NAMESPACE, RAY_CLUSTER_NAME, K8S_CHECKPOINT_PATH (lib.sh).
 #   require_k8s_checkpoint_storage CONTEXT HEAD
@@ -296,12 +296,12 @@ run_minikube_target() {
     die "Ray training failed in pod '$head' (output above). Worker logs: kubectl logs -n $RAY_NAMESPACE -l ray.io/cluster=$RAY_CLUSTER_NAME,ray.io/node-type=worker"
 
   log "3/4 Comparison:"
-  minikube_exec_head "$context" "$head" python -m training.compare \
+  minikube_exec_head "$context" "$head" python -m analysis.compare \
     --results-dir "$pod_dir" --num-workers "$num_workers" ||
     die "The comparison failed in pod '$head' (output above)."
 
   log "4/4 Report (REPORT.md and plots, written in the pod):"
-  minikube_exec_head "$context" "$head" python -m training.report --run-dir "$pod_dir" ||
+  minikube_exec_head "$context" "$head" python -m analysis.report --run-dir "$pod_dir" ||
     die "The report could not be written in pod '$head' (output above); the JSON results are in $head:$pod_dir."
   MINIKUBE_POD_RUNNING=0
 

@@ -143,7 +143,7 @@ json_string() {
   printf '"%s"' "${value//\"/\\\"}"
 }
 
-# monitoring.json in the run folder: what training/monitoring_report.py reads. STOPPED is
+# monitoring.json in the run folder: what analysis/monitoring_report.py reads. STOPPED is
 # empty while the run goes on, else "clean" or "died" (Prometheus had died before the end).
 write_monitoring_state() {
   local stopped="$1"

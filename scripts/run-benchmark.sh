@@ -31,7 +31,7 @@
 #   PIN_CPUS=auto        pin local worker nodes and the baseline to their own cores (auto, 1, 0)
 #   DEMO_ALLOCATOR=tuned how TensorFlow gets memory for tensors, the same for both runs:
 #                        tuned (BFC allocator, glibc kept from trimming) or system (malloc);
-#                        see training/workarounds.py, section 2
+#                        see lesson/workarounds.py, section 2
 #   CHECKPOINT=0         1: the Ray run saves a checkpoint every epoch and a restarted worker
 #                        group resumes from it (0, the default, keeps the quick start as fast)
 #   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target; on
@@ -234,7 +234,7 @@ run_baseline() {
 }
 
 # Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
-# RESUME=1; see training/fault_tolerance.py).
+# RESUME=1; see lesson/fault_tolerance.py).
 run_ray() {
   log "2/3 Ray Train: $NUM_WORKERS workers x $CPUS_PER_WORKER CPU(s), batch $BATCH_SIZE per worker"
   training_args ray "$NUM_WORKERS" "$CPUS_PER_WORKER" "$RESULTS_DIR" --data-dir "$DATA_DIR" \
@@ -245,7 +245,7 @@ run_ray() {
 # Turn the two results into speedup, efficiency, throughput and accuracy.
 run_compare() {
   log "3/3 Comparison"
-  "$VENV_PYTHON" -m training.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
+  "$VENV_PYTHON" -m analysis.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
     die "The comparison failed (see above)."
   log "Results: $RESULTS_DIR/baseline_results.json, $RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json, $RESULTS_DIR/comparison.json"
 }
@@ -253,7 +253,7 @@ run_compare() {
 # REPORT.md and the plots in the run folder; prints whether each target holds.
 write_report() {
   log "Report"
-  "$VENV_PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
+  "$VENV_PYTHON" -m analysis.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in $RUN_DIR."
 }
 

@@ -12,7 +12,7 @@
 #   NUM_WORKERS=         Ray Train workers; default: the worker replicas of k8s/ray-cluster.yaml
 #                        (2), at most that many
 #   CPUS_PER_WORKER=1    CPUs per Ray worker; the baseline gets the same budget
-#   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (training/settings.py's
+#   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (lesson/recipe.py's
 #                        defaults; --full and --smoke-test as in run-benchmark.sh)
 #   RESULTS_DIR=results  the run folder goes there, as with run-benchmark.sh
 #   START_TIMEOUT=900    seconds for the RayJob's cluster to start and the job to run; on a
@@ -103,8 +103,8 @@ job_entrypoint() {
   commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
   training_args ray "$NUM_WORKERS" "$CPUS_PER_WORKER" "$POD_RUN_DIR" --address auto
   commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
-  commands+=("$(printf '%q ' python -m training.compare --results-dir "$POD_RUN_DIR" --num-workers "$NUM_WORKERS")")
-  commands+=("$(printf '%q ' python -m training.report --run-dir "$POD_RUN_DIR")")
+  commands+=("$(printf '%q ' python -m analysis.compare --results-dir "$POD_RUN_DIR" --num-workers "$NUM_WORKERS")")
+  commands+=("$(printf '%q ' python -m analysis.report --run-dir "$POD_RUN_DIR")")
   local joined="" command
   for command in "${commands[@]}"; do
     joined+="${joined:+&& }$command"

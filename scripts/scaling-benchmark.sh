@@ -210,7 +210,7 @@ shared_baseline() {
 # The sweep's report over every configuration: targets, table, per-class results, plots.
 write_report() {
   log "Report over all configurations"
-  "$VENV_PYTHON" -m training.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
+  "$VENV_PYTHON" -m analysis.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in $RUN_DIR."
 }
 

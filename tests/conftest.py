@@ -76,7 +76,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tf():
-    from training.workarounds import import_tensorflow
+    from lesson.workarounds import import_tensorflow
 
     return import_tensorflow(1)
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from training import compare, results
+from analysis import compare
+from harness import results
 from conftest import PYTHON, run
 
 
@@ -86,7 +87,7 @@ def test_compare_cli_writes_comparison_json(tmp_path):
     ray_run = make_run("ray_train", 150.0, 200.0, 80.0, 0.79, workers=2)
     (tmp_path / results.BASELINE_FILE).write_text(json.dumps(baseline))
     (tmp_path / results.ray_file(2)).write_text(json.dumps(ray_run))
-    finished = run([PYTHON, "-m", "training.compare", "--results-dir", str(tmp_path), "--num-workers", "2"])
+    finished = run([PYTHON, "-m", "analysis.compare", "--results-dir", str(tmp_path), "--num-workers", "2"])
     assert finished.returncode == 0, finished.stderr
     written = json.loads((tmp_path / results.COMPARISON_FILE).read_text())
     assert written["speedup"] == pytest.approx(1.6)
@@ -104,7 +105,7 @@ def test_compare_cli_explains_missing_or_malformed_results(tmp_path, content, me
     (tmp_path / results.ray_file(2)).write_text(json.dumps(make_run("ray_train", 1, 1, 1, 1, workers=2)))
     if content is not None:
         (tmp_path / results.BASELINE_FILE).write_text(content)
-    finished = run([PYTHON, "-m", "training.compare", "--results-dir", str(tmp_path), "--num-workers", "2"])
+    finished = run([PYTHON, "-m", "analysis.compare", "--results-dir", str(tmp_path), "--num-workers", "2"])
     assert finished.returncode == 2
     assert message in finished.stderr
     assert not (tmp_path / results.COMPARISON_FILE).exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, run
-from training import data
+from lesson import data
 
 
 def write_cifar_folder(root, per_batch=4):
@@ -177,7 +177,7 @@ def test_shards_are_disjoint_and_cover_the_training_set(tf):
 PER_DEVICE_AUTOTUNE = """
 import json
 from tensorflow.python.data.ops import multi_device_iterator_ops
-from training import data, workarounds
+from lesson import data, workarounds
 
 tf = workarounds.import_tensorflow(1)
 strategy = tf.distribute.MultiWorkerMirroredStrategy()  # no TF_CONFIG: one local worker

@@ -5,7 +5,7 @@ Documents: README.md, GETTING_STARTED.md, AGENTS.md and every docs/*.md.
 - Every fenced shell command (```bash, ```sh, ```shell, ```console) and every command quoted
   inline in backticks is parsed: a `./scripts/X.sh` or `docker/X.sh` must exist, each of its
   `--flags`, subcommands and `NAME=value` settings must appear in its `--help`; a
-  `python -m training.X` must exist and accept its flags (its `--help`); commands of other
+  `python -m lesson.X` (or harness, analysis, tools) must exist and accept its flags (its `--help`); commands of other
   tools (kubectl, minikube, helm, ray, docker) are accepted, but the Ray and KubeRay names
   they use (ray-training-cluster, ray-system, ray-head-nodeport, ...) must exist in k8s/ or
   scripts/. Commands that only print (`--help`, `--dry-run`) are run.
@@ -13,7 +13,7 @@ Documents: README.md, GETTING_STARTED.md, AGENTS.md and every docs/*.md.
 - Links to Ray go to https://docs.ray.io/en/latest/... or https://github.com/ray-project/...,
   and the README links the pages the demo builds on.
 - Numbers come from the committed run in docs/results/quickstart/: the README's comparison
-  table is the one training/compare.py prints for that comparison.json, and every speedup,
+  table is the one analysis/compare.py prints for that comparison.json, and every speedup,
   throughput, accuracy, time and duration quoted in the docs is one of that run's values.
 
 Static and quick: reads files and runs only `--help` / `--dry-run`, which start nothing.
@@ -31,7 +31,8 @@ import sys
 
 import pytest
 
-from training import compare, report, results
+from analysis import compare, report
+from harness import results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ("README.md", "GETTING_STARTED.md", "AGENTS.md") + tuple(
@@ -39,12 +40,12 @@ DOCS = ("README.md", "GETTING_STARTED.md", "AGENTS.md") + tuple(
 QUICKSTART_DIR = os.path.join(REPO_ROOT, "docs", "results", "quickstart")
 SCALING_DIR = os.path.join(REPO_ROOT, "docs", "results", "scaling")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
-PATH_PREFIXES = ("training", "scripts", "k8s", "docker", "docs", "tests", ".ci")
+PATH_PREFIXES = ("lesson", "harness", "analysis", "tools", "scripts", "k8s", "docker", "docs", "tests", ".ci")
 PATH_PATTERN = re.compile(r"^(?:\./)?(?:%s)/[\w./<>*-]*$" % "|".join(re.escape(p) for p in PATH_PREFIXES))
 SCRIPT_PATTERN = re.compile(r"^(?:\./)?(?:scripts|docker)/[\w.-]+\.sh$")
 # An inline `...` span that is a command: settings, then a script or a training module.
 INLINE_COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:\./)?(?:scripts|docker)/[\w.-]+\.sh\b|"
-                            r"(?:\.venv/bin/)?python3? -m training\.)")
+                            r"(?:\.venv/bin/)?python3? -m (?:lesson|harness|analysis|tools)\.)")
 ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
 # Tools whose commands are accepted as they are; their Ray names are checked.
 OTHER_TOOLS = {"kubectl", "minikube", "helm", "ray", ".venv/bin/ray", "docker", "git", "cat", "ls",
@@ -154,7 +155,7 @@ def _help_of(command):
 
 
 def _help_command(name):
-    if name.startswith("training."):
+    if name.split(".")[0] in CODE_PACKAGES:
         return [sys.executable, "-m", name, "--help"]
     return [os.path.join(REPO_ROOT, name), "--help"]
 
@@ -166,14 +167,23 @@ def helps():
                    glob.glob(os.path.join(REPO_ROOT, "scripts", "*.sh")) +
                    glob.glob(os.path.join(REPO_ROOT, "docker", "*.sh")))
     names = [name for name in names if name not in ("scripts/lib.sh", "scripts/minikube-target.sh")]
-    names += ["training." + os.path.basename(path)[:-3]
-              for path in sorted(glob.glob(os.path.join(REPO_ROOT, "training", "*.py")))
+    names += [os.path.relpath(path, REPO_ROOT)[:-3].replace(os.sep, ".") for path in python_modules()
               if "__main__" in read(os.path.relpath(path, REPO_ROOT))]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
         outputs = dict(zip(names, pool.map(lambda name: _help_of(_help_command(name)), names)))
     for name, (returncode, text) in outputs.items():
         assert returncode == 0, f"{name} --help failed:\n{text}"
     return {name: text for name, (_, text) in outputs.items()}
+
+
+# The code's packages, by job: the lesson, the harness, the analysis and the tools.
+CODE_PACKAGES = ("lesson", "harness", "analysis", "tools")
+PYTHON_GLOBS = tuple(f"{package}/*.py" for package in CODE_PACKAGES)
+
+
+def python_modules():
+    """Every module of the code's packages, as absolute paths."""
+    return sorted(path for pattern in PYTHON_GLOBS for path in glob.glob(os.path.join(REPO_ROOT, pattern)))
 
 
 def _word_in(word, text):
@@ -194,8 +204,9 @@ def _names_corpus():
 
 def _settings_corpus():
     files = []
-    for pattern in ("scripts/*.sh", "docker/*", "training/*.py", "k8s/*.yaml", ".ci/run"):
+    for pattern in ("scripts/*.sh", "docker/*", "k8s/*.yaml", ".ci/run"):
         files += glob.glob(os.path.join(REPO_ROOT, pattern))
+    files += python_modules()
     return "\n".join(read(os.path.relpath(path, REPO_ROOT)) for path in files)
 
 
@@ -244,7 +255,7 @@ def check_command(tokens, helps, names_corpus):
         return problems
     if command in ("python", "python3", ".venv/bin/python") and arguments[:1] == ["-m"]:
         module = arguments[1] if len(arguments) > 1 else ""
-        if not module.startswith("training."):
+        if module.split(".")[0] not in CODE_PACKAGES:
             return problems
         if not os.path.exists(os.path.join(REPO_ROOT, *module.split(".")) + ".py"):
             return problems + [f"module {module} does not exist"]
@@ -310,7 +321,7 @@ def test_the_checker_catches_wrong_flags_settings_and_names(helps):
     assert check_command(["./scripts/run-benchmark.sh", "--workers", "3"], helps, names_corpus)
     assert check_command(["WORKERS=3", "./scripts/run-benchmark.sh"], helps, names_corpus)
     assert check_command(["./scripts/no-such-script.sh"], helps, names_corpus)
-    assert check_command([".venv/bin/python", "-m", "training.compare", "--num-worker", "2"], helps, names_corpus)
+    assert check_command([".venv/bin/python", "-m", "analysis.compare", "--num-worker", "2"], helps, names_corpus)
     assert check_command(["kubectl", "get", "raycluster", "ray-cluster"], helps, names_corpus)
     assert check_command(["kubectl", "-n", "ray-system", "get", "pods"], helps, names_corpus) == []
     assert check_command(["cat", "k8s/no-such.yaml"], helps, names_corpus)
@@ -322,7 +333,7 @@ def test_the_checker_catches_wrong_flags_settings_and_names(helps):
 def test_every_path_file_name_setting_and_flag_in_backticks_exists(helps):
     settings_corpus = _settings_corpus()
     all_help = "\n".join(helps.values())
-    known_files = {os.path.basename(path) for pattern in ("scripts/*", "docker/*", "training/*.py", "tests/*.py",
+    known_files = {os.path.basename(path) for pattern in ("scripts/*", "docker/*", *PYTHON_GLOBS, "tests/*.py",
                                                           "k8s/*", "*", ".ci/*", "docs/*")
                    for path in glob.glob(os.path.join(REPO_ROOT, pattern))}
     problems = []
@@ -336,7 +347,7 @@ def test_every_path_file_name_setting_and_flag_in_backticks_exists(helps):
                 problems.append(f"{doc}: file `{span}` exists nowhere in the repository")
             setting = re.fullmatch(r"([A-Z][A-Z0-9_]{2,})(?:=\S*)?", span)
             if setting and not _word_in(setting.group(1), settings_corpus):
-                problems.append(f"{doc}: setting `{span}` is used nowhere in scripts/, training/, docker/ or k8s/")
+                problems.append(f"{doc}: setting `{span}` is used nowhere in scripts/, the Python packages, docker/ or k8s/")
             if re.fullmatch(r"--[\w-]+", span) and not _word_in(span, all_help):
                 problems.append(f"{doc}: flag `{span}` is in no script's or entry point's --help")
     assert not problems, "\n".join(problems)
@@ -376,7 +387,7 @@ def test_the_project_structure_lists_every_file_users_touch_and_only_files_that_
             assert any(os.path.exists(os.path.join(REPO_ROOT, path)) for path in where), \
                 f"the project structure lists {name}, which does not exist"
             listed.add(os.path.basename(name))
-    expected = {os.path.basename(path) for pattern in ("scripts/*.sh", "training/*.py", "k8s/*.yaml", "docker/*")
+    expected = {os.path.basename(path) for pattern in ("scripts/*.sh", *PYTHON_GLOBS, "k8s/*.yaml", "docker/*")
                 for path in glob.glob(os.path.join(REPO_ROOT, pattern))} - {"__init__.py"}
     assert not expected - listed, f"the project structure misses {sorted(expected - listed)}"
 
@@ -433,7 +444,7 @@ def quoted_values():
     levers = os.path.join(REPO_ROOT, "docs", "results", "levers")
     accuracies = []
     if os.path.isdir(levers):
-        from training import levers as levers_table
+        from analysis import levers as levers_table
 
         for row in levers_table.table_rows(levers_table.load_rows(levers)):
             ratios.append(row["ratio"])
@@ -473,7 +484,7 @@ def test_the_readme_shows_the_comparison_table_of_the_committed_run():
     comparison = _load("comparison.json")
     table = compare.format_table(comparison)
     blocks = [body.rstrip("\n") for language, body in fenced_blocks(read("README.md")) if language == ""]
-    assert table in blocks, ("The README's comparison table must be what training/compare.py prints for "
+    assert table in blocks, ("The README's comparison table must be what analysis/compare.py prints for "
                              "docs/results/quickstart/comparison.json. Paste this:\n" + table)
 
 
@@ -511,7 +522,7 @@ def code_texts():
     """What users read as docs inside the code: each training module's docstring and each
     script's header comment (its --help)."""
     texts = {}
-    for path in sorted(glob.glob(os.path.join(REPO_ROOT, "training", "*.py"))):
+    for path in python_modules():
         docstring = ast.get_docstring(ast.parse(read(os.path.relpath(path, REPO_ROOT))))
         if docstring:
             texts[os.path.relpath(path, REPO_ROOT)] = docstring
@@ -547,9 +558,9 @@ def test_paths_named_in_docstrings_and_script_headers_exist():
 
 
 def test_script_headers_give_the_defaults_of_training_settings():
-    """A default in a script's --help (EPOCHS=3) is the one training/settings.py holds."""
+    """A default in a script's --help (EPOCHS=3) is the one lesson/recipe.py holds."""
     defaults = dict(line.split("=", 1) for line in subprocess.run(
-        [sys.executable, "-m", "training.settings"], cwd=REPO_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "lesson.recipe"], cwd=REPO_ROOT, capture_output=True, text=True,
         check=True).stdout.split())
     problems = []
     for name, text in code_texts().items():
@@ -557,7 +568,7 @@ def test_script_headers_give_the_defaults_of_training_settings():
             continue
         for setting, value in re.findall(r"^\s*([A-Z_]+)=(\S+)\s", text + "\n", re.M):
             if setting in defaults and value != defaults[setting]:
-                problems.append(f"{name}: {setting}={value}, but training/settings.py says {defaults[setting]}")
+                problems.append(f"{name}: {setting}={value}, but lesson/recipe.py says {defaults[setting]}")
     assert not problems, "\n".join(problems)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import PYTHON, REPO_ROOT, cluster_processes, interruptible, run
-from training import results, run_state, storage
+from harness import results, run_state, storage
 
 CHAOS = str(REPO_ROOT / "scripts" / "chaos.sh")
 BENCHMARK = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
@@ -78,7 +78,7 @@ def test_a_run_checkpointing_into_s3_is_interrupted_then_resumed_from_its_checkp
     run_dir = storage.join(location, "long-run")
     for name, value in s3_server.items():
         monkeypatch.setenv(name, value)  # this test reads the store too
-    common = [PYTHON, "-m", "training.ray_training", *TINY_FLAGS, "--storage-path", location,
+    common = [PYTHON, "-m", "lesson.ray_training", *TINY_FLAGS, "--storage-path", location,
               "--results-dir", str(results_dir)]
     process = subprocess.Popen([*common, "--checkpoint", "--run-name", "long-run"], cwd=REPO_ROOT,
                                env={**os.environ, **local_cluster["env"]}, stdout=subprocess.PIPE,
@@ -134,7 +134,7 @@ def test_a_port_taken_by_another_ray_cluster_is_refused_and_that_cluster_left_ru
     (["--max-failures", "two"], "--max-failures: expected a whole number (0 or more), got 'two'"),
 ])
 def test_ray_training_rejects_a_bad_max_failures(tmp_path, flags, message):
-    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--results-dir", str(tmp_path),
+    finished = run([PYTHON, "-m", "lesson.ray_training", "--smoke-test", "--results-dir", str(tmp_path),
                     *flags], timeout=60)
     assert finished.returncode == 2 and message in finished.stderr
 
@@ -165,7 +165,7 @@ def test_resuming_fails_within_seconds_with_what_to_do(tmp_path, prepare, flags,
     if prepare:
         write_run(storage, prepare[0], prepare[1], **prepare[2])
     started = time.time()
-    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--num-workers", "2",
+    finished = run([PYTHON, "-m", "lesson.ray_training", "--smoke-test", "--num-workers", "2",
                     "--results-dir", str(tmp_path / "results"), "--storage-path", str(storage), *flags],
                    timeout=60)
     assert finished.returncode == 2, finished.stderr[-2000:]

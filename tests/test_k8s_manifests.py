@@ -131,7 +131,8 @@ def test_dockerfile_installs_the_same_requirements_and_bakes_in_the_training_cod
     text = DOCKERFILE.read_text()
     assert "COPY --chown=ray:users requirements.txt" in text
     assert "pip install --no-cache-dir -r requirements.txt" in text
-    assert re.search(r"COPY .*training/ \./training/", text)
+    for package in ("lesson", "harness", "analysis", "tools"):
+        assert re.search(rf"COPY .*{package}/ \./{package}/", text)
     assert "TF_USE_LEGACY_KERAS=1" in text
     assert "WORKDIR /home/ray/app" in text
 

@@ -74,11 +74,14 @@ class FakeWorld:
         for folder in ("scripts", "docker", "k8s", "monitoring"):
             shutil.copytree(REPO_ROOT / folder, self.root / folder)
         shutil.copy(REPO_ROOT / "requirements.txt", self.root / "requirements.txt")
-        (self.root / "training").mkdir()
-        (self.root / "training" / "__init__.py").write_text("")
-        (self.root / "training" / "model.py").write_text("LAYERS = 3\n")
-        # The scripts read the training defaults from here (scripts/lib.sh).
-        shutil.copy(REPO_ROOT / "training" / "settings.py", self.root / "training" / "settings.py")
+        # The scripts read the recipe from the lesson package (lesson/recipe.py); the image
+        # holds every code folder. The stand-ins of the other modules are enough to hash.
+        for package in ("lesson", "harness", "analysis", "tools"):
+            (self.root / package).mkdir()
+            (self.root / package / "__init__.py").write_text("")
+        for name in ("__init__.py", "recipe.py", "workarounds.py"):
+            shutil.copy(REPO_ROOT / "lesson" / name, self.root / "lesson" / name)
+        (self.root / "lesson" / "model.py").write_text("LAYERS = 3\n")
         self.bin.mkdir()
         self.state.mkdir()
         self.rules_file.write_text("")
@@ -138,7 +141,8 @@ class FakeWorld:
             "./Dockerfile": self.root / "docker" / "Dockerfile",
             "./requirements.txt": self.root / "requirements.txt",
         }
-        for path in (self.root / "training").rglob("*"):
+        for path in (path for package in ("lesson", "harness", "analysis", "tools")
+                     for path in (self.root / package).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 files["./" + str(path.relative_to(self.root))] = path
         digest = hashlib.sha256(f"base {base_image}\n".encode())
@@ -500,7 +504,7 @@ def test_build_fails_naming_the_node_that_still_lacks_the_image_after_the_load(w
 
 def test_build_untags_the_older_build_on_every_node_before_loading_a_changed_one(world):
     assert world.script("docker/build-and-push.sh").returncode == 0
-    (world.root / "training" / "model.py").write_text("LAYERS = 4\n")
+    (world.root / "lesson" / "model.py").write_text("LAYERS = 4\n")
     world.clear_log()
     result = world.script("docker/build-and-push.sh")
     assert result.returncode == 0, result.stderr
@@ -515,7 +519,7 @@ def test_build_untags_the_older_build_on_every_node_before_loading_a_changed_one
 
 def test_build_ignores_python_caches_when_hashing_the_training_code(world):
     assert world.script("docker/build-and-push.sh").returncode == 0
-    cache = world.root / "training" / "__pycache__"
+    cache = world.root / "lesson" / "__pycache__"
     cache.mkdir()
     (cache / "model.cpython-311.pyc").write_bytes(b"\x00compiled")
     world.clear_log()
@@ -742,7 +746,7 @@ def test_install_rerun_after_a_code_change_restarts_the_ray_pods_on_the_new_imag
     world.rule("kubectl", "*node-type=head --output*", output="True")
     world.rule("kubectl", "*node-type=worker --output*", output="True\nTrue")
     assert world.script("scripts/install-ray.sh").returncode == 0
-    (world.root / "training" / "model.py").write_text("LAYERS = 5\n")
+    (world.root / "lesson" / "model.py").write_text("LAYERS = 5\n")
     world.clear_log()
     result = world.script("scripts/install-ray.sh")
     assert result.returncode == 0, result.stderr
@@ -983,13 +987,13 @@ def test_target_runs_baseline_then_ray_then_compare_in_the_head_pod_and_copies_r
     ]
     assert calls[3].startswith(exec_call("python -c"))
     assert calls[4:] == [
-        exec_call("python -m training.baseline_training --dataset synthetic --train-size 2000",
+        exec_call("python -m lesson.baseline_training --dataset synthetic --train-size 2000",
                   "--test-size 500 --epochs 2 --results-dir", pod_dir, "--batch-size 64 --cpus 1"),
-        exec_call("python -m training.ray_training --dataset synthetic --train-size 2000",
+        exec_call("python -m lesson.ray_training --dataset synthetic --train-size 2000",
                   "--test-size 500 --epochs 2 --results-dir", pod_dir, "--batch-size 32",
                   "--num-workers 2 --cpus-per-worker 1 --address auto"),
-        exec_call("python -m training.compare --results-dir", pod_dir, "--num-workers 2"),
-        exec_call("python -m training.report --run-dir", pod_dir),
+        exec_call("python -m analysis.compare --results-dir", pod_dir, "--num-workers 2"),
+        exec_call("python -m analysis.report --run-dir", pod_dir),
         exec_call("tar -C", pod_dir, "-cf - ."),
     ]
     assert "Ray sees 2 worker pod(s) with CPUs (1 1); running 2 worker(s) x 1 CPU(s)." in result.stdout
@@ -1019,12 +1023,12 @@ def test_benchmark_on_minikube_needs_no_venv_and_brings_back_the_report(world):
 
 def test_benchmark_on_minikube_interrupted_stops_this_runs_processes_in_the_pod_and_exits_130(world):
     target_rules(world)
-    world.rule("kubectl", "*python -m training.baseline_training*", code="0@30")
+    world.rule("kubectl", "*python -m lesson.baseline_training*", code="0@30")
     process = subprocess.Popen(["./scripts/run-benchmark.sh"], cwd=world.root, text=True,
                                env=dict(world.env, TARGET="minikube"), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=interruptible)
     deadline = time.time() + 20
-    while not any("training.baseline_training" in call for call in world.calls()) and time.time() < deadline:
+    while not any("lesson.baseline_training" in call for call in world.calls()) and time.time() < deadline:
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole foreground group
     _, stderr = process.communicate(timeout=40)
@@ -1032,7 +1036,7 @@ def test_benchmark_on_minikube_interrupted_stops_this_runs_processes_in_the_pod_
     stops = [call for call in world.calls() if "STOPPED" in call]
     assert len(stops) == 1 and stops[0].startswith(exec_call("python -c"))
     assert stops[0].endswith(" --results-dir /tmp/results/run-<time>"), "exactly this run's processes"
-    assert not any("training.ray_training" in call for call in world.calls())
+    assert not any("lesson.ray_training" in call for call in world.calls())
     failed = list((world.root / "results").glob("*-minikube/FAILED"))
     assert len(failed) == 1 and "Interrupted" in failed[0].read_text()
 
@@ -1044,7 +1048,7 @@ def test_target_with_checkpoints_keeps_only_the_newest_keep_runs_runs_in_the_sto
     calls = world.calls()
     prune = next(call for call in calls if "KEPT" in call)
     assert prune.startswith(exec_call("python -c")) and prune.endswith(" s3://ray-checkpoints/runs 3")
-    assert calls.index(prune) < calls.index(next(call for call in calls if "training.ray_training" in call))
+    assert calls.index(prune) < calls.index(next(call for call in calls if "lesson.ray_training" in call))
     assert "kept the newest 3 run(s) of s3://ray-checkpoints/runs (KEEP_RUNS), removed 1 older one(s)" in result.stdout
 
 
@@ -1054,7 +1058,7 @@ def test_target_goes_on_with_a_warning_when_the_store_cannot_be_pruned(world):
     result = run_target(world, CHECKPOINT=1)
     assert result.returncode == 0, result.stderr
     assert "Could not remove old runs from the checkpoint store (OSError: When listing objects" in result.stderr
-    assert any("training.ray_training" in call for call in world.calls())
+    assert any("lesson.ray_training" in call for call in world.calls())
 
 
 def test_benchmark_on_minikube_refuses_a_recipe_bigger_than_the_pods_hold_before_touching_the_cluster(world):
@@ -1090,7 +1094,7 @@ def test_target_fails_with_clear_message_when_more_workers_are_asked_than_the_cl
     assert "NUM_WORKERS=3 x CPUS_PER_WORKER=1 does not fit" in result.stderr
     assert "room for 2 such worker(s)" in result.stderr
     assert "k8s/ray-cluster.yaml" in result.stderr
-    assert not any("training." in call for call in world.calls())
+    assert not any("-m lesson." in call for call in world.calls())
 
 
 def test_target_fails_with_clear_message_when_workers_are_asked_more_cpus_than_a_pod_has(world):
@@ -1098,7 +1102,7 @@ def test_target_fails_with_clear_message_when_workers_are_asked_more_cpus_than_a
     result = run_target(world, CPUS_PER_WORKER=2)
     assert result.returncode == 1
     assert "CPUS_PER_WORKER=2 does not fit: Ray's 2 worker pod(s) have (1 1) CPUs each" in result.stderr
-    assert not any("training." in call for call in world.calls())
+    assert not any("-m lesson." in call for call in world.calls())
 
 
 def test_target_fails_with_clear_message_when_no_head_pod_exists(world):
@@ -1127,11 +1131,11 @@ def test_target_refuses_a_kube_context_that_is_not_the_minikube_profile(world):
 
 def test_target_stops_with_the_failing_step_when_ray_training_fails(world):
     target_rules(world)
-    world.rule("kubectl", "*python -m training.ray_training*", code=1, output="ValueError: boom")
+    world.rule("kubectl", "*python -m lesson.ray_training*", code=1, output="ValueError: boom")
     result = run_target(world)
     assert result.returncode == 1
     assert "Ray training failed" in result.stderr
-    assert not any("training.compare" in call or " cp " in call for call in world.calls())
+    assert not any("analysis.compare" in call or " cp " in call for call in world.calls())
 
 
 # ----------------------------------------------------------------------------------
@@ -1271,7 +1275,7 @@ def test_target_with_checkpoints_keeps_them_in_the_in_cluster_store(world, setti
     result = run_target(world, **settings)
     assert result.returncode == 0, result.stderr
     calls = world.calls()
-    ray_call = next(call for call in calls if "training.ray_training" in call)
+    ray_call = next(call for call in calls if "lesson.ray_training" in call)
     assert ray_call.endswith("--cpus-per-worker 1 " + flags)
     assert calls.index(PRINTENV_CALL) < calls.index(ray_call)
 
@@ -1281,7 +1285,7 @@ def test_target_without_checkpoints_does_not_need_the_store(world):
     result = run_target(world)
     assert result.returncode == 0, result.stderr
     assert PRINTENV_CALL not in world.calls()
-    ray_call = next(call for call in world.calls() if "training.ray_training" in call)
+    ray_call = next(call for call in world.calls() if "lesson.ray_training" in call)
     assert ray_call.endswith("--cpus-per-worker 1 --address auto")
 
 
@@ -1292,18 +1296,18 @@ def test_target_with_checkpoints_but_no_store_says_how_to_install_it(world):
     assert result.returncode == 1
     assert "CHECKPOINTS=1 ./scripts/install-ray.sh" in result.stderr
     assert "the pods share no disk" in result.stderr
-    assert not any("training." in call for call in world.calls())
+    assert not any("-m lesson." in call for call in world.calls())
 
 
 def chaos_rules(world: FakeWorld, training_seconds: int = 3):
     target_rules(world)
-    world.rule("kubectl", "*python -m training.ray_training*", code=f"0@{training_seconds}",
+    world.rule("kubectl", "*python -m lesson.ray_training*", code=f"0@{training_seconds}",
                output="ray worker 0: epoch 1 done")
-    world.rule("kubectl", "*python -m training.chaos progress*", output="1 0f3a9c1d2e4b5a6978")
-    world.rule("kubectl", "*python -m training.chaos node-ip 0f3a9c1d2e4b5a6978", output="10.244.1.7")
+    world.rule("kubectl", "*python -m tools.chaos progress*", output="1 0f3a9c1d2e4b5a6978")
+    world.rule("kubectl", "*python -m tools.chaos node-ip 0f3a9c1d2e4b5a6978", output="10.244.1.7")
     world.rule("kubectl", "*get pods --selector ray.io/cluster=ray-training-cluster,ray.io/node-type=worker "
                "--field-selector status.podIP=10.244.1.7*", output=WORKER_POD)
-    world.rule("kubectl", "*python -m training.chaos report*",
+    world.rule("kubectl", "*python -m tools.chaos report*",
                output="Restarts of the worker group: 1, resumed from epoch(s): [1]")
 
 
@@ -1315,20 +1319,20 @@ def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_
     run_location = "s3://ray-checkpoints/runs/chaos-<run>"
     pod_results = "/tmp/results/chaos-<run>"
     training = exec_call(
-        "python -m training.ray_training --dataset synthetic --train-size 4096 --test-size 1024",
+        "python -m lesson.ray_training --dataset synthetic --train-size 4096 --test-size 1024",
         "--epochs 3 --results-dir", pod_results, "--batch-size 64 --num-workers 2 --cpus-per-worker 1",
         "--max-failures 2 --address auto --checkpoint --storage-path s3://ray-checkpoints/runs",
         "--run-name chaos-<run>")
     expected_in_order = [
         PRINTENV_CALL,
-        exec_call("python -m training.chaos node-ip 0f3a9c1d2e4b5a6978"),
+        exec_call("python -m tools.chaos node-ip 0f3a9c1d2e4b5a6978"),
         "kubectl --context minikube --namespace default get pods --selector "
         "ray.io/cluster=ray-training-cluster,ray.io/node-type=worker --field-selector "
         "status.podIP=10.244.1.7 --output jsonpath={.items[0].metadata.name}",
-        exec_call("python -m training.chaos mark-failure", run_location, "0f3a9c1d2e4b5a6978 1 1",
+        exec_call("python -m tools.chaos mark-failure", run_location, "0f3a9c1d2e4b5a6978 1 1",
                   f"kubectl delete pod {WORKER_POD} (KubeRay creates a new worker pod)"),
         f"kubectl --context minikube --namespace default delete pod {WORKER_POD} --wait=false",
-        exec_call("python -m training.chaos report", f"{pod_results}/ray_results_2workers.json"),
+        exec_call("python -m tools.chaos report", f"{pod_results}/ray_results_2workers.json"),
         f"kubectl --context minikube cp -c ray-head default/{HEAD}:{pod_results}/ray_results_2workers.json "
         "<repo>/results/chaos/ray_results_2workers.json",
     ]
@@ -1336,7 +1340,7 @@ def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_
     assert positions == sorted(positions)
     # In the background: on a busy machine the progress polls may come before it is logged.
     assert training in calls and calls.index(PRINTENV_CALL) < calls.index(training)
-    assert exec_call("python -m training.chaos progress", run_location, "1") in calls
+    assert exec_call("python -m tools.chaos progress", run_location, "1") in calls
     assert not any("STOPPED" in call for call in calls), "a finished run needs no stopping"
     assert f"deleting pod {WORKER_POD}, which runs worker rank 1" in result.stdout
     assert "Restarts of the worker group: 1" in result.stdout
@@ -1349,11 +1353,11 @@ def test_chaos_on_minikube_without_the_store_says_how_to_install_it(world):
     result = world.script("scripts/chaos.sh", TARGET="minikube")
     assert result.returncode == 1
     assert "CHECKPOINTS=1 ./scripts/install-ray.sh" in result.stderr
-    assert not any("training.ray_training" in call for call in world.calls())
+    assert not any("lesson.ray_training" in call for call in world.calls())
 
 
 def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_be_found(world):
-    world.rule("kubectl", "*python -m training.chaos node-ip*", code=2,
+    world.rule("kubectl", "*python -m tools.chaos node-ip*", code=2,
                output="chaos: error: no live Ray node has ID 0f3a9c1d2e4b5a6978.")
     chaos_rules(world, training_seconds=30)  # the first matching rule wins
     started = time.time()
@@ -1575,10 +1579,10 @@ def test_rayjob_dry_run_renders_the_clusters_spec_without_upgrade_strategy_and_t
     pod_dir = f"/tmp/results/{job['metadata']['name']}"
     recipe = f"--dataset synthetic --train-size 256 --test-size 128 --epochs 1 --results-dir {pod_dir}"
     assert words[2].split(" && ") == [
-        f"python -m training.baseline_training {recipe} --batch-size 64 --cpus 1",
-        f"python -m training.ray_training {recipe} --batch-size 32 --num-workers 2 --cpus-per-worker 1 --address auto",
-        f"python -m training.compare --results-dir {pod_dir} --num-workers 2",
-        f"python -m training.report --run-dir {pod_dir}",
+        f"python -m lesson.baseline_training {recipe} --batch-size 64 --cpus 1",
+        f"python -m lesson.ray_training {recipe} --batch-size 32 --num-workers 2 --cpus-per-worker 1 --address auto",
+        f"python -m analysis.compare --results-dir {pod_dir} --num-workers 2",
+        f"python -m analysis.report --run-dir {pod_dir}",
     ]
     assert world.calls() == [], "--dry-run touches nothing"
 

@@ -1,6 +1,6 @@
 """The CNN: the architecture the README describes, one definition for both runs."""
 
-from training.model import create_model
+from lesson.model import create_model
 
 
 def test_model_has_the_documented_parameter_count_and_output(tf):

@@ -3,7 +3,7 @@ Grafana's provisioning, and REPORT.md's time series from Prometheus' HTTP API.
 
 The happy path shares the session's one monitored smoke benchmark (conftest's `smoke_run`);
 its Prometheus has stopped with the run, so the tests re-open its data folder with a real
-Prometheus (training.monitoring_report.reopened_prometheus) and ask the HTTP API. The failure
+Prometheus (analysis.monitoring_report.reopened_prometheus) and ask the HTTP API. The failure
 paths start no cluster: they stop at the first check that fails, or drive the functions of
 scripts/monitoring.sh from a small bash script. Tests that need Prometheus skip without it
 (.ci/run installs Debian's package).
@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, interruptible, run
-from training import live_metrics, monitoring_report
+from analysis import monitoring_report
+from harness import live_metrics
 
 SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
 MONITORING_SH = REPO_ROOT / "scripts" / "monitoring.sh"

@@ -1,4 +1,4 @@
-"""training/pod_memory.py, the sampler and report of scripts/measure-pod-memory.sh (Linux /proc)."""
+"""tools/pod_memory.py, the sampler and report of scripts/measure-pod-memory.sh (Linux /proc)."""
 
 import json
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLER = ["-m", "training.pod_memory"]
+SAMPLER = ["-m", "tools.pod_memory"]
 MEASURED = REPO_ROOT / "docs" / "results" / "pod_memory"
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
@@ -22,8 +22,8 @@ def test_the_sampler_finds_a_marked_process_names_it_and_puts_it_in_its_pod(tmp_
     env = dict(os.environ, RAY_DEMO_CLUSTER_DIR=cluster_dir)
     # Stands for the baseline: the sampler knows it by its command line and its marker.
     baseline = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(64 << 20); time.sleep(30)",
-                                 "training.baseline_training"], env=env)
-    unmarked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "training.ray_training"])
+                                 "lesson.baseline_training"], env=env)
+    unmarked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "lesson.ray_training"])
     out = tmp_path / "phase.json"
     sampler = subprocess.Popen([sys.executable, *SAMPLER, "sample", "--cluster-dir", cluster_dir,
                                 "--phase", "baseline", "--out", str(out), "--interval", "0.1"], cwd=REPO_ROOT)

@@ -1,4 +1,4 @@
-"""training/report.py: the targets' verdicts, the table, REPORT.md with its plots, and its errors."""
+"""analysis/report.py: the targets' verdicts, the table, REPORT.md with its plots, and its errors."""
 
 import json
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, run
-from training import data, report
+from analysis import report
+from lesson import data
 
 TEST_SIZE = 200
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,7 +47,7 @@ def make_record(*, workers=0, images_per_second=50.0, accuracy=0.80, epochs=3, g
                      "ray": "2.60.0"},
         "host": {"hostname": "laptop", "platform": "Linux-test", "cpu_model": "Test CPU 9000",
                  "logical_cores": cores, "memory_gib": 23.5},
-        "command": f"python -m training.{'ray_training' if workers else 'baseline_training'} --test",
+        "command": f"python -m lesson.{'ray_training' if workers else 'baseline_training'} --test",
         "step_breakdown": breakdown(allreduce=0.15 if workers else 0.0, allreduce_cpu=0.06 if workers else 0.0),
     }
     if workers:
@@ -178,7 +179,7 @@ def test_the_table_puts_each_ray_run_beside_its_equal_batch_baseline(tmp_path):
 
 def test_a_sweep_report_has_every_section_the_per_class_results_and_the_plots(tmp_path):
     run_dir = write_sweep(tmp_path / "20261125-180000-sweep")
-    finished = run([PYTHON, "-m", "training.report", "--run-dir", str(run_dir)], timeout=120)
+    finished = run([PYTHON, "-m", "analysis.report", "--run-dir", str(run_dir)], timeout=120)
     assert finished.returncode == 0, finished.stderr
     assert "PASS  Ray 2 workers: steady-state throughput >= 1.80x" in finished.stdout
     assert f"Report: {run_dir}/REPORT.md" in finished.stdout
@@ -243,7 +244,7 @@ def test_a_folder_without_exactly_one_comparison_is_refused_with_a_clear_message
     if layout == "two ray runs":
         write_pair(run_dir, make_record(), make_record(workers=2, global_batch=64))
         (run_dir / "ray_results_1workers.json").write_text(json.dumps(make_record(workers=1)))
-    finished = run([PYTHON, "-m", "training.report", "--run-dir", str(run_dir)], timeout=60)
+    finished = run([PYTHON, "-m", "analysis.report", "--run-dir", str(run_dir)], timeout=60)
     assert finished.returncode == 2
     assert finished.stderr.startswith("report: error: ") and message in finished.stderr
     assert not (run_dir / "REPORT.md").exists()

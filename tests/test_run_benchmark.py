@@ -76,10 +76,10 @@ def test_local_cluster_start_creates_the_venv_first_like_the_other_scripts(tmp_p
     records its calls and hands everything else to the real one; the .venv's `ray` it makes
     only records and fails, which stops the script right after the install."""
     repo = tmp_path / "repo"
-    (repo / "training").mkdir(parents=True)
+    (repo / "lesson").mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "scripts", repo / "scripts")
-    for name in ("requirements.txt", "requirements-dev.txt", "training/__init__.py", "training/settings.py",
-                 "training/workarounds.py"):
+    for name in ("requirements.txt", "requirements-dev.txt", "lesson/__init__.py", "lesson/recipe.py",
+                 "lesson/workarounds.py"):
         (repo / name).write_text((REPO_ROOT / name).read_text())
     log = tmp_path / "calls.log"
     fake = tmp_path / "python3.11"
@@ -146,11 +146,11 @@ def test_a_port_taken_by_another_process_is_reported_with_the_fix(tmp_path):
 
 
 def test_the_scripts_find_the_training_package_from_any_folder(tmp_path):
-    """The scripts run the code as `.venv/bin/python -m training...`, which Python finds only
+    """The scripts run the code as `.venv/bin/python -m lesson...`, which Python finds only
     from the repository root unless lib.sh puts the root on PYTHONPATH (cd docs &&
     ../scripts/run-benchmark.sh used to fail when the baseline started)."""
     quickstart = REPO_ROOT / "docs" / "results" / "quickstart"
-    script = (f'source "{REPO_ROOT}/scripts/lib.sh" && "$REPO_ROOT/.venv/bin/python" -m training.compare '
+    script = (f'source "{REPO_ROOT}/scripts/lib.sh" && "$REPO_ROOT/.venv/bin/python" -m analysis.compare '
               f'--results-dir "{quickstart}" --num-workers 2')
     finished = run(["bash", "-c", script], cwd=tmp_path)
     assert finished.returncode == 0, finished.stderr

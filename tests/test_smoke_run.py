@@ -10,7 +10,7 @@ import shlex
 import pytest
 
 from conftest import REPO_ROOT, cluster_processes, run
-from training import results, step_timing
+from harness import results, step_timing
 
 
 def load(smoke_run, name):
@@ -64,7 +64,7 @@ def test_the_baseline_writes_the_results_contract(smoke_run):
 
 
 def _labels(record):
-    from training import data
+    from lesson import data
 
     return data.load_dataset(record["dataset"], 1, record["test_size"], seed=record["seed"]).y_test
 
@@ -132,4 +132,4 @@ def test_the_commands_in_the_report_can_be_pasted_as_printed(smoke_run):
         finished = run([str(REPO_ROOT / words[0]), *words[1:], "--help"], timeout=120)
         assert finished.returncode == 0, (command, finished.stderr[-2000:])
     # The report names the command that wrote it (the run folder is outside the repository here).
-    assert f"`.venv/bin/python -m training.report --run-dir {smoke_run['run_dir']}`" in report
+    assert f"`.venv/bin/python -m analysis.report --run-dir {smoke_run['run_dir']}`" in report

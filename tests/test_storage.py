@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from training import run_state, storage
+from harness import run_state, storage
 
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):

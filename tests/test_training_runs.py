@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from training import results
+from harness import results
 from conftest import PYTHON, run
 
 
@@ -23,7 +23,7 @@ from conftest import PYTHON, run
 ])
 def test_baseline_rejects_bad_flags_with_a_clear_message(tmp_path, flags, message):
     started = time.time()
-    finished = run([PYTHON, "-m", "training.baseline_training", "--results-dir", str(tmp_path), *flags])
+    finished = run([PYTHON, "-m", "lesson.baseline_training", "--results-dir", str(tmp_path), *flags])
     assert finished.returncode == 2
     assert message in finished.stderr
     assert time.time() - started < 60
@@ -33,7 +33,7 @@ def test_baseline_rejects_bad_flags_with_a_clear_message(tmp_path, flags, messag
 def test_baseline_refuses_an_unwritable_results_dir_before_training(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    finished = run([PYTHON, "-m", "training.baseline_training", "--smoke-test",
+    finished = run([PYTHON, "-m", "lesson.baseline_training", "--smoke-test",
                     "--results-dir", str(blocker / "results")])
     assert finished.returncode == 2
     assert "Cannot write results to" in finished.stderr and "--results-dir" in finished.stderr
@@ -50,7 +50,7 @@ def test_baseline_refuses_an_unwritable_results_dir_before_training(tmp_path):
 ])
 def test_ray_training_rejects_bad_flags_and_dead_addresses_within_seconds(tmp_path, flags, message):
     started = time.time()
-    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--results-dir", str(tmp_path),
+    finished = run([PYTHON, "-m", "lesson.ray_training", "--smoke-test", "--results-dir", str(tmp_path),
                     *flags], timeout=120)
     assert finished.returncode == 2, finished.stderr[-2000:]
     assert message in finished.stderr
@@ -59,7 +59,7 @@ def test_ray_training_rejects_bad_flags_and_dead_addresses_within_seconds(tmp_pa
 
 def test_ray_run_asking_for_more_workers_than_the_cluster_has_fails_fast(local_cluster, tmp_path):
     started = time.time()
-    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--num-workers", "3",
+    finished = run([PYTHON, "-m", "lesson.ray_training", "--smoke-test", "--num-workers", "3",
                     "--results-dir", str(tmp_path)], env=local_cluster["env"], timeout=120)
     elapsed = time.time() - started
     assert finished.returncode == 2
@@ -69,7 +69,7 @@ def test_ray_run_asking_for_more_workers_than_the_cluster_has_fails_fast(local_c
 
 
 def test_ray_run_with_two_cpus_per_worker_on_one_cpu_nodes_fails_fast(local_cluster, tmp_path):
-    finished = run([PYTHON, "-m", "training.ray_training", "--smoke-test", "--num-workers", "1",
+    finished = run([PYTHON, "-m", "lesson.ray_training", "--smoke-test", "--num-workers", "1",
                     "--cpus-per-worker", "2", "--results-dir", str(tmp_path)],
                    env=local_cluster["env"], timeout=120)
     assert finished.returncode == 2
@@ -77,7 +77,7 @@ def test_ray_run_with_two_cpus_per_worker_on_one_cpu_nodes_fails_fast(local_clus
 
 
 def test_strategy_overhead_measures_every_mode_in_its_own_process_with_the_allocator_asked():
-    finished = run([PYTHON, "-m", "training.strategy_overhead", "--steps", "2", "--warmup-steps", "1",
+    finished = run([PYTHON, "-m", "tools.strategy_overhead", "--steps", "2", "--warmup-steps", "1",
                     "--batch-size", "8", "--allocator", "system"], timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     rows = {tuple(line.split()[:2]): line.split()[2:] for line in finished.stdout.splitlines()[1:]}
@@ -88,7 +88,7 @@ def test_strategy_overhead_measures_every_mode_in_its_own_process_with_the_alloc
 
 
 def test_strategy_overhead_compares_each_mode_with_plain_keras_under_the_same_allocator():
-    from training.strategy_overhead import format_table
+    from tools.strategy_overhead import format_table
 
     def result(mode, allocator, per_cpu_second, faults):
         return {"mode": mode, "allocator": allocator, "images_per_second": per_cpu_second,
@@ -103,7 +103,7 @@ def test_strategy_overhead_compares_each_mode_with_plain_keras_under_the_same_al
 
 
 def test_an_unknown_allocator_setting_is_refused_with_the_choices(tmp_path):
-    finished = run([PYTHON, "-m", "training.baseline_training", "--smoke-test", "--results-dir", str(tmp_path)],
+    finished = run([PYTHON, "-m", "lesson.baseline_training", "--smoke-test", "--results-dir", str(tmp_path)],
                    env={"DEMO_ALLOCATOR": "jemalloc"}, timeout=120)
     assert finished.returncode == 2
     assert "DEMO_ALLOCATOR must be one of tuned, system; got 'jemalloc'" in finished.stderr
@@ -111,7 +111,7 @@ def test_an_unknown_allocator_setting_is_refused_with_the_choices(tmp_path):
 
 
 def test_the_test_shares_of_the_workers_are_put_back_in_the_order_of_the_test_set():
-    from training.results import merge_test_shares
+    from harness.results import merge_test_shares
 
     # 5 test examples over 2 workers: worker 0 had examples 0, 2, 4 and worker 1 had 1, 3.
     workers = [
@@ -129,7 +129,7 @@ def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
     import os
     import signal
 
-    from training.workarounds import noting_sigint
+    from lesson.workarounds import noting_sigint
 
     handled = []
     original = signal.signal

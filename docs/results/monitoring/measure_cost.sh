@@ -22,7 +22,7 @@ PROMETHEUS_PORT=9193
 
 # One Ray run of the recipe on the cluster at RAY_ADDRESS, into folder $1.
 train() {
-  .venv/bin/python -m training.ray_training --dataset synthetic --train-size 2048 --test-size 512 --epochs 3 \
+  .venv/bin/python -m lesson.ray_training --dataset synthetic --train-size 2048 --test-size 512 --epochs 3 \
     --batch-size 64 --num-workers 2 --cpus-per-worker 1 --results-dir "$1" --address "$RAY_ADDRESS" >"$1.log" 2>&1
 }
 

@@ -42,7 +42,7 @@ def use_tf_keras():
 # each slower). TensorFlow's BFC allocator (it keeps what it frees), one malloc arena, and
 # glibc told neither to mmap tensors nor to trim its heap bring both paths to a few thousand
 # faults per step and the strategy's CPU cost per image from about 25% to a few percent
-# (`python -m training.strategy_overhead` measures both; docs/results/strategy_overhead/).
+# (`python -m tools.strategy_overhead` measures both; docs/results/strategy_overhead/).
 # glibc reads MALLOC_* when a process starts, so each process gets them in its environment
 # from its start: Ray workers through the driver's runtime_env, an entry point started by
 # hand by re-executing itself once. DEMO_ALLOCATOR=system turns all of it off.
@@ -114,7 +114,7 @@ def ray_worker_settings():
     passed_on = {name: os.environ[name] for name in ("DEMO_STEP_TIMING",) if name in os.environ}
     return {"env_vars": {LEGACY_KERAS_VARIABLE: "1", "TF_CPP_MIN_LOG_LEVEL": "2", ALLOCATOR_VARIABLE: allocator,
                          **allocator_environment(allocator), **passed_on},
-            "worker_process_setup_hook": "training.workarounds.quiet_first_tensorflow_import"}
+            "worker_process_setup_hook": "lesson.workarounds.quiet_first_tensorflow_import"}
 
 
 # 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under
@@ -234,7 +234,7 @@ def import_tensorflow(cpus):
         raise RuntimeError(
             f"tf.keras is {tf.keras.Model.__module__}, not tf-keras: TensorFlow was imported "
             "before TF_USE_LEGACY_KERAS=1 was set. Import TensorFlow only through "
-            "training.workarounds.import_tensorflow().")
+            "lesson.workarounds.import_tensorflow().")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cpus)
         tf.config.threading.set_inter_op_parallelism_threads(cpus)

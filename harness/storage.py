@@ -131,7 +131,7 @@ def read_json(location):
 def write_json(location, value):
     """Write `value` as JSON, whole or not at all (an S3 object is replaced in one PUT)."""
     if not is_remote(location):
-        from training import results
+        from harness import results
 
         results.write_json_atomic(location, value)
         return

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 
-from training.records import log
+from harness.records import log
 
 # Two checkpoints on disk: the latest, and the one before it in case the latest is torn.
 CHECKPOINTS_TO_KEEP = 2

@@ -9,9 +9,9 @@ file against baseline_training.py: what differs is what data parallelism adds.
 
 Run from the repository root with a Ray cluster running (./scripts/run-benchmark.sh starts
 one and runs both trainings for you; `--address local` starts a throwaway one-node cluster):
-    .venv/bin/python -m training.ray_training --num-workers 2 --address 127.0.0.1:6380
-    .venv/bin/python -m training.ray_training --smoke-test --address local
-    .venv/bin/python -m training.ray_training --checkpoint   # a checkpoint every epoch; --resume goes on
+    .venv/bin/python -m lesson.ray_training --num-workers 2 --address 127.0.0.1:6380
+    .venv/bin/python -m lesson.ray_training --smoke-test --address local
+    .venv/bin/python -m lesson.ray_training --checkpoint   # a checkpoint every epoch; --resume goes on
 
 Expect about half a minute from the trainer's start to the first batch, then more images
 per second than the baseline but less than N times as many, and the same test accuracy
@@ -26,12 +26,13 @@ import ray
 import ray.train
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from training import cluster_checks, data, fault_tolerance, records, settings, step_timing, workarounds
-from training.collector import send_record, start_collector
-from training.model import create_model, learning_rate
-from training.run_state import RayRun
+from harness import cluster_checks, records, step_timing
+from lesson import data, fault_tolerance, recipe as settings, workarounds
+from harness.collector import send_record, start_collector
+from lesson.model import create_model, learning_rate
+from harness.run_state import RayRun
 
-TRAINING_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train_loop_per_worker(config):
@@ -82,8 +83,8 @@ def train_with_ray(run_settings, address, data_dir, results_dir, **fault_toleran
     ray.init(address=None if address == "local" else address, runtime_env={
         # Ray workers get their environment from the node, not from this driver.
         **workarounds.ray_worker_settings(),
-        # Ship this package to every node, so workers on other machines run the same code.
-        "py_modules": [TRAINING_PACKAGE_DIR]})
+        # Ship the lesson and the harness to every node, so workers on other machines run the same code.
+        "py_modules": [os.path.join(REPO_ROOT, "lesson"), os.path.join(REPO_ROOT, "harness")]})
     try:
         cluster = cluster_checks.check_capacity(ray, num_workers, cpus_per_worker)  # else Ray waits forever
         collector = start_collector(ray)

@@ -2,7 +2,7 @@
 
 Two plots, drawn with matplotlib so that they need no Grafana:
 - monitoring_training.png: each worker's images per second, and its step time with the part
-  spent in the gradient all-reduce, against time (training/live_metrics.py exports them);
+  spent in the gradient all-reduce, against time (harness/live_metrics.py exports them);
 - monitoring_cpu.png: the cores each kind of process used against time, stacked: the Ray
   Train workers, then Ray's own processes (raylets, GCS, dashboard, agents, Ray Train's
   controller and helper actors), the driver and Prometheus itself, under the whole machine's
@@ -19,7 +19,7 @@ only, on a free port. A Prometheus that died during the run leaves a note that t
 are incomplete.
 
 Run (from the repository root, inside .venv); report.py calls `report_section`:
-    python -m training.report --run-dir results/latest
+    python -m analysis.report --run-dir results/latest
 """
 
 import contextlib
@@ -398,7 +398,7 @@ def report_section(run_dir):
         lines += [f"Scraped every {state.get('scrape_interval_seconds', 2)} s by Prometheus from every node of the "
                   f"cluster ({time.strftime('%H:%M:%S', time.localtime(start))} to "
                   f"{time.strftime('%H:%M:%S', time.localtime(end))}); the workers set their gauges about once a "
-                  "second (training/live_metrics.py). Find the moments both workers wait in the all-reduce, and "
+                  "second (harness/live_metrics.py). Find the moments both workers wait in the all-reduce, and "
                   "Ray's own share of the cores (docs/MONITORING.md).", "",
                   f"![Per-worker images/s and step time against time]({training_plot})", "",
                   f"![CPU per Ray process against time]({cpu_plot})", ""]

@@ -44,7 +44,7 @@ def create_model(tf, learning_rate, allreduce_dtype="float32", input_shape=INPUT
     that the variables are mirrored on every worker and their gradients all-reduced. Its
     training step is Keras' own with the all-reduce timed on its own (step_timing.py).
     """
-    from training import step_timing
+    from harness import step_timing
 
     layers = tf.keras.layers
     # Batch-norm momentum 0.9 (Keras defaults to 0.99): the moving statistics used at test

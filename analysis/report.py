@@ -8,7 +8,7 @@ batch. Writes, into the run folder, REPORT.md, speedup.png, epoch_times.png and
 learning_curves_<N>workers.png, and prints whether each target holds.
 
 Run (from the repository root, inside .venv):
-    python -m training.report --run-dir results/latest
+    python -m analysis.report --run-dir results/latest
 
 Takes a few seconds. Targets, checked on ratios measured side by side in the same run:
 - N >= 2 workers: scaling efficiency (throughput speedup / N) at least 0.90 at 2 workers,
@@ -27,7 +27,9 @@ import time
 
 import numpy as np
 
-from training import compare, data, monitoring_report, results
+from analysis import compare, monitoring_report
+from harness import results
+from lesson import data
 
 REPORT_FILE = "REPORT.md"
 SPEEDUP_PLOT = "speedup.png"
@@ -518,7 +520,7 @@ def build_report(run_dir, pairs, targets, per_class, monitoring=()):
     lines = [f"# Benchmark report: {name}", "",
              "Plain Keras baseline against Ray Train data-parallel training (MultiWorkerMirroredStrategy), "
              f"measured side by side in this run. Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by "
-             f"`.venv/bin/python -m training.report --run-dir {_shown_path(run_dir)}`.", "",
+             f"`.venv/bin/python -m analysis.report --run-dir {_shown_path(run_dir)}`.", "",
              "## Targets", "",
              markdown_table(_targets_frame(targets)), ""]
     lines += _machine_section(pairs) + [""] + _versions_section(pairs) + [""] + _settings_section(pairs)

@@ -4,7 +4,7 @@ Reads baseline_results.json and ray_results_<N>workers.json from a run folder, w
 comparison.json beside them and prints a table.
 
 Run (from the repository root):
-    .venv/bin/python -m training.compare --results-dir results/latest --num-workers 2
+    .venv/bin/python -m analysis.compare --results-dir results/latest --num-workers 2
 
 Definitions (all from numbers measured in the two runs):
 - throughput_ratio = Ray images/s / baseline images/s, steady state (the first epoch, which
@@ -28,7 +28,7 @@ import argparse
 import os
 import sys
 
-from training import results
+from harness import results
 
 
 def compare(baseline, ray_run):

@@ -1,7 +1,7 @@
 """The training recipe's defaults, in the one place they live, and the checks of the flags.
 
 Both entry points take their defaults from here, and so do the scripts:
-`python3 -m training.settings [--smoke-test | --full]` prints them as shell assignments
+`python3 -m lesson.recipe [--smoke-test | --full]` prints them as shell assignments
 (`EPOCHS=3`, ...), which `scripts/lib.sh` reads. Change a default here and every entry
 point, script and `--help` follows.
 
@@ -98,7 +98,7 @@ def add_mode_arguments(parser):
 
 
 def add_fault_tolerance_arguments(parser):
-    """The Ray run's checkpoint and restart flags (training/fault_tolerance.py)."""
+    """The Ray run's checkpoint and restart flags (lesson/fault_tolerance.py)."""
     parser.add_argument("--storage-path", default=None,
                         help="where Ray Train keeps run state and checkpoints; every node must reach it: "
                              "a folder, or s3://bucket/prefix with AWS_ENDPOINT_URL and the AWS keys set "

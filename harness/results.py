@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from training import step_timing, workarounds
+from harness import step_timing
+from lesson import workarounds
 
 BASELINE_FILE = "baseline_results.json"
 COMPARISON_FILE = "comparison.json"
@@ -248,15 +249,15 @@ def host_facts():
 
 def pasteable_command():
     """This process's command as a user would type it from the repository root:
-    `.venv/bin/python -m training.X ...` (or `python -m ...` outside the repository's .venv,
+    `.venv/bin/python -m lesson.X ...` (or `python -m ...` outside the repository's .venv,
     e.g. in a pod), with paths inside the repository made relative to it."""
     interpreter = os.path.basename(sys.executable)
     if os.path.realpath(sys.prefix) == os.path.realpath(os.path.join(REPO_ROOT, ".venv")):
         interpreter = ".venv/bin/python"
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    training_dir = os.path.join(REPO_ROOT, "training")
-    if os.path.dirname(script) == training_dir and script.endswith(".py"):
-        program = ["-m", "training." + os.path.basename(script)[:-3]]
+    package_dir = os.path.dirname(script)
+    if os.path.dirname(package_dir) == REPO_ROOT and script.endswith(".py"):
+        program = ["-m", os.path.basename(package_dir) + "." + os.path.basename(script)[:-3]]
     else:
         program = [sys.argv[0]] if sys.argv else []
 

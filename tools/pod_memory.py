@@ -5,9 +5,9 @@ cluster. Each local Ray node stands for one pod of k8s/ray-cluster.yaml: the hea
 raylet, dashboard and its agents, plus the baseline and the Ray driver, which run in the head
 pod on Kubernetes) and each worker node (raylet, agents and one Ray Train worker).
 
-    python -m training.pod_memory sample --cluster-dir DIR --phase NAME --out FILE
+    python -m tools.pod_memory sample --cluster-dir DIR --phase NAME --out FILE
         samples every process of the cluster in DIR until SIGTERM, then writes FILE (JSON)
-    python -m training.pod_memory report --headroom 25 --out memory.json FILE...
+    python -m tools.pod_memory report --headroom 25 --out memory.json FILE...
         prints the table of peaks per pod and the pod sizes with that headroom
 
 Linux only (it reads /proc); standard library only.

@@ -15,7 +15,7 @@ in place before TensorFlow and Ray are imported:
 
 import os
 
-from training.workarounds import use_tf_keras
+from lesson.workarounds import use_tf_keras
 
 use_tf_keras()
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

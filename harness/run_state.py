@@ -19,8 +19,9 @@ import os
 import threading
 import time
 
-from training import results, storage, workarounds
-from training.records import log
+from harness import results, storage
+from lesson import workarounds
+from harness.records import log
 
 # Files the driver keeps in the run's folder, beside Ray Train's own.
 STATUS_FILE = "run_status.json"

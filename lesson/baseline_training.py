@@ -6,8 +6,8 @@ of the Ray run it is compared with, so both runs take the same optimizer steps o
 examples. Diff it against ray_training.py to see what data parallelism adds.
 
 Run from the repository root (./scripts/run-benchmark.sh runs it for you, with the Ray run):
-    .venv/bin/python -m training.baseline_training --batch-size 128 --cpus 1
-    .venv/bin/python -m training.baseline_training --smoke-test      # seconds, proves the path
+    .venv/bin/python -m lesson.baseline_training --batch-size 128 --cpus 1
+    .venv/bin/python -m lesson.baseline_training --smoke-test      # seconds, proves the path
 
 Expect the default recipe to train for a few minutes on one core, with a test accuracy far
 above the 10% of chance: the quick start's measured run is in docs/results/quickstart/.
@@ -18,8 +18,9 @@ import os
 import sys
 import time
 
-from training import data, records, results, settings, workarounds
-from training.model import create_model, evaluate, learning_rate
+from harness import records, results
+from lesson import data, recipe as settings, workarounds
+from lesson.model import create_model, evaluate, learning_rate
 
 
 def train_baseline(run_settings, data_dir, results_dir):
@@ -68,7 +69,7 @@ def main(argv=None):
                              f"(default {settings.DEFAULT_CPUS})")
     args = parser.parse_args(argv)
     try:
-        workarounds.restart_with_allocator_environment("training.baseline_training")
+        workarounds.restart_with_allocator_environment("lesson.baseline_training")
         run_settings = dict(settings.resolve_sizes(args), num_workers=1, cpus_per_worker=args.cpus,
                             learning_rate=args.learning_rate, seed=args.seed, lr_scaling=args.lr_scaling)
         train_baseline(run_settings, args.data_dir, args.results_dir)

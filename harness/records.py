@@ -13,8 +13,8 @@ import resource
 import sys
 import time
 
-from training.live_metrics import LiveMetrics
-from training.step_timing import StepBreakdown
+from harness.live_metrics import LiveMetrics
+from harness.step_timing import StepBreakdown
 
 
 def log(message):

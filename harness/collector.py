@@ -20,8 +20,8 @@ import socket
 
 import numpy as np
 
-from training.model import create_model, evaluate
-from training.run_state import AttemptTracker
+from lesson.model import create_model, evaluate
+from harness.run_state import AttemptTracker
 
 
 def start_collector(ray):

@@ -11,8 +11,8 @@ other load stretches wall time but not the CPU work a step needs) and the minor 
 faults per step.
 
 Run (from the repository root, inside .venv; about 10 minutes with the defaults):
-    python -m training.strategy_overhead
-    python -m training.strategy_overhead --allocator system --batch-size 128 --steps 15
+    python -m tools.strategy_overhead
+    python -m tools.strategy_overhead --allocator system --batch-size 128 --steps 15
 
 What it found on the 2-core VM of the README (batch 64, docs/results/strategy_overhead/):
 with the system allocator the strategies needed a quarter or more CPU per image than plain
@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 
-from training import data, settings, workarounds
-from training.model import create_model
+from lesson import data, recipe as settings, workarounds
+from lesson.model import create_model
 
 MODES = ("plain", "mirrored", "multiworker")
 ALLOCATOR_CHOICES = workarounds.ALLOCATORS + ("both",)
@@ -85,7 +85,7 @@ def run_all(batch_size, steps, warmup_steps, allocators=workarounds.ALLOCATORS):
     found = []
     for allocator in allocators:
         for mode in MODES:
-            command = pin + [sys.executable, "-m", "training.strategy_overhead", "--mode", mode,
+            command = pin + [sys.executable, "-m", "tools.strategy_overhead", "--mode", mode,
                              "--batch-size", str(batch_size), "--steps", str(steps),
                              "--warmup-steps", str(warmup_steps)]
             # From the process start, as the benchmark's processes get it.
@@ -110,7 +110,7 @@ def main(argv=None):
                         help="untimed steps first, for graph tracing (default 10)")
     parser.add_argument("--allocator", choices=ALLOCATOR_CHOICES, default="both",
                         help="memory allocator setting(s) to measure (default both; see "
-                             "training/workarounds.py, section 2)")
+                             "lesson/workarounds.py, section 2)")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="measure one mode in this process and print it as JSON (used internally)")
     args = parser.parse_args(argv)

@@ -1,16 +1,16 @@
 """The command line of scripts/chaos.sh: watch a run's progress, note the failure it
 injects, find the pod of a Ray node, and explain the run's recovery afterwards.
 
-    python -m training.chaos progress RUN_DIR RANK       # 'EPOCH NODE_ID' of a running run
-    python -m training.chaos mark-failure RUN_DIR NODE_ID RANK AFTER_EPOCH HOW
-    python -m training.chaos node-ip NODE_ID             # run on the cluster (the head pod)
-    python -m training.chaos report results/latest/ray_results_2workers.json
+    python -m tools.chaos progress RUN_DIR RANK       # 'EPOCH NODE_ID' of a running run
+    python -m tools.chaos mark-failure RUN_DIR NODE_ID RANK AFTER_EPOCH HOW
+    python -m tools.chaos node-ip NODE_ID             # run on the cluster (the head pod)
+    python -m tools.chaos report results/latest/ray_results_2workers.json
 """
 
 import time
 
-from training import storage
-from training.run_state import FAILURE_FILE, PROGRESS_FILE, read_json
+from harness import storage
+from harness.run_state import FAILURE_FILE, PROGRESS_FILE, read_json
 
 
 def progress_line(run_dir, rank):

@@ -2,7 +2,7 @@
 measured side by side in one run, with where each step's time went.
 
 Run (from the repository root):
-    .venv/bin/python -m training.levers --run-dir results/<date-time>-levers
+    .venv/bin/python -m analysis.levers --run-dir results/<date-time>-levers
 
 Columns: steady-state images/s; the ratio to the plain Keras baseline and the efficiency
 (ratio / workers); the ceiling row's ratio is what two independent processes reach
@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from training import results
+from harness import results
 
 LEVERS_FILE = "LEVERS.md"
 

@@ -5,18 +5,18 @@ digits of its Ray node ID). Ray's metrics agent on the worker's node exports the
 prefix `ray_`, beside Ray's own metrics (CPU per process, memory, object store), and the
 Prometheus that scripts/monitoring.sh starts scrapes every node. The names are fixed: the
 Grafana dashboard (monitoring/grafana/data_parallel_training.json), the report's plots
-(training/monitoring_report.py) and the Kubernetes monitors use them.
+(analysis/monitoring_report.py) and the Kubernetes monitors use them.
 
 - demo_train_images_per_second: this worker's images per second over its training steps
   (the workers' sum is the cluster's throughput);
-- demo_train_step_seconds: the mean step time, and its parts from training/step_timing.py:
+- demo_train_step_seconds: the mean step time, and its parts from harness/step_timing.py:
   demo_train_input_seconds, demo_train_compute_seconds, demo_train_allreduce_seconds (the
   gradient all-reduce: waiting for the other workers included),
   demo_train_allreduce_cpu_seconds (the CPU this process spent meanwhile: a worker that waits
   shows wall time without CPU) and demo_train_optimizer_seconds;
 - demo_train_epoch, demo_train_loss and demo_train_accuracy, at the end of each epoch.
 
-The recorder (training/records.py) hands over every step; a step costs a few additions here,
+The recorder (harness/records.py) hands over every step; a step costs a few additions here,
 and the gauges are set at most once a second (at the first step, then whenever a second has
 passed, and at each epoch's end) with the means over the steps since. Each worker logs what
 its live metrics cost at the end of training (docs/MONITORING.md has the measurement).
