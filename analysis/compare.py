@@ -105,7 +105,7 @@ def _summary(run):
 
 
 def faster_or_slower(ratio):
-    """'1.83x faster' or '0.74x, slower': never call a slower run faster."""
+    """'<ratio>x faster' or '<ratio>x, slower' (two decimals): never call a slower run faster."""
     if ratio is None:
         return "n/a"
     if ratio > 1.0:

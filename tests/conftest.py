@@ -1,5 +1,6 @@
 """Shared fixtures: the repository, a quiet TensorFlow, and a real local Ray cluster."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,23 @@ def run(command, env=None, timeout=600, cwd=REPO_ROOT):
     merged.update(env or {})
     return subprocess.run(command, cwd=cwd, env=merged, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def free_port():
+    """A port of 127.0.0.1 that nothing listens on (the probe that found it is closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def taken_port():
+    """A port of 127.0.0.1 that this test listens on while the block runs: a port another
+    process holds, as a script sees it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
 
 
 def interruptible():
@@ -106,9 +124,7 @@ def local_cluster(tmp_path_factory):
 def s3_server():
     """A local S3-compatible server (moto's), standing in for the in-cluster MinIO store of
     k8s/checkpoint-storage.yaml; yields the environment variables that point a driver at it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([str(Path(PYTHON).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30

@@ -3,7 +3,7 @@ Grafana's provisioning, and REPORT.md's time series from Prometheus' HTTP API.
 
 The happy path shares the session's one monitored smoke benchmark (conftest's `smoke_run`);
 its Prometheus has stopped with the run, so the tests re-open its data folder with a real
-Prometheus (analysis.monitoring_report.reopened_prometheus) and ask the HTTP API. The failure
+Prometheus (analysis.prometheus.reopened_prometheus) and ask the HTTP API. The failure
 paths start no cluster: they stop at the first check that fails, or drive the functions of
 scripts/monitoring.sh from a small bash script. Tests that need Prometheus skip without it
 (.ci/run installs Debian's package).
@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -23,8 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, interruptible, run
-from analysis import monitoring_report
+from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, interruptible, run, taken_port
+from analysis import monitoring_report, prometheus
 from harness import live_metrics
 
 SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
@@ -40,19 +39,12 @@ def stored(smoke_run):
     assert smoke_run["returncode"] == 0, (smoke_run["stdout"] + smoke_run["stderr"])[-5000:]
     monitoring = smoke_run["run_dir"] / "monitoring"
     state = json.loads((monitoring / "monitoring.json").read_text())
-    with monitoring_report.reopened_prometheus(str(monitoring / "prometheus")) as url:
+    with prometheus.reopened_prometheus(str(monitoring / "prometheus")) as url:
         yield url, state
 
 
 def _window(state):
     return state["started_at"], state["stopped_at"], state["scrape_interval_seconds"]
-
-
-def _listening_socket():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    return listener
 
 
 # ---------------------------------------------------------------- the monitored smoke run
@@ -73,21 +65,21 @@ def test_a_monitored_smoke_run_completes_and_stops_prometheus_with_the_cluster(s
     # Nothing of the run is left: no Prometheus on its data, no cluster process, a free port.
     assert cluster_processes(str(monitoring)) == []
     assert cluster_processes(smoke_run["cluster_dir"]) == []
-    assert not monitoring_report.answers(f"http://127.0.0.1:{port}", timeout=1)
+    assert not prometheus.answers(f"http://127.0.0.1:{port}", timeout=1)
 
 
 @needs_prometheus
 def test_prometheus_holds_our_per_worker_metric_for_both_ranks_and_rays_node_cpu(stored):
     url, state = stored
     start, end, step = _window(state)
-    throughput = monitoring_report.query_range(url, "ray_demo_train_images_per_second", start, end, step)
+    throughput = prometheus.query_range(url, "ray_demo_train_images_per_second", start, end, step)
     assert {labels["rank"] for labels, _ in throughput} == {"0", "1"}
     for labels, points in throughput:
         assert re.fullmatch(r"[0-9a-f]{8}", labels["node"]) and all(value > 0 for _, value in points)
     # The two workers ran on two different worker nodes.
     assert len({labels["node"] for labels, _ in throughput}) == 2
     # Ray's node CPU metric, from every node: the head and the two worker nodes.
-    cpu = monitoring_report.query_range(url, "ray_node_cpu_utilization", start, end, step)
+    cpu = prometheus.query_range(url, "ray_node_cpu_utilization", start, end, step)
     assert len({labels["instance"] for labels, _ in cpu}) == 3
     assert all(0 <= value <= 100 for _, points in cpu for _, value in points)
 
@@ -97,13 +89,13 @@ def test_every_live_metric_is_exported_for_both_ranks_and_images_per_second_foll
     url, state = stored
     start, end, step = _window(state)
     for name in live_metrics.METRIC_NAMES:
-        found = monitoring_report.query_range(url, f"ray_{name}", start, end, step)
+        found = prometheus.query_range(url, f"ray_{name}", start, end, step)
         assert {labels["rank"] for labels, _ in found} == {"0", "1"}, name
     # Each worker's smoke batch is 32 images: images/s is 32 / the mean step time of the same update.
-    pairs = monitoring_report.query_range(url, "ray_demo_train_images_per_second * ray_demo_train_step_seconds",
+    pairs = prometheus.query_range(url, "ray_demo_train_images_per_second * ray_demo_train_step_seconds",
                                           start, end, step)
     assert pairs and all(value == pytest.approx(32, rel=1e-6) for _, points in pairs for _, value in points)
-    epochs = monitoring_report.query(url, f"max(max_over_time(ray_demo_train_epoch[{end - start}s]))", at=end)
+    epochs = prometheus.query(url, f"max(max_over_time(ray_demo_train_epoch[{end - start}s]))", at=end)
     assert epochs and epochs[0][1] == 1
 
 
@@ -146,7 +138,7 @@ def test_every_query_of_our_grafana_dashboard_returns_data_of_the_smoke_run(stor
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             expression = target["expr"].replace("$SessionName", ".+")
-            assert monitoring_report.query_range(url, expression, start, end, step), (panel["title"], expression)
+            assert prometheus.query_range(url, expression, start, end, step), (panel["title"], expression)
 
 
 # ---------------------------------------------------------------- the Grafana dashboard, statically
@@ -257,9 +249,9 @@ def _path_without(tool, tmp_path):
 
 
 def test_a_missing_prometheus_leaves_the_run_going_and_says_how_to_install_it(tmp_path):
-    with _listening_socket() as taken:
+    with taken_port() as port:
         # RAY_PORT is taken so that the run, having gone on, stops at the cluster's start.
-        ray_port = str(taken.getsockname()[1])
+        ray_port = str(port)
         finished = run([SCRIPT, "--smoke-test"], timeout=120,
                        env={"MONITORING": "1", "PATH": _path_without("prometheus", tmp_path), "TARGET": "local",
                             "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": ray_port, "DASHBOARD_PORT": "8274"})
@@ -275,8 +267,7 @@ def test_a_missing_prometheus_leaves_the_run_going_and_says_how_to_install_it(tm
 @needs_prometheus
 def test_a_taken_prometheus_port_fails_before_the_cluster_starts_naming_the_setting(tmp_path):
     started = time.time()
-    with _listening_socket() as taken:
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         finished = run([SCRIPT, "--smoke-test"], timeout=120,
                        env={"MONITORING": "1", "PROMETHEUS_PORT": str(port), "TARGET": "local",
                             "RESULTS_DIR": str(tmp_path), "RAY_PORT": "6394", "DASHBOARD_PORT": "8274"})
@@ -305,8 +296,7 @@ exec python3 -m http.server --bind 127.0.0.1 "$port"
 @needs_prometheus
 def test_a_taken_grafana_port_fails_before_the_cluster_starts_when_grafana_is_installed(tmp_path):
     fakes = _fake_grafana(tmp_path / "fakes", tmp_path / "grafana-args")
-    with _listening_socket() as taken:
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         finished = run([SCRIPT, "--smoke-test"], timeout=120,
                        env={"MONITORING": "1", "GRAFANA_PORT": str(port), "PROMETHEUS_PORT": "9197",
                             "PATH": fakes + os.pathsep + os.environ["PATH"], "TARGET": "local",

@@ -1,4 +1,5 @@
-"""analysis/report.py: the targets' verdicts, the table, REPORT.md with its plots, and its errors."""
+"""analysis/report.py and the modules it assembles (run_folder.py, targets.py, tables.py, plots.py):
+the targets' verdicts, the table, REPORT.md with its plots, and its errors."""
 
 import json
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import PYTHON, run
-from analysis import report
+from analysis import report, run_folder, tables, targets
 from lesson import data
 
 TEST_SIZE = 200
@@ -90,7 +91,7 @@ def write_sweep(run_dir, one_worker_ratio=0.97, two_worker_ratio=1.85, first_bat
 
 def verdicts(run_dir):
     return {target["target"]: (target["result"], target["measured"])
-            for target in report.evaluate_targets(report.find_pairs(str(run_dir)))}
+            for target in targets.evaluate_targets(run_folder.find_pairs(str(run_dir)))}
 
 
 def test_every_target_passes_when_each_measured_ratio_meets_it(tmp_path):
@@ -128,18 +129,18 @@ def test_values_just_short_of_a_target_fail_and_a_slower_run_is_never_called_fas
     result, measured = found["Ray 2 workers: steady-state throughput >= 1.80x the baseline (efficiency >= 0.90)"]
     assert result == "FAIL" and measured.startswith("1.79x faster, efficiency 0.90")
     assert found["Ray 1 worker: trainer start to first batch <= 15 s"] == ("FAIL", "15.1 s")
-    printed = report.format_targets(report.evaluate_targets(report.find_pairs(str(run_dir))))
+    printed = targets.format_targets(targets.evaluate_targets(run_folder.find_pairs(str(run_dir))))
     assert "FAIL  Ray 1 worker: steady-state throughput >= 0.95x plain Keras: 0.94 (0.94x, slower)" in printed
     assert "0.94x faster" not in printed
 
 
 def test_values_exactly_at_a_target_pass(tmp_path):
     run_dir = write_sweep(tmp_path, one_worker_ratio=0.95, two_worker_ratio=1.80, first_batch=15.0)
-    pair = report.find_pairs(str(run_dir))[1]
+    pair = run_folder.find_pairs(str(run_dir))[1]
     pair.ray["test_accuracy"] = pair.baseline["test_accuracy"] + 0.01
     pair.comparison["accuracy_delta"] = 0.01
-    assert {target["result"] for target in report.evaluate_targets(report.find_pairs(str(run_dir)))} == {"PASS"}
-    assert report._accuracy_target(pair)["result"] == "PASS"
+    assert {target["result"] for target in targets.evaluate_targets(run_folder.find_pairs(str(run_dir)))} == {"PASS"}
+    assert targets.accuracy_target(pair)["result"] == "PASS"
 
 
 def test_an_accuracy_more_than_a_point_away_fails_either_way(tmp_path):
@@ -167,7 +168,7 @@ def test_targets_of_configurations_not_run_are_marked_not_measured(tmp_path):
 
 
 def test_the_table_puts_each_ray_run_beside_its_equal_batch_baseline(tmp_path):
-    table = report.results_table(report.find_pairs(str(write_sweep(tmp_path))))
+    table = tables.results_table(run_folder.find_pairs(str(write_sweep(tmp_path))))
     assert list(table.index) == ["Plain Keras, batch 64", "Ray Train, 1 worker",
                                  "Plain Keras, batch 128", "Ray Train, 2 workers"]
     assert list(table["Global batch"]) == [64, 64, 128, 128]
@@ -208,7 +209,7 @@ def test_a_sweep_report_has_every_section_the_per_class_results_and_the_plots(tm
 
 def test_the_confusion_matrix_counts_every_test_example_once(tmp_path):
     record = make_record(accuracy=0.75)
-    section = report.per_class_section("Plain Keras", record, labels())
+    section = tables.per_class_section("Plain Keras", record, labels())
     rows = [line for line in section.splitlines() if line.startswith("| class ")]
     counts = [[int(cell) for cell in row.strip("|").split("|")[1:]] for row in rows]
     assert len(counts) == 10 and sum(map(sum, counts)) == TEST_SIZE

@@ -3,13 +3,12 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import REPO_ROOT, cluster_processes, interruptible, run
+from conftest import REPO_ROOT, cluster_processes, interruptible, run, taken_port
 
 SCRIPT = str(REPO_ROOT / "scripts" / "scaling-benchmark.sh")
 # Ports of this file's cluster: free of the session test cluster's (6395), run-benchmark's
@@ -166,10 +165,7 @@ def test_a_run_folder_chosen_by_the_caller_leaves_latest_alone(tmp_path):
 def test_a_sweep_that_cannot_start_its_cluster_leaves_failed_and_does_not_move_latest(tmp_path):
     (tmp_path / "20260101-000000-sweep").mkdir()
     (tmp_path / "latest").symlink_to("20260101-000000-sweep")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
+    with taken_port() as port:
         finished = run([SCRIPT, "--smoke-test"], env={"RESULTS_DIR": str(tmp_path), "RAY_PORT": str(port),
                                                       "DASHBOARD_PORT": PORTS["DASHBOARD_PORT"]}, timeout=300)
     assert finished.returncode == 1

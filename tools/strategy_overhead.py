@@ -10,15 +10,16 @@ images per CPU-second of the training process (what to compare on a busy machine
 other load stretches wall time but not the CPU work a step needs) and the minor page
 faults per step.
 
-Run (from the repository root, inside .venv; about 10 minutes with the defaults):
+Run (from the repository root, inside .venv; six TensorFlow processes one after the other,
+minutes with the defaults):
     python -m tools.strategy_overhead
     python -m tools.strategy_overhead --allocator system --batch-size 128 --steps 15
 
-What it found on the 2-core VM of the README (batch 64, docs/results/strategy_overhead/):
-with the system allocator the strategies needed a quarter or more CPU per image than plain
-Keras, because their freed tensor memory went back to the OS and was faulted in again
-every step (about 150,000 page faults per step against 7,500); with the tuned allocator
-the three modes are within a few percent of each other.
+What it found on the 2-core VM of the README: docs/results/strategy_overhead/output.txt
+(the table it printed, with its command and machine), explained in docs/PERFORMANCE.md.
+With the system allocator the strategies needed more CPU per image than plain Keras,
+because their freed tensor memory went back to the OS and was faulted in again every
+step; with the tuned allocator the three modes were close.
 """
 
 import argparse
@@ -51,16 +52,16 @@ def measure(mode, batch_size, steps, warmup_steps, seed=42):
     x, y = data.synthetic_split("train", batch_size * 8, seed)
 
     def dataset_fn(_input_context=None):
-        return data.make_train_dataset(tf, x, y, batch_size, num_shards=1, shard_index=0, seed=seed)
+        return data.make_train_dataset(x, y, batch_size, num_shards=1, shard_index=0, seed=seed)
 
     if mode == "plain":
-        model = create_model(tf, settings.DEFAULT_LEARNING_RATE)
+        model = create_model(settings.Recipe.learning_rate)
         train_input = dataset_fn()
     else:
         strategy = (tf.distribute.MirroredStrategy(["/cpu:0"]) if mode == "mirrored"
                     else tf.distribute.MultiWorkerMirroredStrategy())
         with strategy.scope():
-            model = create_model(tf, settings.DEFAULT_LEARNING_RATE)
+            model = create_model(settings.Recipe.learning_rate)
         train_input = tf.keras.utils.experimental.DatasetCreator(dataset_fn)
     wall, cpu, faults = [], [], []
 
@@ -102,8 +103,8 @@ def run_all(batch_size, steps, warmup_steps, allocators=workarounds.ALLOCATORS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-size", type=settings.positive_int, default=settings.DEFAULT_BATCH_SIZE,
-                        help=f"images per step (default {settings.DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--batch-size", type=settings.positive_int, default=settings.Recipe.batch_size,
+                        help=f"images per step (default {settings.Recipe.batch_size})")
     parser.add_argument("--steps", type=settings.positive_int, default=30,
                         help="timed steps per mode (default 30)")
     parser.add_argument("--warmup-steps", type=settings.positive_int, default=10,
