@@ -26,9 +26,10 @@ and Ray is not even imported. DEMO_LIVE_METRICS=0 (in the environment of the Ray
 the metrics off, to measure what they cost.
 """
 
-import os
 import sys
 import time
+
+from harness import switches
 
 # Set at most this often, in seconds. Ray exports the last value to the node's metrics agent
 # every RAY_metrics_report_interval_ms, which MONITORING=1 sets to Prometheus' scrape
@@ -55,15 +56,11 @@ EPOCH_GAUGES = {
 TIMED_PARTS = tuple(part for _, part in STEP_GAUGES.values() if part != "step")
 THROUGHPUT_GAUGE = "demo_train_images_per_second"
 METRIC_NAMES = (THROUGHPUT_GAUGE,) + tuple(STEP_GAUGES) + tuple(EPOCH_GAUGES)
-SWITCH_VARIABLE = "DEMO_LIVE_METRICS"
 
 
 def enabled_by_environment():
-    """False when DEMO_LIVE_METRICS=0 turns the live metrics off."""
-    value = os.environ.get(SWITCH_VARIABLE, "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"{SWITCH_VARIABLE} must be 0 or 1, got '{value}'.")
-    return value == "1"
+    """False when DEMO_LIVE_METRICS=0 (harness/switches.py) turns the gauges off."""
+    return switches.live_metrics()
 
 
 def train_worker_identity():

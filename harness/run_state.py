@@ -9,7 +9,7 @@ files, its restarts, and its results file at the end.
   `progress.json`, written by a driver thread while the run trains, holds the epoch of the
   latest registered checkpoint and each worker group attempt (scripts/chaos.sh reads it to
   choose its moment). Each attempt registers with the ResultsCollector actor (the
-  AttemptTracker below), so the driver counts restarts itself and logs each as it happens.
+  AttemptTracker of attempts.py), so the driver counts restarts itself and logs each as it happens.
 - The results: the workers' records become `ray_results_<N>workers.json` (results.py),
   with the restarts and, after scripts/chaos.sh, the timeline of the injected failure.
 """
@@ -19,9 +19,11 @@ import os
 import threading
 import time
 
-from harness import results, storage
+from harness import cluster_checks, results, storage, switches
+from harness.attempts import summarize_attempts
+from harness.collector import start_collector
 from lesson import workarounds
-from harness.records import log
+from lesson.workarounds import log
 
 # Files the driver keeps in the run's folder, beside Ray Train's own.
 STATUS_FILE = "run_status.json"
@@ -37,38 +39,55 @@ DEFAULT_STORAGE_PATH = os.path.join(results.REPO_ROOT, "checkpoints")
 
 
 class RayRun:
-    """One Ray Train run, seen from the driver. Everything that needs no cluster is checked
-    when it is made, so that bad settings fail before any cluster work."""
+    """One Ray Train run, seen from the driver: the lesson's one object of the harness.
+    Everything that needs no cluster is checked when it is made, so that bad settings fail
+    before any cluster work; `start_workers` checks the cluster and starts the collector,
+    `fit` runs the trainer and writes the results."""
 
-    def __init__(self, settings, plan, results_dir, storage_path=None, checkpoint=False,
-                 resume=False, run_name=None, max_failures=2):
+    def __init__(self, recipe, plan, results_dir, address, storage_path=None, checkpoint=False,
+                 resume=False, run_name=None):
         self.start = time.time()
-        self.settings, self.plan, self.results_dir = settings, plan, results_dir
+        switches.check_all()  # a bad DEMO_* switch fails here, before any cluster work
+        self.recipe, self.plan, self.results_dir = recipe, plan, results_dir
+        self.settings = recipe.as_dict() | {"allreduce_dtype": switches.allreduce_dtype()}
         results.check_writable(results_dir)
         self.checkpoint = checkpoint or resume
-        self.max_failures = max_failures
         self.storage_path = storage_root(storage_path, self.checkpoint)
         storage.prepare(self.storage_path)
-        self.name, self.dir, self.resuming = plan_run(self.storage_path, run_name, resume, settings)
+        self.name, self.dir, self.resuming = plan_run(self.storage_path, run_name, resume, self.settings)
         self.token = f"{self.name}-{self.start}"
-        self.trainer_start = None
+        self.checkpoints = {"checkpoint": self.checkpoint, "run_token": self.token}
+        self.trainer_start = self.collector = self.cluster = None
+        cluster_checks.check_address_answers(address)
 
     def ray_storage(self):
         """RunConfig's storage arguments: where Ray Train keeps the run's state and checkpoints."""
         return storage.ray_storage(self.storage_path)
 
-    def worker_settings(self):
-        """What the workers' fault_tolerance.epoch_checkpoints needs to know."""
-        return {"checkpoint": self.checkpoint, "run_token": self.token}
+    def start_workers(self, ray):
+        """Check that the workers fit the cluster (else Ray waits forever), start the
+        collector their records go home to, and say what runs; returns what every worker's
+        harness needs (harness/instruments.py)."""
+        self.cluster = cluster_checks.check_capacity(ray, self.recipe.num_workers, self.recipe.cpus_per_worker)
+        self.collector = start_collector(ray)
+        self.describe(self.cluster)
+        return {"collector": self.collector, "checkpoint": self.checkpoint}
+
+    def fit(self, ray, trainer):
+        """trainer.fit() with the status file, progress and restarts tracked; then the
+        workers' records become the results JSON."""
+        with self.tracking(ray, self.collector):
+            trainer.fit()
+        return self.results(ray, self.collector, self.cluster)
 
     def describe(self, cluster):
-        settings = self.settings
-        log(f"ray: {settings['num_workers']} workers x {settings['cpus_per_worker']} CPU(s) on "
-            f"{len(cluster['nodes'])} nodes; {settings['dataset']} {settings['train_size']} train / "
-            f"{settings['test_size']} test, {settings['epochs']} epochs, batch {settings['batch_size']} per "
+        recipe = self.recipe
+        log(f"ray: {recipe.num_workers} workers x {recipe.cpus_per_worker} CPU(s) on "
+            f"{len(cluster['nodes'])} nodes; {recipe.dataset} {recipe.train_size} train / "
+            f"{recipe.test_size} test, {recipe.epochs} epochs, batch {recipe.batch_size} per "
             f"worker ({self.plan['global_batch_size']} global)")
         log(f"ray: run '{self.name}' in {self.dir}; checkpoints every epoch: "
-            f"{'yes' if self.checkpoint else 'no (--checkpoint, CHECKPOINT=1)'}; up to {self.max_failures} "
+            f"{'yes' if self.checkpoint else 'no (--checkpoint, CHECKPOINT=1)'}; up to {recipe.max_failures} "
             f"restarts{'; resuming' if self.resuming else ''}")
 
     @contextlib.contextmanager
@@ -99,7 +118,7 @@ class RayRun:
             record.update(summarize_attempts(ray.get(collector.get_attempts.remote()),
                                              read_json(storage.join(self.dir, FAILURE_FILE))))
             record.update(run_name=self.name, run_dir=self.dir, checkpointing=self.checkpoint,
-                          max_failures=self.max_failures)
+                          max_failures=self.recipe.max_failures)
             path = os.path.join(self.results_dir, results.ray_file(self.settings["num_workers"]))
             results.write(record, self.start, path)
             nodes = len({worker["node_id"] for worker in record["workers"]})
@@ -252,94 +271,3 @@ class ProgressMonitor:
         storage.write_json(storage.join(self.run_dir, PROGRESS_FILE), {
             "registered_checkpoint_epoch": epoch, "restarts": facts["restarts"],
             "attempts": facts["attempts"], "updated": time.time()})
-
-
-# ---------------------------------------------------------------- restarts
-
-
-class AttemptTracker:
-    """Mixed into the ResultsCollector actor: one entry per worker per attempt.
-
-    Ray Train restarts the whole worker group, so a rank's k-th registration belongs to
-    attempt k. Restarts are the attempts after the first.
-    """
-
-    def __init__(self):
-        self.attempt_log = []
-        self.attempt_events = []
-
-    def start_attempt(self, rank, info):
-        attempt = 1 + sum(1 for entry in self.attempt_log if entry["rank"] == rank)
-        self.attempt_log.append(dict(info, rank=rank, attempt=attempt))
-        return attempt
-
-    def attempt_event(self, rank, kind, when, epoch=None):
-        attempt = sum(1 for entry in self.attempt_log if entry["rank"] == rank)
-        self.attempt_events.append({"rank": rank, "attempt": attempt, "kind": kind, "time": when, "epoch": epoch})
-
-    def get_attempts(self):
-        return {"log": list(self.attempt_log), "events": list(self.attempt_events)}
-
-
-def summarize_attempts(attempts, failure=None):
-    """The restart facts for the results JSON, from the collector's attempt log.
-
-    `failure` is what scripts/chaos.sh wrote when it killed a node (its time), if it did:
-    then the time lost to that failure is measured from the run's own timeline.
-    """
-    by_attempt = {}
-    for entry in attempts["log"]:
-        by_attempt.setdefault(entry["attempt"], []).append(entry)
-    for event in attempts["events"]:
-        if event["attempt"] in by_attempt and event["kind"] == "first_batch":
-            for entry in by_attempt[event["attempt"]]:
-                if entry["rank"] == event["rank"]:
-                    entry["first_batch"] = event["time"]
-    summary = []
-    for number in sorted(by_attempt):
-        entries = sorted(by_attempt[number], key=lambda entry: entry["rank"])
-        first_batches = [entry["first_batch"] for entry in entries if "first_batch" in entry]
-        summary.append({
-            "attempt": number,
-            "resumed_from_epoch": entries[0]["resumed_from_epoch"],
-            "started": min(entry["started"] for entry in entries),
-            "first_batch": min(first_batches) if first_batches else None,
-            "nodes": {str(entry["rank"]): entry["node_id"] for entry in entries},
-        })
-    checkpoints = [{"epoch": event["epoch"], "time": event["time"], "attempt": event["attempt"]}
-                   for event in attempts["events"] if event["kind"] == "checkpoint"]
-    facts = {
-        "restarts": max(len(summary) - 1, 0),
-        "restart_resumed_from_epochs": [attempt["resumed_from_epoch"] for attempt in summary[1:]],
-        "resumed_from_epoch": summary[0]["resumed_from_epoch"] if summary else 0,
-        "attempts": summary,
-        "checkpoints_saved": checkpoints,
-    }
-    if failure and len(summary) >= 2:
-        facts["injected_failure"] = dict(failure, **recovery_timeline(summary, checkpoints, failure))
-    elif failure:
-        facts["injected_failure"] = dict(failure)
-    return facts
-
-
-def recovery_timeline(attempts, checkpoints, failure):
-    """How long one worker failure cost, from the run's own clock.
-
-    - detect_and_restart_seconds: the kill to the first batch of the next attempt (Ray
-      notices the dead node, tears the group down, places a new one, TensorFlow starts,
-      the checkpoint loads).
-    - redone_seconds: the last saved checkpoint to the kill: work done again.
-    - time_lost_seconds: their sum, the checkpoint to the next attempt's first batch.
-    """
-    kill_time = failure["time"]
-    later = [attempt for attempt in attempts if attempt["started"] >= kill_time - 1]
-    resumed = later[0] if later else attempts[-1]
-    saved_before = [checkpoint for checkpoint in checkpoints if checkpoint["time"] <= kill_time]
-    last_saved = max((checkpoint["time"] for checkpoint in saved_before), default=None)
-    timeline = {"resumed_attempt": resumed["attempt"], "resumed_from_epoch": resumed["resumed_from_epoch"]}
-    if resumed.get("first_batch") is not None:
-        timeline["detect_and_restart_seconds"] = resumed["first_batch"] - kill_time
-        if last_saved is not None:
-            timeline["redone_seconds"] = kill_time - last_saved
-            timeline["time_lost_seconds"] = resumed["first_batch"] - last_saved
-    return timeline

@@ -22,39 +22,31 @@ reading before it, split each step into:
 - other: the rest of the step (metrics, Keras' bookkeeping), so that the parts add up to
   the step's measured time.
 
-`allreduce_dtype` (float32, bfloat16 or float16) compresses the gradients for the
-all-reduce, as Horovod's compression does: cast before, cast back after, half the bytes.
-DEMO_STEP_TIMING=0 builds the model with Keras' stock training step instead, to measure
-what the timing itself costs (docs/PERFORMANCE.md).
+The model stays a plain Keras model: `attach(model)` (called by harness/instruments.py)
+replaces its training step on the instance. DEMO_ALLREDUCE_DTYPE (float32, bfloat16 or
+float16; harness/switches.py) compresses the gradients for the all-reduce, as Horovod's
+compression does: cast before, cast back after, half the bytes. DEMO_STEP_TIMING=0 leaves
+Keras' stock training step in place, to measure what the timing itself costs
+(docs/PERFORMANCE.md).
 """
 
-import os
 import time
 
 PARTS = ("input", "compute", "allreduce", "allreduce_cpu", "optimizer", "other")
-ALLREDUCE_DTYPES = ("float32", "bfloat16", "float16")
+from harness.switches import ALLREDUCE_DTYPES
 # The keys the training step adds to Keras' logs; the recorder takes them out again.
 LOG_PREFIX = "step_clock_"
 
 
-def timing_enabled():
-    """False when DEMO_STEP_TIMING=0 asks for Keras' stock training step."""
-    value = os.environ.get("DEMO_STEP_TIMING", "1")
-    if value not in ("0", "1"):
-        raise ValueError(f"DEMO_STEP_TIMING must be 0 or 1, got '{value}'.")
-    return value == "1"
-
-
-def _clock():
-    return [time.time(), time.process_time()]
-
-
-def sequential_class(tf, allreduce_dtype="float32"):
-    """A tf.keras.Sequential whose training step is timed in parts (see the module's doc)."""
-    if allreduce_dtype not in ALLREDUCE_DTYPES:
-        raise ValueError(f"The all-reduce dtype must be one of {', '.join(ALLREDUCE_DTYPES)}, got "
-                         f"'{allreduce_dtype}'.")
+def attach(model, allreduce_dtype="float32"):
+    """Replace a compiled Keras model's training step by the same step timed in parts (see the
+    module's doc). Call it before fit(), which builds its training function from the step."""
+    import tensorflow as tf
     from tf_keras.src.engine import data_adapter
+
+    if allreduce_dtype not in ALLREDUCE_DTYPES:
+        raise ValueError(f"DEMO_ALLREDUCE_DTYPE must be one of {', '.join(ALLREDUCE_DTYPES)}, got "
+                         f"'{allreduce_dtype}'.")
 
     def clock(after=(), cpu=False):
         """The wall time (tf.timestamp) once `after` is computed; with cpu=True also this
@@ -73,41 +65,43 @@ def sequential_class(tf, allreduce_dtype="float32"):
         reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, packed)
         return [tf.cast(gradient, original.dtype) for gradient, original in zip(reduced, gradients)]
 
-    class StepTimedSequential(tf.keras.Sequential):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            # Keras sums every output of a step across the workers by default (reduction
-            # "auto" is "sum" under MultiWorkerMirroredStrategy); the clock readings are
-            # this worker's own, and the metrics are already synchronised when read.
-            self.distribute_reduction_method = "first"
+    def timed_train_step(data):
+        x, y, sample_weight = data_adapter.unpack_x_y_sample_weight(data)
+        start_wall, _ = clock(after=[x, y])
+        # Each part waits for the clock reading before it (else the executor may run the
+        # reading late, while the next part already runs).
+        with tf.control_dependencies([start_wall]):
+            x = tf.nest.map_structure(tf.identity, x)
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = model.compute_loss(x, y, y_pred, sample_weight)
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        computed_wall, computed_cpu = clock(after=gradients, cpu=True)
+        with tf.control_dependencies([computed_wall]):
+            gradients = all_reduce([tf.identity(gradient) for gradient in gradients])
+        reduced_wall, reduced_cpu = clock(after=gradients, cpu=True)
+        with tf.control_dependencies([reduced_wall]):
+            model.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
+        applied_wall, _ = clock(after=[model.optimizer.iterations.read_value()])
+        logs = model.compute_metrics(x, y, y_pred, sample_weight)
+        return logs | {LOG_PREFIX + "start": start_wall,
+                       LOG_PREFIX + "compute": computed_wall - start_wall,
+                       LOG_PREFIX + "allreduce": reduced_wall - computed_wall,
+                       LOG_PREFIX + "allreduce_cpu": reduced_cpu - computed_cpu,
+                       LOG_PREFIX + "optimizer": applied_wall - reduced_wall}
 
-        def train_step(self, data):
-            x, y, sample_weight = data_adapter.unpack_x_y_sample_weight(data)
-            start_wall, _ = clock(after=[x, y])
-            # Each part waits for the clock reading before it (else the executor may run the
-            # reading late, while the next part already runs).
-            with tf.control_dependencies([start_wall]):
-                x = tf.nest.map_structure(tf.identity, x)
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self.compute_loss(x, y, y_pred, sample_weight)
-            variables = self.trainable_variables
-            gradients = tape.gradient(loss, variables)
-            computed_wall, computed_cpu = clock(after=gradients, cpu=True)
-            with tf.control_dependencies([computed_wall]):
-                gradients = all_reduce([tf.identity(gradient) for gradient in gradients])
-            reduced_wall, reduced_cpu = clock(after=gradients, cpu=True)
-            with tf.control_dependencies([reduced_wall]):
-                self.optimizer.apply_gradients(zip(gradients, variables), skip_gradients_aggregation=True)
-            applied_wall, _ = clock(after=[self.optimizer.iterations.read_value()])
-            logs = self.compute_metrics(x, y, y_pred, sample_weight)
-            return logs | {LOG_PREFIX + "start": start_wall,
-                           LOG_PREFIX + "compute": computed_wall - start_wall,
-                           LOG_PREFIX + "allreduce": reduced_wall - computed_wall,
-                           LOG_PREFIX + "allreduce_cpu": reduced_cpu - computed_cpu,
-                           LOG_PREFIX + "optimizer": applied_wall - reduced_wall}
+    # Keras sums every output of a step across the workers by default (reduction "auto" is
+    # "sum" under MultiWorkerMirroredStrategy); the clock readings are this worker's own,
+    # and the metrics are already synchronised when read.
+    model.distribute_reduction_method = "first"
+    # fit() calls model.train_step: an attribute of the instance wins over the class's method.
+    model.train_step = timed_train_step
+    return model
 
-    return StepTimedSequential
+
+def _clock():
+    return [time.time(), time.process_time()]
 
 
 class StepBreakdown:

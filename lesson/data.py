@@ -235,35 +235,41 @@ def shard_plan(train_size, per_worker_batch, num_workers):
                 samples_per_epoch=steps_per_epoch * global_batch)
 
 
-def make_train_dataset(tf, x, y, batch_size, num_shards, shard_index, seed):
+def make_train_dataset(x, y, batch_size, num_shards, shard_index, seed):
     """A repeating, shuffled, batched tf.data pipeline over shard `shard_index` of `num_shards`.
 
     Shard k holds examples k, k+N, k+2N, ...: the shards are disjoint and together cover
     the whole training set. Each pass over a shard is reshuffled.
     """
+    import tensorflow as tf  # already imported, with the workarounds, by workarounds.import_tensorflow
+
     shard_x = x[shard_index::num_shards]
     shard_y = y[shard_index::num_shards]
     dataset = tf.data.Dataset.from_tensor_slices((shard_x, shard_y))
     dataset = dataset.shuffle(len(shard_x), seed=seed + shard_index, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=True).repeat().prefetch(2)
-    options = _pipeline_options(tf)
+    options = _pipeline_options()
     # Sharding is done explicitly above; stop tf.distribute from sharding a second time.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options)
 
 
-def make_eval_dataset(tf, x, y, batch_size):
+def make_eval_dataset(x, y, batch_size):
     """Batched test data, for the per-epoch validation inside fit().
 
     Under MultiWorkerMirroredStrategy, `batch_size` is the global batch and tf.distribute
     splits the batches between workers (auto-sharding by data); the metrics are summed
     over workers, so every worker logs the accuracy on the whole test set.
     """
+    import tensorflow as tf
+
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(2)
-    return dataset.with_options(_pipeline_options(tf))
+    return dataset.with_options(_pipeline_options())
 
 
-def _pipeline_options(tf):
+def _pipeline_options():
+    import tensorflow as tf
+
     options = tf.data.Options()
     # Autotuning sized its own thread pools on every core and, at the end of fit(), kept
     # the process idle for 30-58 s while tearing the iterator down; fixed sizes avoid both.

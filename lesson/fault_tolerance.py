@@ -14,8 +14,8 @@ resumes an interrupted run the same way (Ray Train V2 has no `Trainer.restore`).
 docs/FAULT_TOLERANCE.md tells the whole story; run_state.py is the driver's side.
 
 In the lesson file this is one object:
-    checkpoints = fault_tolerance.epoch_checkpoints(tf, strategy, model, recorder, config)
-    model.fit(..., initial_epoch=checkpoints.initial_epoch, callbacks=[recorder, checkpoints])
+    checkpoints = fault_tolerance.epoch_checkpoints(strategy, model, recipe, config["checkpoints"], instruments)
+    model.fit(..., initial_epoch=checkpoints.initial_epoch, callbacks=[*instruments.callbacks, checkpoints])
 """
 
 import json
@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 
-from harness.records import log
+from lesson.workarounds import log
 
 # Two checkpoints on disk: the latest, and the one before it in case the latest is torn.
 CHECKPOINTS_TO_KEEP = 2
@@ -32,32 +32,27 @@ OPTIMIZER_FILE = "optimizer_weights.npz"
 STATE_FILE = "train_state.json"
 
 
-def epoch_checkpoints(tf, strategy, model, recorder, config):
+def epoch_checkpoints(strategy, model, recipe, settings, keep_with_checkpoint=None):
     """A Keras callback that checkpoints every epoch (when asked to) and, built after a
     restart, has already loaded the latest checkpoint: `initial_epoch` is where fit() goes on.
 
-    `recorder` is the run's records.epoch_recorder: its epochs so far are saved with the
-    checkpoint and put back on restore. Put it before this callback in `callbacks`, so that
-    the epoch saved is already recorded. `config` is the worker's train_loop_config.
+    `settings`: what the driver decided ({"checkpoint": on or off, "run_token": this run's
+    token}). `keep_with_checkpoint`: anything with state() and restore(state, same_run) (the
+    harness' epoch records) saved with each checkpoint and put back on restore; put its
+    callbacks before this one, so that the epoch saved is already recorded.
     """
     import numpy as np
     import ray
     import ray.train
+    import tensorflow as tf  # already imported, with the workarounds, by workarounds.import_tensorflow
 
     rank = ray.train.get_context().get_world_rank()
-    collector = config["collector"]
-    enabled = config["fault_tolerance"]["checkpoint"]
-    run_token = config["fault_tolerance"]["run_token"]
+    enabled, run_token = settings["checkpoint"], settings["run_token"]
 
     class EpochCheckpoints(tf.keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.first_batch_seen = False
             self.initial_epoch = self._restore_latest()
-            # Each worker group attempt registers, so the driver counts restarts itself.
-            ray.get(collector.start_attempt.remote(rank, {
-                "resumed_from_epoch": self.initial_epoch, "node_id": ray.get_runtime_context().get_node_id(),
-                "pid": os.getpid(), "started": time.time()}))
 
         def _restore_latest(self):
             checkpoint = ray.train.get_checkpoint()
@@ -74,19 +69,15 @@ def epoch_checkpoints(tf, strategy, model, recorder, config):
                 model.optimizer.build(model.trainable_variables)
             model.set_weights(weights)
             model.optimizer.set_weights(optimizer_weights)
-            recorder.restore(state["recorder"], same_run=state.get("run_token") == run_token)
+            if keep_with_checkpoint is not None:
+                keep_with_checkpoint.restore(state["recorder"], same_run=state.get("run_token") == run_token)
             # A new process replays the seeds of epoch 1: the same shuffle order and dropout
             # masks as the batches the restored weights just learned, on which the loss then
             # collapses to ~0. Seed the resumed epochs differently (fit builds the data later).
-            tf.keras.utils.set_random_seed(config["settings"]["seed"] + state["epoch"])
+            tf.keras.utils.set_random_seed(recipe.seed + state["epoch"])
             log(f"ray worker {rank}: restored the epoch {state['epoch']} checkpoint "
                 f"(weights and optimizer state), resuming at epoch {state['epoch'] + 1}")
             return state["epoch"]
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if not self.first_batch_seen:
-                self.first_batch_seen = True
-                collector.attempt_event.remote(rank, "first_batch", time.time())
 
         def on_epoch_end(self, epoch, logs=None):
             if not enabled:
@@ -100,18 +91,31 @@ def epoch_checkpoints(tf, strategy, model, recorder, config):
                 if rank == 0:
                     np.savez(os.path.join(folder, WEIGHTS_FILE), *weights)
                     np.savez(os.path.join(folder, OPTIMIZER_FILE), *optimizer_weights)
-                    state = {"epoch": epoch + 1, "recorder": recorder.state(), "run_token": run_token,
-                             "saved": time.time()}
+                    kept = keep_with_checkpoint.state() if keep_with_checkpoint is not None else {}
+                    state = {"epoch": epoch + 1, "recorder": kept, "run_token": run_token, "saved": time.time()}
                     with open(os.path.join(folder, STATE_FILE), "w", encoding="utf-8") as out:
                         json.dump(state, out)
                     checkpoint = ray.train.Checkpoint.from_directory(folder)
                 # Every worker reports, the same number of times: report is a barrier.
                 ray.train.report({"epoch": epoch + 1}, checkpoint=checkpoint,
                                  checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
-            if rank == 0:
-                collector.attempt_event.remote(rank, "checkpoint", time.time(), epoch + 1)
 
     return EpochCheckpoints()
+
+
+def add_arguments(parser):
+    """The Ray run's checkpoint flags (MAX_FAILURES, the restarts, is part of the recipe)."""
+    parser.add_argument("--storage-path", default=None,
+                        help="where Ray Train keeps run state and checkpoints; every node must reach it: "
+                             "a folder, or s3://bucket/prefix with AWS_ENDPOINT_URL and the AWS keys set "
+                             "(default: checkpoints/ in the repository with --checkpoint, else ~/ray_results)")
+    parser.add_argument("--checkpoint", action="store_true",
+                        help="save a checkpoint every epoch; a restarted worker group resumes from it")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run (--run-name, or the latest unfinished one in "
+                             "--storage-path) from its latest checkpoint; implies --checkpoint")
+    parser.add_argument("--run-name", default=None,
+                        help="Ray Train run name, the folder under --storage-path (default: generated)")
 
 
 def _load_arrays(np, path):

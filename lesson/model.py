@@ -3,24 +3,27 @@ parallelism only.
 
 Three blocks of 64, 128 and 256 filters (each: two 3x3 convolutions with batch norm and
 ReLU, 2x2 max pooling, dropout 0.25), then dense 512 with batch norm, ReLU and dropout 0.5,
-and a 10-way softmax: 3,253,834 parameters for 32x32x3 inputs.
+and a 10-way softmax: 3,253,834 parameters for 32x32x3 inputs. A plain Keras model: what the
+benchmark measures is attached from outside (harness/instruments.py).
 """
 
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 BLOCK_FILTERS = (64, 128, 256)
-# --lr-scaling linear: the learning rate given is the one for this global batch (the quick
+# LR_SCALING=linear: the learning rate given is the one for this global batch (the quick
 # start's, 64 per worker x 2), and is scaled in proportion to the run's global batch.
 REFERENCE_GLOBAL_BATCH = 128
 
 
-def learning_rate(tf, run_settings, plan):
-    """The run's learning rate: as given, or (--lr-scaling linear) scaled with the global batch
+def learning_rate(recipe, plan):
+    """The run's learning rate: as given, or (LR_SCALING=linear) scaled with the global batch
     and reached by a linear warm-up over the first epoch (Goyal et al., 2017, "Accurate,
     Large Minibatch SGD"), so that a larger global batch takes larger steps from the start
     of the second epoch. Both runs of a comparison use the same global batch, so the same rate."""
-    base = run_settings["learning_rate"]
-    if run_settings.get("lr_scaling", "none") == "none":
+    import tensorflow as tf  # already imported, with the workarounds, by workarounds.import_tensorflow
+
+    base = recipe.learning_rate
+    if recipe.lr_scaling == "none":
         return base
     peak = base * plan["global_batch_size"] / REFERENCE_GLOBAL_BATCH
     warmup_steps = plan["steps_per_epoch"]
@@ -36,24 +39,20 @@ def learning_rate(tf, run_settings, plan):
     return LinearWarmUp()
 
 
-def create_model(tf, learning_rate, allreduce_dtype="float32", input_shape=INPUT_SHAPE,
-                 num_classes=NUM_CLASSES):
+def create_model(learning_rate, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     """Build and compile the CNN.
 
     Under MultiWorkerMirroredStrategy this must be called inside `strategy.scope()`, so
-    that the variables are mirrored on every worker and their gradients all-reduced. Its
-    training step is Keras' own with the all-reduce timed on its own (step_timing.py).
+    that the variables are mirrored on every worker and their gradients all-reduced.
     """
-    from harness import step_timing
+    import tensorflow as tf
 
     layers = tf.keras.layers
     # Batch-norm momentum 0.9 (Keras defaults to 0.99): the moving statistics used at test
     # time then settle within tens of steps, which short demo runs need; with 0.99 a run
     # of ~100 steps is evaluated with statistics still close to their initial values.
     batch_norm = lambda: layers.BatchNormalization(momentum=0.9)  # noqa: E731
-    sequential = (step_timing.sequential_class(tf, allreduce_dtype) if step_timing.timing_enabled()
-                  else tf.keras.Sequential)
-    model = sequential(name="cifar10_cnn")
+    model = tf.keras.Sequential(name="cifar10_cnn")
     model.add(layers.Input(shape=input_shape))
     for filters in BLOCK_FILTERS:
         for _ in range(2):

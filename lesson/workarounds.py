@@ -13,6 +13,7 @@ the allocator settings need glibc (Linux). Import TensorFlow only through
 4. `quiet_cuda_probe`: the CUDA-enabled wheel prints CUDA errors on every CPU-only machine.
 5. Thread pools: Ray sets OMP_NUM_THREADS on its workers and nothing else.
 6. `noting_sigint`: Ray Train can lose a Ctrl-C that arrives while its controller starts.
+7. `log`: Ray Train V2 prints a worker's print() through several log handlers.
 """
 
 import contextlib
@@ -22,11 +23,12 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 
 # 1. tf-keras, not Keras 3 (TensorFlow 2.21, tf-keras 2.21): Keras 3's model.fit fails under
 # MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)", ray-project/ray
 # issue 47464). TF_USE_LEGACY_KERAS=1 makes tf.keras the tf-keras package, but only if it
-# is set before TensorFlow is first imported: importing the `training` package sets it.
+# is set before TensorFlow is first imported: importing the `lesson` package sets it.
 LEGACY_KERAS_VARIABLE = "TF_USE_LEGACY_KERAS"
 
 
@@ -110,8 +112,8 @@ def ray_worker_settings():
     allocator setting and the quiet TensorFlow log level are passed on explicitly, and each
     worker process filters the CUDA probe's messages of its first TensorFlow import (4)."""
     allocator = allocator_setting()
-    # DEMO_STEP_TIMING=0 (step_timing.py) is a measurement switch: the workers must see it too.
-    passed_on = {name: os.environ[name] for name in ("DEMO_STEP_TIMING",) if name in os.environ}
+    # The harness' measurement switches (harness/switches.py): the workers must see them too.
+    passed_on = {name: value for name, value in os.environ.items() if name.startswith("DEMO_")}
     return {"env_vars": {LEGACY_KERAS_VARIABLE: "1", "TF_CPP_MIN_LOG_LEVEL": "2", ALLOCATOR_VARIABLE: allocator,
                          **allocator_environment(allocator), **passed_on},
             "worker_process_setup_hook": "lesson.workarounds.quiet_first_tensorflow_import"}
@@ -280,3 +282,12 @@ def noting_sigint():
         signal.signal = original
         if previous is not None:
             original(signal.SIGINT, previous)
+
+
+# 7. Progress lines from Ray workers (Ray 2.60, Train V2): Ray Train turns print() on a
+# worker into a log record, which the root logger's several handlers then print more than
+# once. Lines written to stdout directly, and flushed, show once through Ray's log forwarding.
+def log(message):
+    """A progress line, flushed at once so that it shows through Ray's log forwarding."""
+    sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stdout.flush()

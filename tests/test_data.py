@@ -166,7 +166,7 @@ def test_shards_are_disjoint_and_cover_the_training_set(tf):
     y = np.arange(24, dtype=np.int32)
     seen = []
     for shard in range(3):
-        dataset = data.make_train_dataset(tf, x, y, batch_size=4, num_shards=3, shard_index=shard, seed=1)
+        dataset = data.make_train_dataset(x, y, batch_size=4, num_shards=3, shard_index=shard, seed=1)
         labels = [int(label) for _, batch in dataset.take(2) for label in batch.numpy()]
         assert len(labels) == 8
         seen.append(set(labels))
@@ -188,7 +188,7 @@ y = tf.zeros((8,), dtype=tf.int32).numpy()
 def per_device_autotune():
     # fit() distributes a DatasetCreator's function the same way.
     distributed = strategy.distribute_datasets_from_function(
-        lambda context: data.make_train_dataset(tf, x, y, 2, 1, 0, seed=0))
+        lambda context: data.make_train_dataset(x, y, 2, 1, 0, seed=0))
     worker_iterators = iter(distributed)._iterators
     return [device._dataset.options().autotune.enabled  # None: not set, so on
             for worker in worker_iterators for device in worker._iterator._device_iterators]

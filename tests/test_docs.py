@@ -31,7 +31,7 @@ import sys
 
 import pytest
 
-from analysis import compare, report
+from analysis import compare, report, targets
 from harness import results
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -460,9 +460,9 @@ def quoted_values():
     return {
         # The targets (report.py) are quoted too: 1.80x for 2 workers, 1.70x on 2 cores, ...
         "ratio": {f"{value:.2f}x" for value in ratios}
-        | {f"{workers * efficiency:.2f}x" for workers, efficiency in report.TARGET_EFFICIENCY_BY_WORKERS.items()}
-        | {f"{2 * report.TARGET_EFFICIENCY:.1f}x", f"{2 * report.TARGET_EFFICIENCY_ALL_CORES_BUSY:.2f}x",
-           f"{report.TARGET_OVERHEAD_RATIO:.2f}x"},
+        | {f"{workers * efficiency:.2f}x" for workers, efficiency in targets.TARGET_EFFICIENCY_BY_WORKERS.items()}
+        | {f"{2 * targets.TARGET_EFFICIENCY:.1f}x", f"{2 * targets.TARGET_EFFICIENCY_ALL_CORES_BUSY:.2f}x",
+           f"{targets.TARGET_OVERHEAD_RATIO:.2f}x"},
         "throughput": {f"{run['images_per_second']:.1f} img/s" for run in runs},
         "accuracy": {f"{run[key]:.4f}" for run in (*runs, chaos) for key in ("test_accuracy", "test_loss")
                      if run.get(key) is not None} | {f"{value:.4f}" for value in accuracies},

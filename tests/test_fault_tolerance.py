@@ -130,8 +130,8 @@ def test_a_port_taken_by_another_ray_cluster_is_refused_and_that_cluster_left_ru
 # --------------------------------------------------------------------------- bad input
 
 @pytest.mark.parametrize("flags, message", [
-    (["--max-failures", "-1"], "--max-failures: expected a whole number (0 or more), got -1"),
-    (["--max-failures", "two"], "--max-failures: expected a whole number (0 or more), got 'two'"),
+    (["--max-failures", "-1"], "MAX_FAILURES (--max-failures) must be a whole number (0 or more), got '-1'."),
+    (["--max-failures", "two"], "MAX_FAILURES (--max-failures) must be a whole number (0 or more), got 'two'."),
 ])
 def test_ray_training_rejects_a_bad_max_failures(tmp_path, flags, message):
     finished = run([PYTHON, "-m", "lesson.ray_training", "--smoke-test", "--results-dir", str(tmp_path),

@@ -12,14 +12,16 @@ from conftest import PYTHON, run
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--epochs", "0"], "--epochs: expected a whole number of at least 1, got 0"),
-    (["--epochs", "-3"], "--epochs: expected a whole number of at least 1, got -3"),
-    (["--batch-size", "0"], "--batch-size: expected a whole number of at least 1, got 0"),
-    (["--batch-size", "ten"], "--batch-size: expected a whole number of at least 1, got 'ten'"),
-    (["--cpus", "0"], "--cpus: expected a whole number of at least 1, got 0"),
-    (["--dataset", "imagenet"], "--dataset: invalid choice: 'imagenet'"),
+    (["--epochs", "0"], "EPOCHS (--epochs) must be a whole number of at least 1, got '0'."),
+    (["--epochs", "-3"], "EPOCHS (--epochs) must be a whole number of at least 1, got '-3'."),
+    (["--batch-size", "0"], "BATCH_SIZE (--batch-size) must be a whole number of at least 1, got '0'."),
+    (["--batch-size", "ten"], "BATCH_SIZE (--batch-size) must be a whole number of at least 1, got 'ten'."),
+    (["--cpus-per-worker", "0"], "CPUS_PER_WORKER (--cpus-per-worker) must be a whole number of at least 1, "
+                                 "got '0'."),
+    (["--dataset", "imagenet"], "DATASET (--dataset) must be one of synthetic, cifar10; got 'imagenet'."),
     (["--full", "--smoke-test"], "--full and --smoke-test contradict each other"),
     (["--train-size", "10", "--batch-size", "64"], "smaller than one global batch"),
+    (["--learning-rate", "fast"], "LEARNING_RATE (--learning-rate) must be a number greater than 0, got 'fast'."),
 ])
 def test_baseline_rejects_bad_flags_with_a_clear_message(tmp_path, flags, message):
     started = time.time()
@@ -41,10 +43,10 @@ def test_baseline_refuses_an_unwritable_results_dir_before_training(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--num-workers", "0"], "--num-workers: expected a whole number of at least 1, got 0"),
-    (["--num-workers", "-1"], "--num-workers: expected a whole number of at least 1, got -1"),
-    (["--cpus-per-worker", "0"], "--cpus-per-worker: expected a whole number of at least 1, got 0"),
-    (["--dataset", "mnist"], "--dataset: invalid choice: 'mnist'"),
+    (["--num-workers", "0"], "NUM_WORKERS (--num-workers) must be a whole number of at least 1, got '0'."),
+    (["--num-workers", "-1"], "NUM_WORKERS (--num-workers) must be a whole number of at least 1, got '-1'."),
+    (["--cpus-per-worker", "0"], "CPUS_PER_WORKER (--cpus-per-worker) must be a whole number of at least 1, got '0'."),
+    (["--dataset", "mnist"], "DATASET (--dataset) must be one of synthetic, cifar10; got 'mnist'."),
     (["--address", "127.0.0.1:1"], "No Ray cluster answers at 127.0.0.1:1"),
     (["--address", "nonsense"], "is not host:port"),
 ])
