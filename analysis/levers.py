@@ -1,4 +1,4 @@
-"""The table of a levers run (./scripts/levers-benchmark.sh): one row per configuration,
+"""The table of a levers run (./scripts/experiments/levers-benchmark.sh): one row per configuration,
 measured side by side in one run, with where each step's time went.
 
 Run (from the repository root):
@@ -38,7 +38,7 @@ def load_rows(run_dir):
                 rows[name] = results.load_run(os.path.join(folder, file))
     if "baseline" not in rows:
         raise ValueError(f"{run_dir} has no baseline row ({results.BASELINE_FILE} in baseline/): every ratio "
-                         "is against it. Run ./scripts/levers-benchmark.sh with 'baseline' in ROWS.")
+                         "is against it. Run ./scripts/experiments/levers-benchmark.sh with 'baseline' in ROWS.")
     return rows
 
 
@@ -129,7 +129,7 @@ def main(argv=None):
         print(f"levers: error: {error}", file=sys.stderr)
         return 2
     text = "\n".join([f"# Levers: {os.path.basename(os.path.normpath(args.run_dir))}", "",
-                      "Measured side by side in this run (./scripts/levers-benchmark.sh); see "
+                      "Measured side by side in this run (./scripts/experiments/levers-benchmark.sh); see "
                       "docs/PERFORMANCE.md for what each row means.", "", markdown(rows), ""])
     path = os.path.join(args.run_dir, LEVERS_FILE)
     with open(path, "w", encoding="utf-8") as out:

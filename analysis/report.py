@@ -2,7 +2,7 @@
 
 A run folder holds either one comparison (baseline_results.json and one
 ray_results_<N>workers.json, as written by ./scripts/run-benchmark.sh) or a sweep: one
-sub-folder per Ray worker count, each holding such a pair (./scripts/scaling-benchmark.sh).
+sub-folder per Ray worker count, each holding such a pair (./scripts/experiments/scaling-benchmark.sh).
 Each Ray run is compared with the baseline in its own folder, which used the same global
 batch. Writes, into the run folder, REPORT.md, speedup.png, epoch_times.png and
 learning_curves_<N>workers.png, and prints whether each target holds.

@@ -2,7 +2,7 @@
 
 A run folder holds either one comparison (baseline_results.json and one
 ray_results_<N>workers.json, as written by ./scripts/run-benchmark.sh) or a sweep: one
-sub-folder per Ray worker count, each holding such a pair (./scripts/scaling-benchmark.sh).
+sub-folder per Ray worker count, each holding such a pair (./scripts/experiments/scaling-benchmark.sh).
 Each Ray run is compared with the baseline in its own folder, which used the same global
 batch. report.py reads a run folder through `find_pairs`.
 """
@@ -76,7 +76,7 @@ def find_pairs(run_dir):
     if not folders:
         raise ValueError(f"{run_dir} holds no results: neither {results.BASELINE_FILE} with a "
                          "ray_results_<N>workers.json, nor sub-folders holding them. Run "
-                         "./scripts/run-benchmark.sh or ./scripts/scaling-benchmark.sh first.")
+                         "./scripts/run-benchmark.sh or ./scripts/experiments/scaling-benchmark.sh first.")
     pairs = sorted((load_pair(folder) for folder in folders), key=lambda pair: pair.num_workers)
     counts = [pair.num_workers for pair in pairs]
     if len(set(counts)) != len(counts):

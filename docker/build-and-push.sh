@@ -15,8 +15,10 @@
 #                    (install-ray.sh uses it to restart pods running an older image).
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/common.sh"
+# shellcheck source=scripts/lib/k8s.sh
+source "$SCRIPTS_DIR/lib/k8s.sh"
 
 load_k8s_settings
 FORCE_BUILD="${FORCE_BUILD:-0}"
@@ -149,10 +151,7 @@ nodes_needing() {
 }
 
 main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    print_usage
-    return 0
-  fi
+  parse_common_flags "$@"
   log "Settings:"
   log_settings MINIKUBE_PROFILE IMAGE FORCE_BUILD
   check_prerequisites

@@ -1,6 +1,6 @@
 """Worker group attempts: Ray Train restarts the whole group after a failure, and each
 attempt of each worker registers with the ResultsCollector actor (AttemptTracker), so that
-the driver counts the restarts itself and, after scripts/chaos.sh, measures what a failure
+the driver counts the restarts itself and, after scripts/experiments/chaos.sh, measures what a failure
 cost from the run's own timeline. The workers' side is instruments.attempt_events.
 """
 
@@ -32,7 +32,7 @@ class AttemptTracker:
 def summarize_attempts(attempts, failure=None):
     """The restart facts for the results JSON, from the collector's attempt log.
 
-    `failure` is what scripts/chaos.sh wrote when it killed a node (its time), if it did:
+    `failure` is what scripts/experiments/chaos.sh wrote when it killed a node (its time), if it did:
     then the time lost to that failure is measured from the run's own timeline.
     """
     by_attempt = {}

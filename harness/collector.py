@@ -13,7 +13,7 @@ from harness.attempts import AttemptTracker
 
 def start_collector(ray):
     """The ResultsCollector actor, on the head node: a worker node may be killed
-    (scripts/chaos.sh), the head may not."""
+    (scripts/experiments/chaos.sh), the head may not."""
 
     @ray.remote(num_cpus=0)
     class ResultsCollector(AttemptTracker):

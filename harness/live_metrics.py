@@ -3,7 +3,7 @@
 Each worker sets `ray.util.metrics` Gauges tagged with its `rank` and `node` (the first 8 hex
 digits of its Ray node ID). Ray's metrics agent on the worker's node exports them with the
 prefix `ray_`, beside Ray's own metrics (CPU per process, memory, object store), and the
-Prometheus that scripts/monitoring.sh starts scrapes every node. The names are fixed: the
+Prometheus that scripts/lib/monitoring.sh starts scrapes every node. The names are fixed: the
 Grafana dashboard (monitoring/grafana/data_parallel_training.json), the report's plots
 (analysis/monitoring_report.py) and the Kubernetes monitors use them.
 
@@ -16,7 +16,7 @@ Grafana dashboard (monitoring/grafana/data_parallel_training.json), the report's
   shows wall time without CPU) and demo_train_optimizer_seconds;
 - demo_train_epoch, demo_train_loss and demo_train_accuracy, at the end of each epoch.
 
-The recorder (harness/records.py) hands over every step; a step costs a few additions here,
+The epoch timer (harness/epoch_timing.py) hands over every step (harness/instruments.py); a step costs a few additions here,
 and the gauges are set at most once a second (at the first step, then whenever a second has
 passed, and at each epoch's end) with the means over the steps since. Each worker logs what
 its live metrics cost at the end of training (docs/MONITORING.md has the measurement).

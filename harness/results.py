@@ -59,7 +59,7 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
 
     `settings`: the recipe (dataset, train_size, test_size, epochs, batch_size per worker)
     with num_workers, cpus_per_worker, learning_rate and seed. `recorder`: what
-    records.epoch_recorder noted (for Ray, the chief worker's, with the epoch times of the
+    the epoch timer noted (harness/epoch_timing.py) (for Ray, the chief worker's, with the epoch times of the
     slowest worker).
     - startup_seconds: from the entry point's start to the first training batch
       (TensorFlow import, data, model; for Ray also connecting and starting workers).

@@ -7,11 +7,11 @@ files, its restarts, and its results file at the end.
   `RunConfig(storage_path, name)` resumes it).
 - Status and progress: `run_status.json` says running, completed, failed or interrupted;
   `progress.json`, written by a driver thread while the run trains, holds the epoch of the
-  latest registered checkpoint and each worker group attempt (scripts/chaos.sh reads it to
+  latest registered checkpoint and each worker group attempt (scripts/experiments/chaos.sh reads it to
   choose its moment). Each attempt registers with the ResultsCollector actor (the
   AttemptTracker of attempts.py), so the driver counts restarts itself and logs each as it happens.
 - The results: the workers' records become `ray_results_<N>workers.json` (results.py),
-  with the restarts and, after scripts/chaos.sh, the timeline of the injected failure.
+  with the restarts and, after scripts/experiments/chaos.sh, the timeline of the injected failure.
 """
 
 import contextlib

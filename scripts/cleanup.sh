@@ -21,8 +21,10 @@
 #   ALLOW_ANY_CONTEXT=1  clean the current kube-context instead of the profile's.
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/k8s.sh
+source "$SCRIPTS_DIR/lib/k8s.sh"
 
 load_k8s_settings
 DELETE_CLUSTER="${DELETE_CLUSTER:-0}"
@@ -155,10 +157,7 @@ delete_profile() {
 }
 
 main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    print_usage
-    return 0
-  fi
+  parse_common_flags "$@"
   log "Settings:"
   log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE MONITORING_NAMESPACE DELETE_CLUSTER KEEP_CRDS ALLOW_ANY_CONTEXT
   require_positive_int DELETE_TIMEOUT "$DELETE_TIMEOUT"

@@ -22,8 +22,12 @@
 # plane where it can (the arithmetic is in k8s/kube-prometheus-stack-values.yaml).
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/k8s.sh
+source "$SCRIPTS_DIR/lib/k8s.sh"
+# shellcheck source=scripts/lib/dashboards.sh
+source "$SCRIPTS_DIR/lib/dashboards.sh"
 
 load_k8s_settings
 # 88.5.3 (August 2026): Prometheus Operator v0.93.1, Grafana 13.2.0; Kubernetes 1.25 or newer.
@@ -109,24 +113,6 @@ check_head_environment() {
   fi
 }
 
-# Copy Ray's generated Grafana dashboards out of the head pod into WORK_DIR/dashboards.
-copy_ray_dashboards() {
-  CURRENT_STEP="copying Ray's dashboards out of the head pod"
-  WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ray-dashboards.XXXXXX")"
-  mkdir "$WORK_DIR/dashboards"
-  if ! kube --namespace "$RAY_NAMESPACE" exec "$HEAD_POD" -c ray-head -- \
-    tar -C "$RAY_DASHBOARDS_DIR" -cf - . >"$WORK_DIR/dashboards.tar" 2>"$WORK_DIR/exec.err"; then
-    die "Could not copy Ray's Grafana dashboards out of the head pod $HEAD_POD ($RAY_DASHBOARDS_DIR): $(tr '\n' ' ' <"$WORK_DIR/exec.err")Ray writes them when its dashboard starts; see 'kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE logs $HEAD_POD'."
-  fi
-  tar -xf "$WORK_DIR/dashboards.tar" -C "$WORK_DIR/dashboards" ||
-    die "The copy of Ray's dashboards from $HEAD_POD is not a tar archive; run this script again."
-  local -a found=("$WORK_DIR"/dashboards/*.json)
-  if [[ ! -f "${found[0]}" ]]; then
-    die "The head pod $HEAD_POD has no Grafana dashboards in $RAY_DASHBOARDS_DIR. Ray writes them when its dashboard starts (the image needs ray[default]); see 'kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE logs $HEAD_POD'."
-  fi
-  log "Copied ${#found[@]} Grafana dashboards of Ray from $HEAD_POD."
-}
-
 # The name under which Helm knows the chart's repository (any name, found by its URL).
 find_chart_repository() {
   CURRENT_STEP="looking for the Helm repository"
@@ -209,38 +195,8 @@ apply_monitors() {
     die "kubectl apply of k8s/ray-monitors.yaml failed (output above). Is the PodMonitor CRD installed? 'kubectl get crd podmonitors.monitoring.coreos.com'"
 }
 
-# Create or update one dashboard's ConfigMap; Grafana's sidecar loads every ConfigMap
-# labelled grafana_dashboard=1. Server-side apply: Ray's largest dashboard (about 0.5 MB)
-# would not fit the annotation in which a client-side apply keeps the last applied object.
-provision_dashboard() {
-  local file="$1" name
-  name="$(basename "$file" .json)"
-  name="grafana-dashboard-${name%_grafana_dashboard}"
-  name="$(printf '%s' "$name" | tr '[:upper:]_' '[:lower:]-' | tr -c 'a-z0-9-' '-')"
-  kube --namespace "$MONITORING_NAMESPACE" create configmap "$name" \
-    --from-file="$(basename "$file")=$file" --dry-run=client --output yaml |
-    kube label --local --filename - grafana_dashboard=1 "$DEMO_LABEL" --output yaml |
-    kube --namespace "$MONITORING_NAMESPACE" apply --server-side --force-conflicts \
-      --field-manager install-monitoring --filename - >/dev/null ||
-    die "Could not create the ConfigMap $name for Grafana from $file (output above)."
-  DASHBOARD_NAMES+=("$name")
-}
-
-# Provision Ray's dashboards and ours.
-provision_dashboards() {
-  CURRENT_STEP="provisioning Grafana's dashboards"
-  local file
-  for file in "$WORK_DIR"/dashboards/*.json "$OUR_DASHBOARD"; do
-    provision_dashboard "$file"
-  done
-  log "Grafana dashboards (ConfigMaps in namespace '$MONITORING_NAMESPACE'): ${DASHBOARD_NAMES[*]}"
-}
-
 main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    print_usage
-    return 0
-  fi
+  parse_common_flags "$@"
   log "Settings:"
   log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME MONITORING_NAMESPACE MONITORING_CHART_VERSION POD_READY_TIMEOUT ALLOW_ANY_CONTEXT
   require_positive_int POD_READY_TIMEOUT "$POD_READY_TIMEOUT"

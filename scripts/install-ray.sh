@@ -12,15 +12,19 @@
 #        ./scripts/install-ray.sh [--help]
 #   CHECKPOINTS=1        also install the in-cluster S3 store of k8s/checkpoint-storage.yaml
 #                        (MinIO, 0.25 CPU / 512 MiB), which CHECKPOINT=1, RESUME=1 and
-#                        TARGET=minikube ./scripts/chaos.sh need: the pods share no disk.
+#                        TARGET=minikube ./scripts/experiments/chaos.sh need: the pods share no disk.
 #   ALLOW_ANY_CONTEXT=1  allow a kube-context other than the minikube profile.
 #   SKIP_IMAGE_BUILD=1   do not run docker/build-and-push.sh (the image is already loaded).
 #   POD_READY_TIMEOUT    seconds to wait for the operator and for the Ray pods.
 #   POLL_INTERVAL        seconds between two looks at the pods (default 5).
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/k8s.sh
+source "$SCRIPTS_DIR/lib/k8s.sh"
+# shellcheck source=scripts/lib/raycluster.sh
+source "$SCRIPTS_DIR/lib/raycluster.sh"
 
 load_k8s_settings
 # The chart's version is the operator's; 1.7.0 supports the ray.io/v1 RayCluster and Ray 2.60.
@@ -142,50 +146,6 @@ head_has_storage_keys() {
     printenv AWS_ACCESS_KEY_ID >/dev/null 2>&1
 }
 
-# "GENERATION OBSERVED-GENERATION" of the RayCluster; equal once the operator acted on the spec.
-raycluster_generations() {
-  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get raycluster "$RAY_CLUSTER_NAME" \
-    --output 'jsonpath={.metadata.generation} {.status.observedGeneration}' 2>/dev/null || true
-}
-
-# The names of the Ray pods of the RayCluster that are not being deleted, one a line.
-live_ray_pods() {
-  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get pods \
-    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" \
-    --output 'jsonpath={range .items[*]}{.metadata.name}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' 2>/dev/null |
-    awk 'NF == 1 {print $1}' || true
-}
-
-# After an apply that changed the RayCluster: wait until the operator has acted on the new
-# spec, then say whether it is recreating the pods and wait for the old ones to go. KubeRay
-# deletes them in the same reconcile that records observedGeneration (raycluster_controller.go:
-# reconcilePods, then calculateStatus); with `upgradeStrategy: Recreate` it does so whenever
-# anything but the worker counts changed. Sets RECREATED=1 when it did.
-follow_spec_change() {
-  local old_head="$1" old_pods="$2" generation="" observed="" deadline=$((SECONDS + 60))
-  while true; do
-    read -r generation observed <<<"$(raycluster_generations)" || true
-    [[ -z "$generation" || "$generation" != "$observed" ]] || break
-    if ((SECONDS >= deadline)); then
-      warn "KubeRay has not acted on the changed RayCluster within 60s (generation ${generation:-?}, observed ${observed:-none}). Is the operator running? kubectl --context $KUBE_CONTEXT -n $OPERATOR_NAMESPACE logs deployment/kuberay-operator"
-      return 0
-    fi
-    sleep "$POLL_INTERVAL"
-  done
-  if [[ -n "$old_head" ]] && ! grep -qxF "$old_head" <<<"$(live_ray_pods)"; then
-    RECREATED=1
-    log "The RayCluster's spec changed, so KubeRay is deleting every Ray pod and creating it anew with the new spec (upgradeStrategy: Recreate in k8s/ray-cluster.yaml). Waiting up to ${POD_READY_TIMEOUT}s for the old pods to go."
-    local -a pods=()
-    local pod
-    while IFS= read -r pod; do [[ -z "$pod" ]] || pods+=("pod/$pod"); done <<<"$old_pods"
-    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" wait --for=delete "${pods[@]}" \
-      --timeout="${POD_READY_TIMEOUT}s" >/dev/null ||
-      die "The old Ray pods did not go within ${POD_READY_TIMEOUT}s. See 'kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE get pods' (a pod stuck Terminating: 'kubectl delete pod NAME --force')."
-  else
-    log "The RayCluster changed, but not its pods: the worker count (KubeRay adds or removes worker pods) or only its annotations. No pod restarts."
-  fi
-}
-
 # Apply the RayCluster and the NodePort service; follow what the operator does with a change.
 apply_manifests() {
   CURRENT_STEP="applying the manifests"
@@ -261,10 +221,7 @@ wait_for_ray_pods() {
 }
 
 main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    print_usage
-    return 0
-  fi
+  parse_common_flags "$@"
   log "Settings:"
   log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE KUBERAY_VERSION IMAGE POD_READY_TIMEOUT ALLOW_ANY_CONTEXT SKIP_IMAGE_BUILD CHECKPOINTS
   require_positive_int POD_READY_TIMEOUT "$POD_READY_TIMEOUT"
@@ -281,7 +238,7 @@ main() {
   log "Done. Dashboard: ./scripts/open-dashboard.sh   Next: TARGET=minikube ./scripts/run-benchmark.sh"
   log "Optional, for the dashboard's time-series charts: ./scripts/install-monitoring.sh (Prometheus and Grafana, about 1.4 GiB)."
   if [[ "$CHECKPOINTS" == "1" ]]; then
-    log "Checkpoints: TARGET=minikube CHECKPOINT=1 ./scripts/run-benchmark.sh, or TARGET=minikube ./scripts/chaos.sh"
+    log "Checkpoints: TARGET=minikube CHECKPOINT=1 ./scripts/run-benchmark.sh, or TARGET=minikube ./scripts/experiments/chaos.sh"
   fi
 }
 

@@ -4,8 +4,8 @@
 # with CPUS_PER_WORKER CPUs, so that every Ray Train worker lands on a node of its own.
 #
 # Usage: ./scripts/local-cluster.sh start|stop|status|env|kill-node N|NODE_ID|--help
-#   NUM_WORKERS=2       worker nodes to start
-#   CPUS_PER_WORKER=1   CPUs each worker node offers to Ray
+#   NUM_WORKERS=        worker nodes to start (empty: the recipe's, lesson/recipe.py)
+#   CPUS_PER_WORKER=    CPUs each worker node offers to Ray (empty: the recipe's)
 #   RAY_PORT=6380       head (GCS) port; not Ray's 6379, so a cluster of yours is left alone
 #   DASHBOARD_PORT=8265 Ray dashboard port (http://127.0.0.1:DASHBOARD_PORT)
 #   PIN_CPUS=auto       pin each worker node to its own core with taskset: auto (when the
@@ -19,11 +19,17 @@
 # `stop` stops only the processes of the cluster in CLUSTER_DIR, never another Ray cluster.
 # `env` prints the exports a driver needs (address and auth) for `eval`.
 # `kill-node` kills worker node N (1-NUM_WORKERS) or the node with that Ray node ID at once,
-# as a crash would; it does not come back (scripts/chaos.sh uses it).
+# as a crash would; it does not come back (scripts/experiments/chaos.sh uses it).
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
+# shellcheck source=scripts/lib/recipe.sh
+source "$SCRIPTS_DIR/lib/recipe.sh"
+# shellcheck source=scripts/lib/cluster_processes.sh
+source "$SCRIPTS_DIR/lib/cluster_processes.sh"
 
 NUM_WORKERS="${NUM_WORKERS:-}"
 CPUS_PER_WORKER="${CPUS_PER_WORKER:-}"
@@ -55,43 +61,6 @@ port_in_use() {
   address_answers "127.0.0.1:$1"
 }
 
-# Print every descendant of the given PIDs (children, their children, ...), one a line.
-descendants_of() {
-  local queue=("$@") pid child
-  while ((${#queue[@]} > 0)); do
-    pid="${queue[0]}"
-    queue=("${queue[@]:1}")
-    while read -r child; do
-      [[ -n "$child" ]] || continue
-      echo "$child"
-      queue+=("$child")
-    done < <(pgrep -P "$pid" || true)
-  done
-}
-
-# PIDs of this cluster's processes: those started with our temp dir, their descendants,
-# and (on Linux) any process carrying our marker in its environment.
-cluster_pids() {
-  local pids=() pid child
-  while read -r pid; do [[ -n "$pid" ]] && pids+=("$pid"); done < <(pgrep -f -- "$CLUSTER_DIR/ray" || true)
-  if [[ -d /proc ]]; then
-    for pid in /proc/[0-9]*; do
-      pid="${pid#/proc/}"
-      if grep -qsz -- "^RAY_DEMO_CLUSTER_DIR=$CLUSTER_DIR\$" "/proc/$pid/environ" 2>/dev/null; then
-        pids+=("$pid")
-      fi
-    done
-  fi
-  ((${#pids[@]} > 0)) || return 0
-  while read -r child; do pids+=("$child"); done < <(descendants_of "${pids[@]}")
-  printf '%s\n' "${pids[@]}" | sort -un | while read -r pid; do
-    if [[ "$pid" != "$$" && "$pid" != "${BASHPID:-$$}" ]]; then
-      echo "$pid"
-    fi
-  done
-  return 0
-}
-
 # Whether to pin worker nodes to cores.
 should_pin() {
   case "$PIN_CPUS" in
@@ -109,11 +78,8 @@ should_pin() {
 
 # Start the head node (no CPUs for training) and the worker nodes.
 start_cluster() {
-  load_training_defaults default
-  NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
-  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
-  require_positive_int NUM_WORKERS "$NUM_WORKERS"
-  require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
+  # The recipe's defaults fill an empty NUM_WORKERS or CPUS_PER_WORKER; Python checks them.
+  resolve_recipe default
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1

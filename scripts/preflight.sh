@@ -23,8 +23,10 @@
 #                           Only a warning once the profile exists (the images are then in).
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/k8s.sh
+source "$SCRIPTS_DIR/lib/k8s.sh"
 
 load_k8s_settings
 NODE_CPUS="${NODE_CPUS:-4}"
@@ -143,10 +145,7 @@ check_disk() {
 }
 
 main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    print_usage
-    return 0
-  fi
+  parse_common_flags "$@"
   require_positive_int NODE_CPUS "$NODE_CPUS"
   require_positive_int NODE_MEMORY "$NODE_MEMORY"
   require_non_negative_int MIN_DOCKER_MEMORY "$MIN_DOCKER_MEMORY"

@@ -9,255 +9,59 @@
 #
 # Usage: ./scripts/run-rayjob.sh [--full] [--smoke-test] [--dry-run] [--help]
 #   --dry-run            print the RayJob this run would submit, and nothing else
-#   NUM_WORKERS=         Ray Train workers; default: the worker replicas of k8s/ray-cluster.yaml
-#                        (2), at most that many
-#   CPUS_PER_WORKER=1    CPUs per Ray worker; the baseline gets the same budget
-#   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (lesson/recipe.py's
-#                        defaults; --full and --smoke-test as in run-benchmark.sh)
+#   TARGET=minikube      the target (scripts/targets/); only minikube has RayJobs
+#   RECIPE: the training recipe (lesson/recipe.py), as for run-benchmark.sh:
+#   An empty NUM_WORKERS is the worker replicas of k8s/ray-cluster.yaml, and at most that many.
 #   RESULTS_DIR=results  the run folder goes there, as with run-benchmark.sh
 #   START_TIMEOUT=900    seconds for the RayJob's cluster to start and the job to run; on a
 #                        time-out the script says what each pod waits for
 #   KEEP_RAYJOB=0        1: leave the RayJob after copying the results (its cluster is deleted
 #                        ttlSecondsAfterFinished after the end, see k8s/ray-job.yaml)
 #   POLL_INTERVAL=5      seconds between two looks at the RayJob
-#   MINIKUBE_PROFILE=minikube RAY_NAMESPACE=default ALLOW_ANY_CONTEXT=0 (scripts/lib.sh)
+#   MINIKUBE_PROFILE=minikube RAY_NAMESPACE=default ALLOW_ANY_CONTEXT=0 (scripts/lib/k8s.sh)
 # Needs what ./scripts/install-ray.sh installs (the operator, the image on every node), but
 # not its RayCluster: the two clusters would not fit the nodes' memory.
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-# shellcheck source-path=SCRIPTDIR source=minikube-target.sh
-source "$(dirname "${BASH_SOURCE[0]}")/minikube-target.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
+# shellcheck source=scripts/lib/recipe.sh
+source "$SCRIPTS_DIR/lib/recipe.sh"
+# shellcheck source=scripts/lib/run_dir.sh
+source "$SCRIPTS_DIR/lib/run_dir.sh"
+# shellcheck source=scripts/lib/targets.sh
+source "$SCRIPTS_DIR/lib/targets.sh"
 
-load_k8s_settings
-MODE="default"
+COMMAND_FLAGS=("${MODE_FLAGS[@]}" --dry-run DRY_RUN=1)
+TARGET="${TARGET:-minikube}"
+# shellcheck disable=SC2034 # read by the target (scripts/lib/rayjob.sh)
 DRY_RUN=0
-NUM_WORKERS="${NUM_WORKERS:-}"
-CPUS_PER_WORKER="${CPUS_PER_WORKER:-}"
-EPOCHS="${EPOCHS:-}"
-BATCH_SIZE="${BATCH_SIZE:-}"
-DATASET="${DATASET:-}"
-TRAIN_SIZE="${TRAIN_SIZE:-}"
-TEST_SIZE="${TEST_SIZE:-}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results}"
 START_TIMEOUT="${START_TIMEOUT:-900}"
 KEEP_RAYJOB="${KEEP_RAYJOB:-0}"
 POLL_INTERVAL="${POLL_INTERVAL:-5}"
-readonly JOB_MANIFEST="$REPO_ROOT/k8s/ray-job.yaml"
-readonly CLUSTER_MANIFEST="$REPO_ROOT/k8s/ray-cluster.yaml"
-
-JOB_NAME="ray-training-benchmark-$(date +%Y%m%d-%H%M%S)"
-POD_RUN_DIR="$POD_RESULTS_ROOT/$JOB_NAME"
-KUBE_CONTEXT=""
 RUN_DIR=""
 INTERRUPTED=""
-# Set once the RayJob exists and until it has ended, so that an interrupt deletes it.
-JOB_ACTIVE=0
-# The RayJob's status: deployment status, job status, its RayCluster, reason, message.
-JOB_DEPLOYMENT="" JOB_STATUS="" JOB_CLUSTER="" JOB_REASON="" JOB_MESSAGE=""
 
-# Read the command-line flags.
-parse_flags() {
-  while (($# > 0)); do
-    case "$1" in
-      --full) MODE="full" ;;
-      --smoke-test) MODE="smoke" ;;
-      --dry-run) DRY_RUN=1 ;;
-      -h | --help)
-        print_usage
-        exit 0
-        ;;
-      *) die "Unknown argument '$1'. Run $0 --help for the settings (they are environment variables)." ;;
-    esac
-    shift
-  done
-}
-
-# Fill in the recipe's defaults and validate every setting.
-resolve_settings() {
-  resolve_recipe "$MODE"
-  local replicas
-  replicas="$(manifest_worker_replicas)"
-  # As on the RayCluster: a worker per worker pod of the spec, unless asked for fewer.
-  if [[ -z "$NUM_WORKERS" && "$replicas" =~ ^[0-9]+$ ]] && ((replicas >= 1)); then
-    NUM_WORKERS="$replicas"
-  fi
-  NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
-  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
-  require_positive_int NUM_WORKERS "$NUM_WORKERS"
-  require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
-  require_positive_int START_TIMEOUT "$START_TIMEOUT"
-  require_one_of KEEP_RAYJOB "$KEEP_RAYJOB" 0 1
-  if [[ "$replicas" =~ ^[0-9]+$ ]] && ((NUM_WORKERS > replicas)); then
-    die "NUM_WORKERS=$NUM_WORKERS, but the RayJob's cluster has $replicas worker pod(s) ('replicas' in k8s/ray-cluster.yaml). Lower NUM_WORKERS or raise 'replicas' (the arithmetic at the top of that file says what fits)."
-  fi
-}
-
-# The job's entrypoint: the four commands in one `bash -c '...'`. KubeRay puts it, as it is,
-# into the submitter's shell command after `ray job submit --`, and `ray job submit` joins the
-# words it gets with shlex.join; the single quotes keep the `&&` for the job's own shell.
-job_entrypoint() {
-  local -a commands=()
-  training_args baseline "$NUM_WORKERS" "$CPUS_PER_WORKER" "$POD_RUN_DIR"
-  commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
-  training_args ray "$NUM_WORKERS" "$CPUS_PER_WORKER" "$POD_RUN_DIR" --address auto
-  commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
-  commands+=("$(printf '%q ' python -m analysis.compare --results-dir "$POD_RUN_DIR" --num-workers "$NUM_WORKERS")")
-  commands+=("$(printf '%q ' python -m analysis.report --run-dir "$POD_RUN_DIR")")
-  local joined="" command
-  for command in "${commands[@]}"; do
-    joined+="${joined:+&& }$command"
-  done
-  [[ "$joined" != *"'"* ]] || die "A training setting holds a single quote, which the RayJob's entrypoint cannot carry: $joined"
-  printf "bash -c '%s'" "${joined% }"
-}
-
-# k8s/ray-job.yaml with this run's name, entrypoint and k8s/ray-cluster.yaml's spec (less
-# upgradeStrategy), on stdout. The entrypoint goes in as a YAML double-quoted string.
-render_ray_job() {
-  local entrypoint
-  entrypoint="$(job_entrypoint)"
-  entrypoint="${entrypoint//\\/\\\\}"
-  entrypoint="\"${entrypoint//\"/\\\"}\""
-  JOB_NAME="$JOB_NAME" ENTRYPOINT="$entrypoint" CLUSTER_FILE="$CLUSTER_MANIFEST" awk '
-    # Print the cluster file'"'"'s spec, two spaces deeper, without its upgradeStrategy block.
-    function cluster_spec(   line, in_spec, skipping) {
-      while ((getline line < ENVIRON["CLUSTER_FILE"]) > 0) {
-        if (line ~ /^spec:/) { in_spec = 1; continue }
-        if (!in_spec) continue
-        if (line ~ /^[^ #]/) break
-        if (line ~ /^  upgradeStrategy:/) { skipping = 1; continue }
-        if (skipping && line ~ /^    /) continue
-        skipping = 0
-        print (line == "" ? "" : "  " line)
-      }
-      close(ENVIRON["CLUSTER_FILE"])
-    }
-    /^  name: ray-training-benchmark$/ { print "  name: " ENVIRON["JOB_NAME"]; next }
-    /^  entrypoint: / { print "  entrypoint: " ENVIRON["ENTRYPOINT"]; next }
-    /^  rayClusterSpec: \{\}$/ { print "  rayClusterSpec:"; cluster_spec(); next }
-    { print }
-  ' "$JOB_MANIFEST"
-}
-
-# Check the tools, the context, the operator, and that the long-running RayCluster is gone.
-check_cluster() {
-  require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
-  require_minikube_context
-  KUBE_CONTEXT="$(current_kube_context)"
-  kubectl --context "$KUBE_CONTEXT" --request-timeout=10s get crd rayjobs.ray.io >/dev/null 2>&1 ||
-    die "The cluster of context '$KUBE_CONTEXT' has no RayJob CRD: the KubeRay operator is not installed. Run ./scripts/install-ray.sh (it installs the operator and loads the image on every node), then this again."
-  if kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get raycluster "$RAY_CLUSTER_NAME" >/dev/null 2>&1; then
-    die "The RayCluster '$RAY_CLUSTER_NAME' of ./scripts/install-ray.sh is running, and the RayJob starts a cluster of its own: the two do not fit the nodes' memory. Delete it first: kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE delete raycluster $RAY_CLUSTER_NAME   (./scripts/install-ray.sh brings it back)."
-  fi
-}
-
-# Read the RayJob's status into JOB_DEPLOYMENT, JOB_STATUS, JOB_CLUSTER, JOB_REASON, JOB_MESSAGE.
-read_job_status() {
-  local status
-  status="$(kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" get rayjob "$JOB_NAME" \
-    --output 'jsonpath={.status.jobDeploymentStatus}|{.status.jobStatus}|{.status.rayClusterName}|{.status.reason}|{.status.message}' \
-    2>/dev/null || true)"
-  IFS='|' read -r JOB_DEPLOYMENT JOB_STATUS JOB_CLUSTER JOB_REASON JOB_MESSAGE <<<"$status" || true
-}
-
-# Wait until the job runs (or has already ended); on a time-out explain the cluster's pods.
-wait_for_start() {
-  local deadline=$((SECONDS + START_TIMEOUT)) shown=""
-  while true; do
-    read_job_status
-    if [[ "$JOB_DEPLOYMENT" != "$shown" && -n "$JOB_DEPLOYMENT" ]]; then
-      log "RayJob $JOB_NAME: ${JOB_DEPLOYMENT}${JOB_CLUSTER:+ (RayCluster $JOB_CLUSTER)}"
-      shown="$JOB_DEPLOYMENT"
-    fi
-    case "$JOB_DEPLOYMENT" in
-      Running | Complete | Failed) return 0 ;;
-      ValidationFailed)
-        die "KubeRay refused the RayJob: ${JOB_MESSAGE:-no reason given} (the submitted manifest is $RUN_DIR/rayjob.yaml; was k8s/ray-job.yaml or k8s/ray-cluster.yaml edited?)"
-        ;;
-    esac
-    ((SECONDS < deadline)) || break
-    sleep "$POLL_INTERVAL"
-  done
-  [[ -z "$JOB_CLUSTER" ]] || explain_pods "$KUBE_CONTEXT" "$RAY_NAMESPACE" "ray.io/cluster=$JOB_CLUSTER"
-  die "The RayJob did not start within ${START_TIMEOUT}s (status '${JOB_DEPLOYMENT:-none}'${JOB_MESSAGE:+: $JOB_MESSAGE}). What its pods wait for is above; 'kubectl --context $KUBE_CONTEXT -n $OPERATOR_NAMESPACE logs deployment/kuberay-operator' shows the operator's side. The RayJob is deleted on exit."
-}
-
-# Follow the job's logs (the submitter's `ray job logs --follow`), then wait until it ends.
-follow_job() {
-  log "The job's output (kubectl logs --follow job/$JOB_NAME):"
-  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" logs --follow "job/$JOB_NAME" \
-    --pod-running-timeout=5m || warn "The log stream ended early; waiting for the job to end all the same."
-  while true; do
-    read_job_status
-    case "$JOB_DEPLOYMENT" in
-      Complete | Failed) break ;;
-    esac
-    sleep "$POLL_INTERVAL"
-  done
-  log "RayJob $JOB_NAME: $JOB_DEPLOYMENT, job status ${JOB_STATUS:-unknown}"
-}
-
-# Copy the run folder from the head pod, which stays ttlSecondsAfterFinished after the end.
-copy_results() {
-  local head
-  head="$(RAY_CLUSTER_NAME="$JOB_CLUSTER" ray_head_pod --context "$KUBE_CONTEXT")"
-  [[ -n "$head" ]] ||
-    die "The head pod of the RayJob's cluster '$JOB_CLUSTER' is gone, and the results with it (k8s/ray-job.yaml keeps it ttlSecondsAfterFinished after the end). The job's log: kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE logs job/$JOB_NAME"
-  copy_results_from_head "$KUBE_CONTEXT" "$head" "$POD_RUN_DIR" "$RUN_DIR" "$NUM_WORKERS"
-}
-
-# On exit: delete a RayJob that an interrupt or a failure left running (its cluster goes with
-# it, which stops the training); then mark the run folder as run-benchmark.sh does.
+# Stop what the target started (an active RayJob) and mark the run folder (on every exit).
 cleanup() {
   local status=$?
-  if ((JOB_ACTIVE == 1)); then
-    log "Deleting RayJob $JOB_NAME: its RayCluster goes with it, which stops the training."
-    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" delete rayjob "$JOB_NAME" \
-      --wait=false >/dev/null 2>&1 || warn "Could not delete RayJob $JOB_NAME: kubectl delete rayjob $JOB_NAME"
-  fi
+  target_stop
   close_run_dir "$status" "$RUN_DIR" 1
   exit "$status"
 }
 
 main() {
-  parse_flags "$@"
-  resolve_settings
-  if ((DRY_RUN == 1)); then
-    render_ray_job
-    return 0
-  fi
-  log "Settings: NUM_WORKERS=$NUM_WORKERS CPUS_PER_WORKER=$CPUS_PER_WORKER EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE (per worker) DATASET=$DATASET TRAIN_SIZE=$TRAIN_SIZE TEST_SIZE=$TEST_SIZE RESULTS_DIR=$RESULTS_DIR"
-  require_recipe_fits_pods
-  check_cluster
-  local suffix="minikube-rayjob"
-  [[ "$MODE" == default ]] || suffix="$suffix-$MODE"
-  RUN_DIR="$(create_run_dir "$RESULTS_DIR" "$suffix")" ||
-    die "Could not create a run folder in RESULTS_DIR '$RESULTS_DIR'. Set RESULTS_DIR to a writable folder."
+  parse_common_flags "$@"
+  resolve_recipe "$MODE"
+  require_positive_int START_TIMEOUT "$START_TIMEOUT"
+  require_one_of KEEP_RAYJOB "$KEEP_RAYJOB" 0 1
+  load_target
   trap cleanup EXIT
-  trap 'INTERRUPTED=1; exit 130' INT TERM
-  log "This run's folder: $RUN_DIR"
-  render_ray_job >"$RUN_DIR/rayjob.yaml"
-  log "Submitting RayJob $JOB_NAME (the manifest is kept as $RUN_DIR/rayjob.yaml)."
-  kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" create --filename "$RUN_DIR/rayjob.yaml" ||
-    die "kubectl could not create the RayJob (output above)."
-  JOB_ACTIVE=1
-  log "Waiting up to ${START_TIMEOUT}s for its RayCluster and the job to start (a first start takes a few minutes)."
-  wait_for_start
-  follow_job
-  JOB_ACTIVE=0
-  if [[ "$JOB_STATUS" != SUCCEEDED ]]; then
-    die "The RayJob ended as $JOB_DEPLOYMENT with job status '${JOB_STATUS:-none}'${JOB_REASON:+ ($JOB_REASON)}${JOB_MESSAGE:+: $JOB_MESSAGE}. Its log: kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE logs job/$JOB_NAME. Its cluster is deleted ttlSecondsAfterFinished (300 s) after the end; the RayJob stays until 'kubectl delete rayjob $JOB_NAME' or ./scripts/cleanup.sh."
-  fi
-  copy_results
-  if [[ "$KEEP_RAYJOB" == 1 ]]; then
-    log "KEEP_RAYJOB=1: RayJob $JOB_NAME stays; its cluster goes ttlSecondsAfterFinished after the end."
-  else
-    log "Deleting RayJob $JOB_NAME and what is left of its cluster."
-    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" delete rayjob "$JOB_NAME" --wait=false ||
-      warn "Could not delete RayJob $JOB_NAME; its cluster is deleted ttlSecondsAfterFinished after the end anyway."
-  fi
+  trap_interrupts
+  target_run_rayjob
 }
 
 main "$@"

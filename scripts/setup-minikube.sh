@@ -13,8 +13,10 @@
 #   KEEP_ON_FAILURE=1       keep a profile this run created even if the run fails.
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source-path=SCRIPTDIR source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/k8s.sh
+source "$SCRIPTS_DIR/lib/k8s.sh"
 
 load_k8s_settings
 NODE_CPUS="${NODE_CPUS:-4}"
@@ -44,7 +46,7 @@ cleanup() {
 check_prerequisites() {
   # MIN_DOCKER_MEMORY and MIN_FREE_DISK_GB, when set, reach it through the environment.
   NODE_CPUS="$NODE_CPUS" NODE_MEMORY="$NODE_MEMORY" MINIKUBE_PROFILE="$MINIKUBE_PROFILE" \
-    "$REPO_ROOT/scripts/preflight.sh" ||
+    "$SCRIPTS_DIR/preflight.sh" ||
     die "The preflight checks failed (above); nothing was created. Fix what they name and run this script again."
 }
 
@@ -108,10 +110,7 @@ check_context() {
 }
 
 main() {
-  if [[ "${1:-}" == "--help" || "${1:-}" == "-h" ]]; then
-    print_usage
-    return 0
-  fi
+  parse_common_flags "$@"
   log "Settings:"
   log_settings MINIKUBE_PROFILE NODE_CPUS NODE_MEMORY WAIT_TIMEOUT
   require_positive_int NODE_CPUS "$NODE_CPUS"

@@ -11,8 +11,10 @@
 #   PYTEST_ARGS=       extra pytest arguments, e.g. "-k compare" (arguments work too)
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
 
 PYTEST_ARGS="${PYTEST_ARGS:-}"
 TEST_WORKERS="${TEST_WORKERS:-2}"

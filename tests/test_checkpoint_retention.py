@@ -24,8 +24,8 @@ def store(s3_server):
 
 
 def prune_code():
-    """PRUNE_RUNS_PY, as minikube-target.sh defines it."""
-    shown = subprocess.run(["bash", "-c", 'source scripts/lib.sh && source scripts/minikube-target.sh && '
+    """PRUNE_RUNS_PY, as scripts/lib/checkpoint_store.sh defines it."""
+    shown = subprocess.run(["bash", "-c", 'source scripts/lib/common.sh && source scripts/lib/checkpoint_store.sh && '
                                           'printf "%s" "$PRUNE_RUNS_PY"'],
                            cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     return shown.stdout

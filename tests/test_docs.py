@@ -3,7 +3,8 @@
 Documents: README.md, GETTING_STARTED.md, AGENTS.md and every docs/*.md.
 
 - Every fenced shell command (```bash, ```sh, ```shell, ```console) and every command quoted
-  inline in backticks is parsed: a `./scripts/X.sh` or `docker/X.sh` must exist, each of its
+  inline in backticks is parsed: a `./scripts/X.sh` (or `./scripts/experiments/X.sh`) or
+  `docker/X.sh` must exist, each of its
   `--flags`, subcommands and `NAME=value` settings must appear in its `--help`; a
   `python -m lesson.X` (or harness, analysis, tools) must exist and accept its flags (its `--help`); commands of other
   tools (kubectl, minikube, helm, ray, docker) are accepted, but the Ray and KubeRay names
@@ -42,9 +43,9 @@ SCALING_DIR = os.path.join(REPO_ROOT, "docs", "results", "scaling")
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 PATH_PREFIXES = ("lesson", "harness", "analysis", "tools", "scripts", "k8s", "docker", "docs", "tests", ".ci")
 PATH_PATTERN = re.compile(r"^(?:\./)?(?:%s)/[\w./<>*-]*$" % "|".join(re.escape(p) for p in PATH_PREFIXES))
-SCRIPT_PATTERN = re.compile(r"^(?:\./)?(?:scripts|docker)/[\w.-]+\.sh$")
+SCRIPT_PATTERN = re.compile(r"^(?:\./)?(?:scripts/(?:experiments/)?|docker/)[\w.-]+\.sh$")
 # An inline `...` span that is a command: settings, then a script or a training module.
-INLINE_COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:\./)?(?:scripts|docker)/[\w.-]+\.sh\b|"
+INLINE_COMMAND = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*(?:(?:\./)?(?:scripts/(?:experiments/)?|docker/)[\w.-]+\.sh\b|"
                             r"(?:\.venv/bin/)?python3? -m (?:lesson|harness|analysis|tools)\.)")
 ENV_ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=")
 # Tools whose commands are accepted as they are; their Ray names are checked.
@@ -163,10 +164,7 @@ def _help_command(name):
 @pytest.fixture(scope="module")
 def helps():
     """`--help` of every script and training entry point, run in parallel (starts nothing)."""
-    names = sorted(os.path.relpath(path, REPO_ROOT) for path in
-                   glob.glob(os.path.join(REPO_ROOT, "scripts", "*.sh")) +
-                   glob.glob(os.path.join(REPO_ROOT, "docker", "*.sh")))
-    names = [name for name in names if name not in ("scripts/lib.sh", "scripts/minikube-target.sh")]
+    names = [os.path.relpath(path, REPO_ROOT) for path in shell_commands()]
     names += [os.path.relpath(path, REPO_ROOT)[:-3].replace(os.sep, ".") for path in python_modules()
               if "__main__" in read(os.path.relpath(path, REPO_ROOT))]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -186,6 +184,24 @@ def python_modules():
     return sorted(path for pattern in PYTHON_GLOBS for path in glob.glob(os.path.join(REPO_ROOT, pattern)))
 
 
+# The shell side, by job: the commands a newcomer runs (scripts/), the experiments
+# (scripts/experiments/) and docker/'s; the libraries they source (scripts/lib/) and the
+# targets (scripts/targets/), which have no --help of their own.
+COMMAND_GLOBS = ("scripts/*.sh", "scripts/experiments/*.sh", "docker/*.sh")
+LIBRARY_GLOBS = ("scripts/lib/*.sh", "scripts/targets/*.sh")
+
+
+def shell_commands():
+    """Every runnable script (each has a --help), as absolute paths."""
+    return sorted(path for pattern in COMMAND_GLOBS for path in glob.glob(os.path.join(REPO_ROOT, pattern)))
+
+
+def shell_scripts():
+    """Every script and sourced library of the shell side, as absolute paths."""
+    return sorted(shell_commands() + [path for pattern in LIBRARY_GLOBS
+                                      for path in glob.glob(os.path.join(REPO_ROOT, pattern))])
+
+
 def _word_in(word, text):
     return re.search(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", text) is not None
 
@@ -197,15 +213,16 @@ def _name_in(name, text):
 
 def _names_corpus():
     """Everything the Kubernetes side defines: manifests, scripts and the image."""
-    files = (glob.glob(os.path.join(REPO_ROOT, "k8s", "*.yaml")) + glob.glob(os.path.join(REPO_ROOT, "scripts", "*.sh"))
+    files = (glob.glob(os.path.join(REPO_ROOT, "k8s", "*.yaml")) + shell_scripts()
              + glob.glob(os.path.join(REPO_ROOT, "docker", "*")))
     return "\n".join(read(os.path.relpath(path, REPO_ROOT)) for path in files)
 
 
 def _settings_corpus():
     files = []
-    for pattern in ("scripts/*.sh", "docker/*", "k8s/*.yaml", ".ci/run"):
+    for pattern in ("docker/*", "k8s/*.yaml", ".ci/run"):
         files += glob.glob(os.path.join(REPO_ROOT, pattern))
+    files += shell_scripts()
     files += python_modules()
     return "\n".join(read(os.path.relpath(path, REPO_ROOT)) for path in files)
 
@@ -335,7 +352,8 @@ def test_every_path_file_name_setting_and_flag_in_backticks_exists(helps):
     all_help = "\n".join(helps.values())
     known_files = {os.path.basename(path) for pattern in ("scripts/*", "docker/*", *PYTHON_GLOBS, "tests/*.py",
                                                           "k8s/*", "*", ".ci/*", "docs/*")
-                   for path in glob.glob(os.path.join(REPO_ROOT, pattern))}
+                   for path in glob.glob(os.path.join(REPO_ROOT, pattern))} | {
+        os.path.basename(path) for path in shell_scripts()}
     problems = []
     for doc in DOCS:
         for span in re.findall(r"`([^`\n]+)`", read(doc)):
@@ -374,7 +392,7 @@ def test_the_project_structure_lists_every_file_users_touch_and_only_files_that_
     block = fenced_blocks(section)[0][1]
     listed, directory = set(), ""
     for line in block.splitlines():
-        head = re.match(r"^([\w.-]+/)\s", line)
+        head = re.match(r"^([\w./-]+/)\s", line)
         if head:
             directory = head.group(1)
         elif re.match(r"^[\w.-]+\.\w+\s", line):
@@ -387,8 +405,9 @@ def test_the_project_structure_lists_every_file_users_touch_and_only_files_that_
             assert any(os.path.exists(os.path.join(REPO_ROOT, path)) for path in where), \
                 f"the project structure lists {name}, which does not exist"
             listed.add(os.path.basename(name))
-    expected = {os.path.basename(path) for pattern in ("scripts/*.sh", *PYTHON_GLOBS, "k8s/*.yaml", "docker/*")
+    expected = {os.path.basename(path) for pattern in (*PYTHON_GLOBS, "k8s/*.yaml", "docker/*")
                 for path in glob.glob(os.path.join(REPO_ROOT, pattern))} - {"__init__.py"}
+    expected |= {os.path.basename(path) for path in shell_scripts()}
     assert not expected - listed, f"the project structure misses {sorted(expected - listed)}"
 
 
@@ -526,8 +545,7 @@ def code_texts():
         docstring = ast.get_docstring(ast.parse(read(os.path.relpath(path, REPO_ROOT))))
         if docstring:
             texts[os.path.relpath(path, REPO_ROOT)] = docstring
-    for path in sorted(glob.glob(os.path.join(REPO_ROOT, "scripts", "*.sh")) +
-                       glob.glob(os.path.join(REPO_ROOT, "docker", "*.sh"))):
+    for path in shell_scripts():
         header = []
         for line in read(os.path.relpath(path, REPO_ROOT)).splitlines()[1:]:
             if not line.startswith("#"):
@@ -557,19 +575,36 @@ def test_paths_named_in_docstrings_and_script_headers_exist():
     assert not problems, "\n".join(problems)
 
 
-def test_script_headers_give_the_defaults_of_training_settings():
-    """A default in a script's --help (EPOCHS=3) is the one lesson/recipe.py holds."""
-    defaults = dict(line.split("=", 1) for line in subprocess.run(
-        [sys.executable, "-m", "lesson.recipe"], cwd=REPO_ROOT, capture_output=True, text=True,
-        check=True).stdout.split())
+def _recipe_output(*flags):
+    return subprocess.run([sys.executable, "-m", "lesson.recipe", *flags], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_script_headers_leave_the_recipe_defaults_to_lesson_recipe():
+    """No header restates a default of the recipe (EPOCHS=3): --help prints them from
+    lesson/recipe.py, where they are written once."""
+    names = {line.split("=", 1)[0] for line in _recipe_output().split()}
     problems = []
     for name, text in code_texts().items():
         if not name.endswith(".sh"):
             continue
         for setting, value in re.findall(r"^\s*([A-Z_]+)=(\S+)\s", text + "\n", re.M):
-            if setting in defaults and value != defaults[setting]:
-                problems.append(f"{name}: {setting}={value}, but lesson/recipe.py says {defaults[setting]}")
+            if setting in names:
+                problems.append(f"{name}: {setting}={value} restates the recipe; a '#   RECIPE: ...' line prints it")
     assert not problems, "\n".join(problems)
+
+
+def test_the_help_of_every_script_with_the_recipe_marker_shows_the_recipe_with_its_defaults(helps):
+    described = [line.strip() for line in _recipe_output("--describe").splitlines() if line.strip()]
+    assert described and all("=" in line for line in described)
+    marked = [os.path.relpath(path, REPO_ROOT) for path in shell_commands()
+              if re.search(r"^#   RECIPE: ", read(os.path.relpath(path, REPO_ROOT)), re.M)]
+    assert {"scripts/run-benchmark.sh", "scripts/run-rayjob.sh", "scripts/experiments/chaos.sh"} <= set(marked)
+    for name in marked:
+        shown = [line.strip() for line in helps[name].splitlines()]
+        missing = [line for line in described if line not in shown]
+        assert not missing, f"{name} --help lacks the recipe's lines {missing}"
+        assert "RECIPE:" not in helps[name], f"{name} --help shows the marker instead of the recipe"
 
 
 def test_the_readme_states_the_machine_versions_and_time_of_that_run():

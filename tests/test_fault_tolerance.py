@@ -1,6 +1,6 @@
 """Fault tolerance on the real local cluster: a worker node killed after epoch 1 and the run
-still finishes (scripts/chaos.sh); a run with checkpoints in S3 interrupted with Ctrl-C and
-resumed to completion; and the bad input of checkpoints, resuming and chaos. (Ctrl-C of the
+still finishes (scripts/experiments/chaos.sh); a run with checkpoints in S3 interrupted with
+Ctrl-C and resumed to completion; and the bad input of checkpoints, resuming and chaos. (Ctrl-C of the
 benchmark scripts is tested in test_scaling_benchmark.py.)"""
 
 import json
@@ -14,7 +14,7 @@ import pytest
 from conftest import PYTHON, REPO_ROOT, cluster_processes, interruptible, run
 from harness import results, run_state, storage
 
-CHAOS = str(REPO_ROOT / "scripts" / "chaos.sh")
+CHAOS = str(REPO_ROOT / "scripts" / "experiments" / "chaos.sh")
 BENCHMARK = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
 LOCAL_CLUSTER = str(REPO_ROOT / "scripts" / "local-cluster.sh")
 # The chaos demo's own cluster: free of the session cluster (6395) and the other files' ports.
@@ -181,9 +181,10 @@ def test_resuming_fails_within_seconds_with_what_to_do(tmp_path, prepare, flags,
     ({"KILL_DELAY": "soon"}, "KILL_DELAY must be a whole number (0 or more), got 'soon'"),
     ({"SPARE_NODES": "1.5"}, "SPARE_NODES must be a whole number (0 or more), got '1.5'"),
     ({"MAX_FAILURES": "0"}, "MAX_FAILURES must be a whole number of at least 1, got '0'"),
-    ({"NUM_WORKERS": "zero"}, "NUM_WORKERS must be a whole number of at least 1, got 'zero'"),
-    ({"EPOCHS": "-1"}, "EPOCHS must be a whole number of at least 1, got '-1'"),
-    ({"DATASET": "mnist"}, "DATASET must be one of: synthetic cifar10; got 'mnist'"),
+    # The recipe's settings are checked by lesson/recipe.py, whose message names the setting.
+    ({"NUM_WORKERS": "zero"}, ("NUM_WORKERS", "must be a whole number of at least 1, got 'zero'")),
+    ({"EPOCHS": "-1"}, ("EPOCHS", "must be a whole number of at least 1, got '-1'")),
+    ({"DATASET": "mnist"}, ("DATASET", "synthetic", "cifar10", "got 'mnist'")),
     ({"WAIT_TIMEOUT": "0"}, "WAIT_TIMEOUT must be a whole number of at least 1, got '0'"),
     ({"RAY_PORT": "x"}, "RAY_PORT must be a whole number of at least 1, got 'x'"),
 ])
@@ -191,7 +192,8 @@ def test_chaos_rejects_bad_settings_at_once(env, message):
     started = time.time()
     finished = run([CHAOS], env={**SCRIPT_PORTS, **env}, timeout=60)
     assert finished.returncode == 1
-    assert message in finished.stderr
+    for part in message if isinstance(message, tuple) else (message,):
+        assert part in finished.stderr
     assert "Starting head node" not in finished.stdout and time.time() - started < 10
 
 
@@ -218,11 +220,13 @@ def test_kill_node_refuses_what_it_cannot_kill(argument, message):
 
 
 @pytest.mark.parametrize("env, message", [
-    ({"MAX_FAILURES": "-1"}, "MAX_FAILURES must be a whole number (0 or more), got '-1'"),
+    ({"MAX_FAILURES": "-1"}, ("MAX_FAILURES", "must be a whole number (0 or more), got '-1'")),
     ({"CHECKPOINT": "yes"}, "CHECKPOINT must be one of: 0 1; got 'yes'"),
     ({"RESUME": "maybe"}, "RESUME must be one of: 0 1; got 'maybe'"),
     ({"DEMO_ALLOCATOR": "jemalloc"}, "DEMO_ALLOCATOR must be one of: tuned system; got 'jemalloc'"),
 ])
 def test_benchmark_rejects_bad_fault_tolerance_and_allocator_settings(env, message):
     finished = run([BENCHMARK], env={"TARGET": "local", **env}, timeout=60)
-    assert finished.returncode == 1 and message in finished.stderr
+    assert finished.returncode == 1
+    for part in message if isinstance(message, tuple) else (message,):
+        assert part in finished.stderr

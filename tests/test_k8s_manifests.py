@@ -147,7 +147,7 @@ def test_kuberay_chart_version_is_pinned():
 def test_raycluster_uses_the_v1_api_and_the_cluster_name_the_scripts_use(cluster):
     assert cluster["apiVersion"] == "ray.io/v1"
     assert cluster["kind"] == "RayCluster"
-    assert cluster["metadata"]["name"] == shell_default("scripts/lib.sh", "RAY_CLUSTER_NAME")
+    assert cluster["metadata"]["name"] == shell_default("scripts/lib/k8s.sh", "RAY_CLUSTER_NAME")
     # The scripts pass --namespace, which must not fight a namespace in the file.
     assert "namespace" not in cluster["metadata"]
 
@@ -181,7 +181,7 @@ def test_containers_run_the_loaded_image_with_legacy_keras_and_nothing_mounted_o
         request, group_name):
     group = request.getfixturevalue(group_name)
     spec = container(group)
-    assert spec["image"] == shell_default("scripts/lib.sh", "IMAGE")
+    assert spec["image"] == shell_default("scripts/lib/k8s.sh", "IMAGE")
     assert not spec["image"].endswith(":latest") and ":" in spec["image"]
     assert spec["imagePullPolicy"] == "Never"
     assert {"name": "TF_USE_LEGACY_KERAS", "value": "1"} in spec["env"]
@@ -402,7 +402,7 @@ def test_the_store_serves_its_pods_with_the_secret_keys_on_a_pinned_image(store,
 
 
 def test_the_scripts_keep_checkpoints_in_a_bucket_of_the_store():
-    path = shell_default("scripts/lib.sh", "K8S_CHECKPOINT_PATH")
+    path = shell_default("scripts/lib/k8s.sh", "K8S_CHECKPOINT_PATH")
     assert path.startswith("s3://") and path.count("/") >= 3, path
     for name in ("ray-checkpoint-storage", "app.kubernetes.io/name=ray-checkpoint-storage"):
         assert name in (REPO_ROOT / "scripts" / "install-ray.sh").read_text()
@@ -444,7 +444,7 @@ def test_rayjob_submitter_is_a_valid_small_guaranteed_pod_on_the_loaded_image(ra
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "submitter"}, "spec": template["spec"]}
     kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
     submitter = container({"template": template})
-    assert submitter["image"] == shell_default("scripts/lib.sh", "IMAGE")
+    assert submitter["image"] == shell_default("scripts/lib/k8s.sh", "IMAGE")
     assert submitter["imagePullPolicy"] == "Never"
     assert submitter["resources"]["requests"] == submitter["resources"]["limits"]
     assert "command" not in submitter, "KubeRay fills in the ray job submit command"

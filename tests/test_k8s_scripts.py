@@ -12,7 +12,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import interruptible
+from conftest import free_port, interruptible, taken_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_TOOL = REPO_ROOT / "tests" / "fakes" / "fake-tool.sh"
@@ -903,14 +902,20 @@ def test_cleanup_fails_with_clear_message_when_kubectl_is_missing(world):
 
 
 # ----------------------------------------------------------------------------------
-# minikube-target.sh (sourced by run-benchmark.sh)
+# scripts/targets/minikube.sh (the Minikube target of run-benchmark.sh and chaos.sh)
 # ----------------------------------------------------------------------------------
 
-SOURCE_TARGET = "source scripts/lib.sh && source scripts/minikube-target.sh && "
+SOURCE_TARGET = ("source scripts/lib/common.sh && source scripts/lib/venv.sh && source scripts/lib/recipe.sh && "
+                 "source scripts/lib/targets.sh && source_target minikube && ")
 BENCHMARK_SETTINGS = dict(EPOCHS=2, BATCH_SIZE=32, DATASET="synthetic", TRAIN_SIZE=2000,
                           TEST_SIZE=500, RESULTS_DIR="results/minikube", NUM_WORKERS="",
                           CPUS_PER_WORKER="")
 HEAD = "ray-training-cluster-head-x7k2p"
+# The recipe's flags (lesson/recipe.py) for BENCHMARK_SETTINGS, with the 2 workers x 1 CPU
+# that Ray's view of the pods gives.
+TARGET_RECIPE = ("--dataset synthetic --train-size 2000 --test-size 500 --epochs 2 --batch-size 32 "
+                 "--num-workers 2 --cpus-per-worker 1 --learning-rate 0.001 --lr-scaling none --seed 42 "
+                 "--max-failures 2")
 
 
 RUN_FILES = ("baseline_results.json", "ray_results_2workers.json", "comparison.json", "REPORT.md", "speedup.png")
@@ -940,7 +945,7 @@ def target_rules(world: FakeWorld, worker_cpus: str = "1 1", head: str = HEAD):
 
 
 def run_target(world: FakeWorld, **settings):
-    return world.run(SOURCE_TARGET + "run_minikube_target", **dict(BENCHMARK_SETTINGS, **settings))
+    return world.run(SOURCE_TARGET + "resolve_recipe default && target_benchmark", **dict(BENCHMARK_SETTINGS, **settings))
 
 
 def exec_call(*args: str) -> str:
@@ -950,7 +955,7 @@ def exec_call(*args: str) -> str:
 
 def test_target_is_available_when_kubectl_points_at_the_profile_with_a_head_pod(world):
     target_rules(world)
-    result = world.run(SOURCE_TARGET + 'minikube_target_available && echo "$MINIKUBE_TARGET_REASON"')
+    result = world.run(SOURCE_TARGET + 'target_available && echo "$TARGET_REASON"')
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("kube-context minikube has RayCluster ray-training-cluster "
                                      f"(head pod {HEAD})")
@@ -968,7 +973,7 @@ def test_target_is_unavailable_quietly_when_the_cluster_is_not_ready(world, situ
         world.rule("kubectl", "config current-context", output="kind-other")
     else:
         target_rules(world, head="")
-    result = world.run(SOURCE_TARGET + "minikube_target_available")
+    result = world.run(SOURCE_TARGET + "target_available")
     assert result.returncode == 1
     assert result.stdout == "" and result.stderr == ""
     assert not any(" exec " in call for call in world.calls())
@@ -987,11 +992,8 @@ def test_target_runs_baseline_then_ray_then_compare_in_the_head_pod_and_copies_r
     ]
     assert calls[3].startswith(exec_call("python -c"))
     assert calls[4:] == [
-        exec_call("python -m lesson.baseline_training --dataset synthetic --train-size 2000",
-                  "--test-size 500 --epochs 2 --results-dir", pod_dir, "--batch-size 64 --cpus 1"),
-        exec_call("python -m lesson.ray_training --dataset synthetic --train-size 2000",
-                  "--test-size 500 --epochs 2 --results-dir", pod_dir, "--batch-size 32",
-                  "--num-workers 2 --cpus-per-worker 1 --address auto"),
+        exec_call("python -m lesson.baseline_training", TARGET_RECIPE, "--results-dir", pod_dir),
+        exec_call("python -m lesson.ray_training", TARGET_RECIPE, "--results-dir", pod_dir, "--address auto"),
         exec_call("python -m analysis.compare --results-dir", pod_dir, "--num-workers 2"),
         exec_call("python -m analysis.report --run-dir", pod_dir),
         exec_call("tar -C", pod_dir, "-cf - ."),
@@ -1083,8 +1085,8 @@ def test_target_uses_the_requested_worker_count_when_it_fits(world):
     target_rules(world, worker_cpus="1 1 1")
     result = run_target(world, NUM_WORKERS=2)
     assert result.returncode == 0, result.stderr
-    assert any("--num-workers 2 --cpus-per-worker 1" in call for call in world.calls())
-    assert any("--batch-size 64 --cpus 1" in call for call in world.calls())
+    trainings = [call for call in world.calls() if "-m lesson." in call]
+    assert len(trainings) == 2 and all("--num-workers 2 --cpus-per-worker 1" in call for call in trainings)
 
 
 def test_target_fails_with_clear_message_when_more_workers_are_asked_than_the_cluster_has(world):
@@ -1217,7 +1219,7 @@ def test_install_with_checkpoints_applies_the_store_and_waits_for_it_before_the_
     result = world.script("scripts/install-ray.sh", SKIP_IMAGE_BUILD=1, CHECKPOINTS=1)
     assert result.returncode == 0, result.stderr
     assert world.calls() == INSTALL_CALLS + STORE_CALLS + APPLY_CALLS
-    assert "TARGET=minikube ./scripts/chaos.sh" in result.stdout
+    assert "TARGET=minikube ./scripts/experiments/chaos.sh" in result.stdout
 
 
 def test_install_with_checkpoints_restarts_ray_pods_that_started_without_the_store_keys(world):
@@ -1264,11 +1266,14 @@ def test_install_rejects_a_checkpoints_setting_that_is_not_0_or_1(world):
 
 
 @pytest.mark.parametrize("settings, flags", [
-    ({"CHECKPOINT": "1"}, "--checkpoint --address auto --storage-path s3://ray-checkpoints/runs"),
+    ({"CHECKPOINT": "1"}, "--max-failures 2 --results-dir /tmp/results/run-<time> --checkpoint --address auto "
+                          "--storage-path s3://ray-checkpoints/runs"),
     ({"RESUME": "1", "MAX_FAILURES": "3"},
-     "--max-failures 3 --resume --address auto --storage-path s3://ray-checkpoints/runs"),
+     "--max-failures 3 --results-dir /tmp/results/run-<time> --resume --address auto "
+     "--storage-path s3://ray-checkpoints/runs"),
     ({"CHECKPOINT": "1", "K8S_CHECKPOINT_PATH": "s3://my-bucket/demo"},
-     "--checkpoint --address auto --storage-path s3://my-bucket/demo"),
+     "--max-failures 2 --results-dir /tmp/results/run-<time> --checkpoint --address auto "
+     "--storage-path s3://my-bucket/demo"),
 ])
 def test_target_with_checkpoints_keeps_them_in_the_in_cluster_store(world, settings, flags):
     target_rules(world)
@@ -1276,7 +1281,7 @@ def test_target_with_checkpoints_keeps_them_in_the_in_cluster_store(world, setti
     assert result.returncode == 0, result.stderr
     calls = world.calls()
     ray_call = next(call for call in calls if "lesson.ray_training" in call)
-    assert ray_call.endswith("--cpus-per-worker 1 " + flags)
+    assert ray_call.endswith(" " + flags)
     assert calls.index(PRINTENV_CALL) < calls.index(ray_call)
 
 
@@ -1286,7 +1291,7 @@ def test_target_without_checkpoints_does_not_need_the_store(world):
     assert result.returncode == 0, result.stderr
     assert PRINTENV_CALL not in world.calls()
     ray_call = next(call for call in world.calls() if "lesson.ray_training" in call)
-    assert ray_call.endswith("--cpus-per-worker 1 --address auto")
+    assert ray_call.endswith(" --results-dir /tmp/results/run-<time> --address auto")
 
 
 def test_target_with_checkpoints_but_no_store_says_how_to_install_it(world):
@@ -1313,16 +1318,16 @@ def chaos_rules(world: FakeWorld, training_seconds: int = 3):
 
 def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_recovery(world):
     chaos_rules(world)
-    result = world.script("scripts/chaos.sh", TARGET="minikube")
+    result = world.script("scripts/experiments/chaos.sh", TARGET="minikube")
     assert result.returncode == 0, result.stdout + result.stderr
     calls = [re.sub(r"chaos-\d{8}-\d{6}-\d+", "chaos-<run>", call) for call in world.calls()]
     run_location = "s3://ray-checkpoints/runs/chaos-<run>"
     pod_results = "/tmp/results/chaos-<run>"
     training = exec_call(
-        "python -m lesson.ray_training --dataset synthetic --train-size 4096 --test-size 1024",
-        "--epochs 3 --results-dir", pod_results, "--batch-size 64 --num-workers 2 --cpus-per-worker 1",
-        "--max-failures 2 --address auto --checkpoint --storage-path s3://ray-checkpoints/runs",
-        "--run-name chaos-<run>")
+        "python -m lesson.ray_training --dataset synthetic --train-size 4096 --test-size 1024 --epochs 3",
+        "--batch-size 64 --num-workers 2 --cpus-per-worker 1 --learning-rate 0.001 --lr-scaling none --seed 42",
+        "--max-failures 2 --results-dir", pod_results, "--address auto --storage-path s3://ray-checkpoints/runs",
+        "--checkpoint --run-name chaos-<run>")
     expected_in_order = [
         PRINTENV_CALL,
         exec_call("python -m tools.chaos node-ip 0f3a9c1d2e4b5a6978"),
@@ -1350,7 +1355,7 @@ def test_chaos_on_minikube_deletes_the_pod_of_the_chosen_worker_and_reports_the_
 def test_chaos_on_minikube_without_the_store_says_how_to_install_it(world):
     target_rules(world)
     world.rule("kubectl", "*exec * printenv AWS_ACCESS_KEY_ID", code=1)
-    result = world.script("scripts/chaos.sh", TARGET="minikube")
+    result = world.script("scripts/experiments/chaos.sh", TARGET="minikube")
     assert result.returncode == 1
     assert "CHECKPOINTS=1 ./scripts/install-ray.sh" in result.stderr
     assert not any("lesson.ray_training" in call for call in world.calls())
@@ -1361,7 +1366,7 @@ def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_
                output="chaos: error: no live Ray node has ID 0f3a9c1d2e4b5a6978.")
     chaos_rules(world, training_seconds=30)  # the first matching rule wins
     started = time.time()
-    result = world.script("scripts/chaos.sh", TARGET="minikube")
+    result = world.script("scripts/experiments/chaos.sh", TARGET="minikube")
     assert result.returncode == 1
     assert time.time() - started < 25, "the training was not stopped"
     assert "Ray does not know a live node 0f3a9c1d" in result.stderr
@@ -1371,7 +1376,7 @@ def test_chaos_on_minikube_stops_the_training_in_the_pod_when_the_worker_cannot_
 
 
 def test_chaos_rejects_an_unknown_target(world):
-    result = world.script("scripts/chaos.sh", TARGET="kubernetes")
+    result = world.script("scripts/experiments/chaos.sh", TARGET="kubernetes")
     assert result.returncode == 1
     assert "TARGET" in result.stderr and "'kubernetes'" in result.stderr
     assert world.calls() == []
@@ -1384,17 +1389,8 @@ def test_chaos_rejects_an_unknown_target(world):
 @pytest.fixture
 def listening_port():
     """A port on 127.0.0.1 that answers, as a running dashboard (or a taken port) does."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    yield server.getsockname()[1]
-    server.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with taken_port() as port:
+        yield port
 
 
 def test_dashboard_on_minikube_forwards_the_head_service_prints_the_url_and_stops_on_ctrl_c(world):
@@ -1535,7 +1531,7 @@ def test_dashboard_auto_picks_the_local_target_without_a_minikube_head_pod(world
     world.rule("kubectl", "config current-context", output="kind-other")
     result = world.script("scripts/open-dashboard.sh", DASHBOARD_PORT=free_port())
     assert result.returncode == 1
-    assert "TARGET=auto: using the local target" in result.stdout
+    assert "Target: local, because TARGET=auto: minikube is not available" in result.stdout
 
 
 # ----------------------------------------------------------------------------------
@@ -1577,10 +1573,11 @@ def test_rayjob_dry_run_renders_the_clusters_spec_without_upgrade_strategy_and_t
     words = shlex.split(job["spec"]["entrypoint"])
     assert words[:2] == ["bash", "-c"] and len(words) == 3
     pod_dir = f"/tmp/results/{job['metadata']['name']}"
-    recipe = f"--dataset synthetic --train-size 256 --test-size 128 --epochs 1 --results-dir {pod_dir}"
+    recipe = ("--dataset synthetic --train-size 256 --test-size 128 --epochs 1 --batch-size 32 --num-workers 2 "
+              "--cpus-per-worker 1 --learning-rate 0.001 --lr-scaling none --seed 42 --max-failures 2")
     assert words[2].split(" && ") == [
-        f"python -m lesson.baseline_training {recipe} --batch-size 64 --cpus 1",
-        f"python -m lesson.ray_training {recipe} --batch-size 32 --num-workers 2 --cpus-per-worker 1 --address auto",
+        f"python -m lesson.baseline_training {recipe} --results-dir {pod_dir}",
+        f"python -m lesson.ray_training {recipe} --results-dir {pod_dir} --address auto",
         f"python -m analysis.compare --results-dir {pod_dir} --num-workers 2",
         f"python -m analysis.report --run-dir {pod_dir}",
     ]

@@ -5,7 +5,7 @@ The happy path shares the session's one monitored smoke benchmark (conftest's `s
 its Prometheus has stopped with the run, so the tests re-open its data folder with a real
 Prometheus (analysis.prometheus.reopened_prometheus) and ask the HTTP API. The failure
 paths start no cluster: they stop at the first check that fails, or drive the functions of
-scripts/monitoring.sh from a small bash script. Tests that need Prometheus skip without it
+scripts/lib/monitoring.sh from a small bash script. Tests that need Prometheus skip without it
 (.ci/run installs Debian's package).
 """
 
@@ -27,7 +27,7 @@ from analysis import monitoring_report, prometheus
 from harness import live_metrics
 
 SCRIPT = str(REPO_ROOT / "scripts" / "run-benchmark.sh")
-MONITORING_SH = REPO_ROOT / "scripts" / "monitoring.sh"
+MONITORING_SH = REPO_ROOT / "scripts" / "lib" / "monitoring.sh"
 DASHBOARD = REPO_ROOT / "monitoring" / "grafana" / "data_parallel_training.json"
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
                                       reason="prometheus is not installed (Debian/Ubuntu: apt install prometheus)")
@@ -216,10 +216,9 @@ def test_help_lists_the_monitoring_settings():
     finished = run([SCRIPT, "--help"])
     for setting in ("MONITORING=0", "PROMETHEUS_PORT=9095", "GRAFANA_PORT=3005", "PROMETHEUS_SCRAPE_SECONDS=5"):
         assert setting in finished.stdout, setting
-    helped = run([str(MONITORING_SH), "--help"])
-    assert helped.returncode == 0 and "GRAFANA_HOME=" in helped.stdout
-    alone = run([str(MONITORING_SH)])
-    assert alone.returncode == 1 and "MONITORING=1 ./scripts/run-benchmark.sh" in alone.stderr
+    assert "GRAFANA_HOME=" in finished.stdout
+    # The library that implements them says where its settings are documented.
+    assert "run-benchmark.sh's --help lists these settings" in MONITORING_SH.read_text()
 
 
 @pytest.mark.parametrize("env, message", [
@@ -308,7 +307,7 @@ def test_a_taken_grafana_port_fails_before_the_cluster_starts_when_grafana_is_in
 
 
 def _monitoring_harness(tmp_path, body, env=None, path_prefix=None):
-    """Run scripts/monitoring.sh's functions in bash against a stand-in head session folder
+    """Run scripts/lib/monitoring.sh's functions in bash against a stand-in head session folder
     whose service-discovery file lists PROMETHEUS_PORT itself: Prometheus scrapes itself."""
     session = tmp_path / "cluster" / "ray-head" / "session_2026"
     (session / "metrics" / "grafana" / "dashboards").mkdir(parents=True)
@@ -320,7 +319,7 @@ def _monitoring_harness(tmp_path, body, env=None, path_prefix=None):
     (session / "prom_metrics_service_discovery.json").write_text(
         json.dumps([{"labels": {"job": "ray"}, "targets": [f"127.0.0.1:{port}"]}]))
     script = f"""set -o errexit -o nounset -o pipefail
-source {REPO_ROOT}/scripts/lib.sh
+source {REPO_ROOT}/scripts/lib/common.sh
 source {MONITORING_SH}
 RAY_AUTH_TOKEN_PATH={tmp_path}/cluster/auth_token
 trap stop_monitoring EXIT
@@ -367,7 +366,7 @@ def test_ctrl_c_stops_prometheus_through_the_exit_trap_as_run_benchmark_sets_it(
     run_dir.mkdir()
     # run-benchmark.sh's traps: INT exits 130, EXIT stops monitoring (cleanup).
     script = f"""set -o errexit -o nounset -o pipefail
-source {REPO_ROOT}/scripts/lib.sh
+source {REPO_ROOT}/scripts/lib/common.sh
 source {MONITORING_SH}
 RAY_AUTH_TOKEN_PATH={tmp_path}/cluster/auth_token
 trap stop_monitoring EXIT

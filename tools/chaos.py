@@ -1,4 +1,4 @@
-"""The command line of scripts/chaos.sh: watch a run's progress, note the failure it
+"""The command line of scripts/experiments/chaos.sh: watch a run's progress, note the failure it
 injects, find the pod of a Ray node, and explain the run's recovery afterwards.
 
     python -m tools.chaos progress RUN_DIR RANK       # 'EPOCH NODE_ID' of a running run

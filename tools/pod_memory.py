@@ -1,6 +1,6 @@
 """Peak memory of the processes that will share each Kubernetes pod, read from /proc.
 
-Used by scripts/measure-pod-memory.sh, which runs the benchmark on the local multi-node Ray
+Used by scripts/experiments/measure-pod-memory.sh, which runs the benchmark on the local multi-node Ray
 cluster. Each local Ray node stands for one pod of k8s/ray-cluster.yaml: the head node (GCS,
 raylet, dashboard and its agents, plus the baseline and the Ray driver, which run in the head
 pod on Kubernetes) and each worker node (raylet, agents and one Ray Train worker).

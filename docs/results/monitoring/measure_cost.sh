@@ -2,7 +2,7 @@
 # Monitoring's cost, side by side in one run: Ray runs of one recipe, each on a fresh local
 # cluster, alternately set up as MONITORING=1 sets it up (the nodes exporting their metrics
 # every PROMETHEUS_SCRAPE_SECONDS, Prometheus scraping them that often, through the functions
-# of scripts/monitoring.sh) and as MONITORING=0 leaves it (Ray's defaults, no Prometheus), in
+# of scripts/lib/monitoring.sh) and as MONITORING=0 leaves it (Ray's defaults, no Prometheus), in
 # the order on, off, off, on. Prints one line per run: images/s and Prometheus' CPU time.
 #
 # Usage: docs/results/monitoring/measure_cost.sh   (about 8 minutes on 2 cores)
@@ -11,10 +11,10 @@
 set -o errexit -o nounset -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
-# shellcheck source=scripts/monitoring.sh
-source scripts/monitoring.sh
+# shellcheck source=scripts/lib/common.sh
+source scripts/lib/common.sh
+# shellcheck source=scripts/lib/monitoring.sh
+source scripts/lib/monitoring.sh
 
 OUT="${OUT:-/tmp/monitoring-cost}"
 export RAY_PORT=6393 DASHBOARD_PORT=8273 CLUSTER_DIR=/tmp/ray-demo-6393 NUM_WORKERS=2 CPUS_PER_WORKER=1

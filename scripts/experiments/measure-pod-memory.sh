@@ -6,9 +6,8 @@
 # one Ray Train worker). It prints the peaks and the pod sizes with HEADROOM on top; the
 # arithmetic in k8s/ray-cluster.yaml comes from its output. Linux only (it reads /proc).
 #
-# Usage: ./scripts/measure-pod-memory.sh [--smoke-test | --full] [--help]
-#   EPOCHS, BATCH_SIZE, DATASET, TRAIN_SIZE, TEST_SIZE  the recipe (default: lesson/recipe.py's)
-#   NUM_WORKERS=2         Ray Train workers, one per local worker node (as one per pod)
+# Usage: ./scripts/experiments/measure-pod-memory.sh [--smoke-test | --full] [--help]
+#   RECIPE: the training recipe (lesson/recipe.py), one local worker node per worker (as one per pod):
 #   MAX_PHASE_SECONDS=0   stop the baseline and the Ray run this long after each starts
 #                         (0: run both to the end); the memory plateaus during the first
 #                         epoch, so a bounded CIFAR-10-size run is enough
@@ -22,17 +21,20 @@
 # (the same 50,000 x 32x32x3 float32 in memory as --full).
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
+# shellcheck source=scripts/lib/recipe.sh
+source "$SCRIPTS_DIR/lib/recipe.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "$SCRIPTS_DIR/lib/cluster.sh"
+# shellcheck source=scripts/lib/run_dir.sh
+source "$SCRIPTS_DIR/lib/run_dir.sh"
 
-MODE="default"
-NUM_WORKERS="${NUM_WORKERS:-}"
+COMMAND_FLAGS=("${MODE_FLAGS[@]}")
+# One CPU per worker, as the worker pods of k8s/ray-cluster.yaml have.
 CPUS_PER_WORKER=1
-EPOCHS="${EPOCHS:-}"
-BATCH_SIZE="${BATCH_SIZE:-}"
-DATASET="${DATASET:-}"
-TRAIN_SIZE="${TRAIN_SIZE:-}"
-TEST_SIZE="${TEST_SIZE:-}"
 MAX_PHASE_SECONDS="${MAX_PHASE_SECONDS:-0}"
 HEADROOM="${HEADROOM:-25}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results/pod-memory}"
@@ -44,22 +46,6 @@ SAMPLER=(-m tools.pod_memory)
 CLUSTER_STARTED=0
 SAMPLER_PID=""
 RUN_DIR=""
-
-# Read the command-line flags.
-parse_flags() {
-  while (($# > 0)); do
-    case "$1" in
-      --full) MODE="full" ;;
-      --smoke-test) MODE="smoke" ;;
-      -h | --help)
-        print_usage
-        exit 0
-        ;;
-      *) die "Unknown argument '$1'. Run $0 --help for the settings (they are environment variables)." ;;
-    esac
-    shift
-  done
-}
 
 # Stop the sampler and the cluster however the script ends.
 cleanup() {
@@ -90,10 +76,8 @@ measure_phase() {
 }
 
 main() {
-  parse_flags "$@"
+  parse_common_flags "$@"
   resolve_recipe "$MODE"
-  NUM_WORKERS="${NUM_WORKERS:-$DEFAULT_NUM_WORKERS}"
-  require_positive_int NUM_WORKERS "$NUM_WORKERS"
   require_non_negative_int MAX_PHASE_SECONDS "$MAX_PHASE_SECONDS"
   require_non_negative_int HEADROOM "$HEADROOM"
   [[ -d /proc/self ]] || die "This measurement reads /proc, so it needs Linux. Run it on a Linux machine or VM."
@@ -103,17 +87,16 @@ main() {
   local recipe_text="DATASET=$DATASET TRAIN_SIZE=$TRAIN_SIZE TEST_SIZE=$TEST_SIZE EPOCHS=$EPOCHS BATCH_SIZE=$BATCH_SIZE NUM_WORKERS=$NUM_WORKERS"
   log "Settings: $recipe_text MAX_PHASE_SECONDS=$MAX_PHASE_SECONDS HEADROOM=$HEADROOM RAY_PORT=$RAY_PORT CLUSTER_DIR=$CLUSTER_DIR"
   ensure_venv requirements.txt
-  RUN_DIR="$(create_run_dir "$RESULTS_DIR" "$MODE")" ||
-    die "Could not create a folder in RESULTS_DIR '$RESULTS_DIR'. Set RESULTS_DIR to a writable folder."
+  new_run_dir "$RESULTS_DIR" "$MODE"
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   start_cluster_nodes "$NUM_WORKERS"
   # The training processes carry the cluster's marker too, so the sampler finds them.
   export RAY_DEMO_CLUSTER_DIR="$CLUSTER_DIR"
 
-  training_args baseline "$NUM_WORKERS" "$CPUS_PER_WORKER" "$RUN_DIR/training"
+  training_args baseline "$RUN_DIR/training"
   measure_phase baseline "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
-  training_args ray "$NUM_WORKERS" "$CPUS_PER_WORKER" "$RUN_DIR/training" --address "$RAY_ADDRESS"
+  training_args ray "$RUN_DIR/training" --address "$RAY_ADDRESS"
   measure_phase ray "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
 
   local -a bounded=()

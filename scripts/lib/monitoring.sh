@@ -3,9 +3,10 @@
 # that scrapes every node of the cluster through the service-discovery file Ray writes in the
 # head node's session folder, and Grafana, when it is installed, provisioned with Ray's
 # dashboards and ours. Both keep their data in the run folder and stop with the cluster.
-# run-benchmark.sh sources this file; run on its own it only prints this help.
+# The local target (scripts/targets/local.sh) sources this file after common.sh; it sources
+# grafana.sh, its Grafana half. run-benchmark.sh's --help lists these settings too.
 #
-# Usage: source scripts/monitoring.sh (from run-benchmark.sh), or scripts/monitoring.sh --help
+# Settings:
 #   MONITORING=0         1: start Prometheus (and Grafana) for the run; prometheus missing
 #                        from PATH: the run goes on without, and says how to install it
 #   PROMETHEUS_PORT=9095 Prometheus' port on 127.0.0.1 (not 9090, where the Prometheus that a
@@ -22,7 +23,9 @@
 # panels: prepare_monitoring exports them (and RAY_metrics_report_interval_ms, so that every
 # process exports its metrics as often as Prometheus scrapes them, not every 10 s) before
 # scripts/local-cluster.sh starts it.
-set -o errexit -o nounset -o pipefail
+
+# shellcheck source=scripts/lib/grafana.sh
+source "$(dirname "${BASH_SOURCE[0]}")/grafana.sh"
 
 MONITORING="${MONITORING:-0}"
 PROMETHEUS_PORT="${PROMETHEUS_PORT:-9095}"
@@ -48,39 +51,6 @@ check_monitoring_settings() {
   require_positive_int PROMETHEUS_PORT "$PROMETHEUS_PORT"
   require_positive_int GRAFANA_PORT "$GRAFANA_PORT"
   [[ -z "$PROMETHEUS_SCRAPE_SECONDS" ]] || require_positive_int PROMETHEUS_SCRAPE_SECONDS "$PROMETHEUS_SCRAPE_SECONDS"
-}
-
-# The command that starts Grafana's server (grafana-server, or `grafana server` of newer
-# releases), in GRAFANA_COMMAND; false when Grafana is not installed.
-find_grafana() {
-  if command -v grafana-server >/dev/null 2>&1; then
-    GRAFANA_COMMAND=(grafana-server)
-  elif command -v grafana >/dev/null 2>&1; then
-    GRAFANA_COMMAND=(grafana server)
-  else
-    return 1
-  fi
-}
-
-# Grafana's home folder: GRAFANA_HOME, or the first of the usual places holding
-# conf/defaults.ini (beside the binary for a tarball, share/grafana for packages and brew).
-find_grafana_home() {
-  local binary candidate
-  if [[ -n "$GRAFANA_HOME" ]]; then
-    [[ -f "$GRAFANA_HOME/conf/defaults.ini" ]] || return 1
-    echo "$GRAFANA_HOME"
-    return 0
-  fi
-  binary="$(command -v "${GRAFANA_COMMAND[0]}")"
-  binary="$(readlink -f "$binary" 2>/dev/null || echo "$binary")"
-  for candidate in "$(dirname "$binary")/.." "$(dirname "$binary")/../share/grafana" /usr/share/grafana \
-    /usr/local/share/grafana /opt/homebrew/opt/grafana/share/grafana /usr/local/opt/grafana/share/grafana; do
-    if [[ -f "$candidate/conf/defaults.ini" ]]; then
-      (cd "$candidate" && pwd)
-      return 0
-    fi
-  done
-  return 1
 }
 
 # Before the cluster starts: find the tools, fail on a taken port, and export what the nodes
@@ -179,7 +149,7 @@ start_monitoring() {
     return 0
   fi
   cat >"$MONITORING_DIR/prometheus.yml" <<EOF
-# Written by scripts/monitoring.sh: scrape every node of this run's Ray cluster, as listed
+# Written by scripts/lib/monitoring.sh: scrape every node of this run's Ray cluster, as listed
 # in the service-discovery file the head node keeps up to date, every ${MONITORING_SCRAPE_SECONDS} s.
 global:
   scrape_interval: ${MONITORING_SCRAPE_SECONDS}s
@@ -213,79 +183,6 @@ EOF
   write_monitoring_state ""
 }
 
-# Grafana, when installed, provisioned with this run's Prometheus, Ray's dashboards (generated
-# by the head in its session folder) and ours (monitoring/grafana/); its state in the run folder.
-start_grafana() {
-  local session_dir="$1" home grafana_dir
-  if ((${#GRAFANA_COMMAND[@]} == 0)); then
-    log "Grafana is not installed: REPORT.md draws the time series from Prometheus instead. For Grafana and the charts in the Ray dashboard, install it (https://grafana.com/docs/grafana/latest/setup-grafana/installation/) and run again."
-    return 0
-  fi
-  if ! home="$(find_grafana_home)"; then
-    warn "MONITORING=1: Grafana's home folder (the one holding conf/defaults.ini) was not found; Grafana is not started. Set GRAFANA_HOME to it."
-    return 0
-  fi
-  grafana_dir="$MONITORING_DIR/grafana"
-  mkdir -p "$grafana_dir/provisioning/datasources" "$grafana_dir/provisioning/dashboards" "$grafana_dir/data" "$grafana_dir/logs"
-  # The data source is named Prometheus: the Ray dashboard's embedded panels ask for it by name.
-  cat >"$grafana_dir/provisioning/datasources/prometheus.yml" <<EOF
-apiVersion: 1
-datasources:
-  - name: Prometheus
-    type: prometheus
-    access: proxy
-    url: http://127.0.0.1:$PROMETHEUS_PORT
-    isDefault: true
-EOF
-  cat >"$grafana_dir/provisioning/dashboards/dashboards.yml" <<EOF
-apiVersion: 1
-providers:
-  - name: Ray
-    folder: Ray
-    type: file
-    options:
-      path: $session_dir/metrics/grafana/dashboards
-  - name: Data-parallel training
-    folder: Data-parallel training
-    type: file
-    options:
-      path: $REPO_ROOT/monitoring/grafana
-EOF
-  # Embedding and anonymous viewing, as in the grafana.ini that Ray generates.
-  cat >"$grafana_dir/grafana.ini" <<EOF
-[server]
-http_addr = 127.0.0.1
-http_port = $GRAFANA_PORT
-
-[paths]
-data = $grafana_dir/data
-logs = $grafana_dir/logs
-provisioning = $grafana_dir/provisioning
-
-[security]
-allow_embedding = true
-
-[auth.anonymous]
-enabled = true
-org_name = Main Org.
-org_role = Viewer
-
-[analytics]
-reporting_enabled = false
-check_for_updates = false
-EOF
-  "${GRAFANA_COMMAND[@]}" --homepath "$home" --config "$grafana_dir/grafana.ini" >"$grafana_dir/grafana.log" 2>&1 &
-  GRAFANA_PID=$!
-  if ! wait_for_port "$GRAFANA_PORT" "$GRAFANA_PID" 60; then
-    warn "MONITORING=1: Grafana did not start (see $grafana_dir/grafana.log); Prometheus and REPORT.md's time series still work."
-    kill "$GRAFANA_PID" 2>/dev/null || true
-    GRAFANA_PID=""
-    return 0
-  fi
-  GRAFANA_URL="http://127.0.0.1:$GRAFANA_PORT"
-  log "Grafana: $GRAFANA_URL (dashboard 'Data-parallel training', and Ray's); the Ray dashboard embeds its panels"
-}
-
 # Stop a process this file started: SIGTERM, then SIGKILL after 10 s. False when it had
 # already exited.
 stop_monitoring_process() {
@@ -314,13 +211,3 @@ stop_monitoring() {
   fi
   PROMETHEUS_PID=""
 }
-
-# Run on its own: only the help (the functions are for run-benchmark.sh).
-if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
-  # shellcheck source=scripts/lib.sh
-  source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-  case "${1:-}" in
-    -h | --help) print_usage ;;
-    *) die "scripts/monitoring.sh is sourced by run-benchmark.sh; run 'MONITORING=1 ./scripts/run-benchmark.sh' instead." ;;
-  esac
-fi

@@ -13,17 +13,12 @@
 # stay honest, but the accuracy of a different global batch is not comparable and is not
 # judged.
 #
-# Usage: ./scripts/scaling-benchmark.sh [--smoke-test] [--dry-run] [--help]
+# Usage: ./scripts/experiments/scaling-benchmark.sh [--smoke-test] [--dry-run] [--help]
 #   WORKER_COUNTS=       Ray worker counts; default 1 and the powers of two up to one less
 #                        than the cores (at least 2): "1 2" on 2 or 4 cores, "1 2 4" on 8,
 #                        "1 2 4 8" on 16 (with CPUS_PER_WORKER=1)
 #   SINGLE_BASELINE=0    1: one baseline for every worker count (see above)
-#   CPUS_PER_WORKER=1    CPUs per Ray worker; each baseline gets the same budget
-#   EPOCHS=3             passes over the training set (--smoke-test: 1)
-#   BATCH_SIZE=64        batch per worker (--smoke-test: 32)
-#   DATASET=synthetic    synthetic (offline) or cifar10
-#   TRAIN_SIZE=4096      training examples (--smoke-test: 256)
-#   TEST_SIZE=1024       test examples (--smoke-test: 128)
+#   RECIPE: the training recipe (lesson/recipe.py); WORKER_COUNTS replaces NUM_WORKERS:
 #   DATA_DIR=.data       CIFAR-10 cache, or a folder holding cifar-10-batches-py
 #   RESULTS_DIR=results  the sweep goes into a new RESULTS_DIR/<YYYYmmdd-HHMMSS>-sweep/ (one
 #                        workers-<N>/ folder per configuration, REPORT.md on top);
@@ -38,18 +33,20 @@
 # nothing; --smoke-test runs a tiny one-epoch sweep.
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
+# shellcheck source=scripts/lib/recipe.sh
+source "$SCRIPTS_DIR/lib/recipe.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "$SCRIPTS_DIR/lib/cluster.sh"
+# shellcheck source=scripts/lib/run_dir.sh
+source "$SCRIPTS_DIR/lib/run_dir.sh"
 
-MODE="default"
+COMMAND_FLAGS=(--smoke-test MODE=smoke --dry-run DRY_RUN=1)
 DRY_RUN=0
 WORKER_COUNTS="${WORKER_COUNTS:-}"
-CPUS_PER_WORKER="${CPUS_PER_WORKER:-}"
-EPOCHS="${EPOCHS:-}"
-BATCH_SIZE="${BATCH_SIZE:-}"
-DATASET="${DATASET:-}"
-TRAIN_SIZE="${TRAIN_SIZE:-}"
-TEST_SIZE="${TEST_SIZE:-}"
 DATA_DIR="${DATA_DIR:-$REPO_ROOT/.data}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results}"
 RAY_PORT="${RAY_PORT:-6380}"
@@ -67,27 +64,9 @@ CLUSTER_STARTED=0
 MAX_WORKERS=0
 COUNTS=()
 
-# Read the command-line flags.
-parse_flags() {
-  while (($# > 0)); do
-    case "$1" in
-      --smoke-test) MODE="smoke" ;;
-      --dry-run) DRY_RUN=1 ;;
-      -h | --help)
-        print_usage
-        exit 0
-        ;;
-      *) die "Unknown argument '$1'. Run $0 --help for the settings (they are environment variables)." ;;
-    esac
-    shift
-  done
-}
-
 # Fill in the defaults, validate every setting and decide the worker counts and pinning.
 resolve_settings() {
   resolve_recipe "$MODE"
-  CPUS_PER_WORKER="${CPUS_PER_WORKER:-$DEFAULT_CPUS_PER_WORKER}"
-  require_positive_int CPUS_PER_WORKER "$CPUS_PER_WORKER"
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
@@ -178,10 +157,9 @@ cleanup() {
 start_run_dir() {
   local suffix="sweep"
   [[ "$MODE" == default ]] || suffix="sweep-$MODE"
-  RUN_DIR="$(create_run_dir "$RESULTS_DIR" "$suffix")" ||
-    die "Could not create a run folder in RESULTS_DIR '$RESULTS_DIR'. Set RESULTS_DIR to a writable folder."
+  new_run_dir "$RESULTS_DIR" "$suffix"
   trap cleanup EXIT
-  trap 'INTERRUPTED=1; exit 130' INT TERM
+  trap_interrupts
   log "This sweep's folder: $RUN_DIR"
 }
 
@@ -192,10 +170,13 @@ run_configuration() {
   # Before the command: its RUN_DIR= prefix would change what shared_baseline sees.
   baseline="$(shared_baseline "$index")"
   log "Configuration $index/${#COUNTS[@]}: $workers worker(s) -> $folder"
-  TARGET=local NUM_WORKERS="$workers" CPUS_PER_WORKER="$CPUS_PER_WORKER" EPOCHS="$EPOCHS" \
-    BATCH_SIZE="$BATCH_SIZE" DATASET="$DATASET" TRAIN_SIZE="$TRAIN_SIZE" TEST_SIZE="$TEST_SIZE" \
-    DATA_DIR="$DATA_DIR" RESULTS_DIR="$folder" RUN_DIR="$folder" RAY_ADDRESS="$RAY_ADDRESS" \
-    PIN_CPUS="$PIN_CPUS" BASELINE_RESULTS="$baseline" "$REPO_ROOT/scripts/run-benchmark.sh" ||
+  # The whole resolved recipe, so that every configuration trains the same one.
+  local name
+  local -a recipe=()
+  for name in $RECIPE_NAMES; do recipe+=("$name=${!name}"); done
+  env "${recipe[@]}" TARGET=local NUM_WORKERS="$workers" DATA_DIR="$DATA_DIR" RESULTS_DIR="$folder" \
+    RUN_DIR="$folder" RAY_ADDRESS="$RAY_ADDRESS" PIN_CPUS="$PIN_CPUS" BASELINE_RESULTS="$baseline" \
+    "$SCRIPTS_DIR/run-benchmark.sh" ||
     die "The configuration with $workers worker(s) failed (see above; its folder is $folder)."
 }
 
@@ -215,7 +196,7 @@ write_report() {
 }
 
 main() {
-  parse_flags "$@"
+  parse_common_flags "$@"
   resolve_settings
   print_plan
   if ((DRY_RUN == 1)); then

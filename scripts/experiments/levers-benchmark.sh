@@ -5,7 +5,7 @@
 # all-reduce, and larger per-worker batches with the learning rate scaled. Then prints and
 # writes LEVERS.md: throughput, the per-step breakdown and accuracy of every row.
 #
-# Usage: ./scripts/levers-benchmark.sh [--smoke-test] [--dry-run] [--help]
+# Usage: ./scripts/experiments/levers-benchmark.sh [--smoke-test] [--dry-run] [--help]
 #   ROWS="baseline ceiling ray stock-step bfloat16 float16 batch-128 batch-256"
 #                        which rows to run, in this order (all by default):
 #                        baseline    plain Keras, 1 CPU, global batch BATCH_SIZE x 2
@@ -13,13 +13,12 @@
 #                        ray         Ray Train, 2 workers x 1 CPU (the default recipe)
 #                        stock-step  the same with Keras' stock training step (no timing)
 #                        bfloat16    the same with the all-reduce in bfloat16
+#                                    (DEMO_ALLREDUCE_DTYPE=bfloat16 reaches the workers)
 #                        float16     the same with the all-reduce in float16
 #                        batch-128   128 per worker, learning rate scaled, warm-up epoch
 #                        batch-256   256 per worker, learning rate scaled, warm-up epoch
-#   EPOCHS=3             passes over the training set (--smoke-test: 1)
-#   BATCH_SIZE=64        batch per worker of the ray rows (--smoke-test: 32)
-#   TRAIN_SIZE=4096      training examples (--smoke-test: 512, for the batch-256 row)
-#   TEST_SIZE=1024       test examples (--smoke-test: 128)
+#   RECIPE: the training recipe (lesson/recipe.py), with 2 workers of 1 CPU each:
+#   With --smoke-test the training set has 512 examples: the batch-256 row needs that many.
 #   RESULTS_DIR=results  the run goes into a new RESULTS_DIR/<YYYYmmdd-HHMMSS>-levers/
 #   RAY_PORT=6380        head port of its local cluster
 #   DASHBOARD_PORT=8265  dashboard port of its local cluster
@@ -28,50 +27,39 @@
 # take about 40 minutes on a 2-core machine; --dry-run prints the plan and starts nothing.
 set -o errexit -o nounset -o pipefail
 
-# shellcheck source=scripts/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/lib/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
+# shellcheck source=scripts/lib/recipe.sh
+source "$SCRIPTS_DIR/lib/recipe.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "$SCRIPTS_DIR/lib/cluster.sh"
+# shellcheck source=scripts/lib/run_dir.sh
+source "$SCRIPTS_DIR/lib/run_dir.sh"
 
 ALL_ROWS="baseline ceiling ray stock-step bfloat16 float16 batch-128 batch-256"
-MODE="default"
+COMMAND_FLAGS=(--smoke-test MODE=smoke --dry-run DRY_RUN=1)
 DRY_RUN=0
 ROWS="${ROWS:-$ALL_ROWS}"
-EPOCHS="${EPOCHS:-}"
-BATCH_SIZE="${BATCH_SIZE:-}"
-DATASET="${DATASET:-}"
 TRAIN_SIZE="${TRAIN_SIZE:-}"
-TEST_SIZE="${TEST_SIZE:-}"
 DATA_DIR="${DATA_DIR:-$REPO_ROOT/.data}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/results}"
 RAY_PORT="${RAY_PORT:-6380}"
 DASHBOARD_PORT="${DASHBOARD_PORT:-8265}"
-CPUS_PER_WORKER=1
+# The rows compare 2 workers of 1 CPU each with the baseline; the recipe gets them.
 WORKERS=2
+CPUS_PER_WORKER=1
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 RUN_DIR=""
 INTERRUPTED=""
 CLUSTER_STARTED=0
 
-# Read the command-line flags.
-parse_flags() {
-  while (($# > 0)); do
-    case "$1" in
-      --smoke-test) MODE="smoke" ;;
-      --dry-run) DRY_RUN=1 ;;
-      -h | --help)
-        print_usage
-        exit 0
-        ;;
-      *) die "Unknown argument '$1'. Run $0 --help for the settings (they are environment variables)." ;;
-    esac
-    shift
-  done
-}
-
 # Fill in the defaults and check every setting.
 resolve_settings() {
   # The batch-256 row needs a global batch of 512 examples per step.
   [[ "$MODE" != smoke ]] || TRAIN_SIZE="${TRAIN_SIZE:-512}"
-  resolve_recipe "$MODE"
+  resolve_recipe "$MODE" "NUM_WORKERS=$WORKERS" "CPUS_PER_WORKER=$CPUS_PER_WORKER"
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   local row
@@ -103,19 +91,21 @@ cleanup() {
 # Plain Keras with the global batch of the Ray row, into FOLDER, pinned to CORE.
 baseline() {
   local folder="$1" core="$2"
-  shift 2
-  training_args baseline "$WORKERS" "$CPUS_PER_WORKER" "$folder" --data-dir "$DATA_DIR" "$@"
+  training_args baseline "$folder" --data-dir "$DATA_DIR"
   taskset -c "$core" "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
 }
 
-# Ray Train with 2 workers into FOLDER; extra flags after it.
+# Ray Train with 2 workers into FOLDER, with the recipe's NAME=VALUE overrides (a subshell:
+# the next row gets the recipe unchanged).
 ray_row() {
   local folder="$1"
   shift
-  # --storage-path: Ray Train's run folder goes where run-benchmark.sh puts it, not ~/ray_results.
-  training_args ray "$WORKERS" "$CPUS_PER_WORKER" "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" \
-    --storage-path "$REPO_ROOT/checkpoints" "$@"
-  "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
+  (
+    (($# == 0)) || resolve_recipe "$MODE" "$@"
+    # --storage-path: Ray Train's run folder goes where run-benchmark.sh puts it, not ~/ray_results.
+    training_args ray "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" --storage-path "$REPO_ROOT/checkpoints"
+    "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
+  )
 }
 
 # One row into RUN_DIR/ROW.
@@ -133,13 +123,14 @@ run_row() {
       ;;
     ray) ray_row "$folder" ;;
     stock-step) DEMO_STEP_TIMING=0 ray_row "$folder" ;;
-    bfloat16 | float16) ray_row "$folder" --allreduce-dtype "$row" ;;
-    batch-128 | batch-256) BATCH_SIZE="${row#batch-}" ray_row "$folder" --lr-scaling linear ;;
+    # The Python side forwards DEMO_* switches to the Ray workers.
+    bfloat16 | float16) DEMO_ALLREDUCE_DTYPE="$row" ray_row "$folder" ;;
+    batch-128 | batch-256) ray_row "$folder" "BATCH_SIZE=${row#batch-}" LR_SCALING=linear ;;
   esac || die "Row $row failed (see above; its folder is $folder)."
 }
 
 main() {
-  parse_flags "$@"
+  parse_common_flags "$@"
   resolve_settings
   print_plan
   if ((DRY_RUN == 1)); then
@@ -147,10 +138,9 @@ main() {
     return 0
   fi
   ensure_venv requirements.txt
-  RUN_DIR="$(create_run_dir "$RESULTS_DIR" levers)" ||
-    die "Could not create a run folder in RESULTS_DIR '$RESULTS_DIR'. Set RESULTS_DIR to a writable folder."
+  new_run_dir "$RESULTS_DIR" levers
   trap cleanup EXIT
-  trap 'INTERRUPTED=1; exit 130' INT TERM
+  trap_interrupts
   log "This run's folder: $RUN_DIR"
   PIN_CPUS=1 start_cluster_nodes "$WORKERS"
   local row

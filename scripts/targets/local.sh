@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# The local target: a real multi-node Ray cluster on this machine (scripts/local-cluster.sh:
+# a head node and a worker node per Ray Train worker, each its own `ray start`), or the one
+# at RAY_ADDRESS, with .venv's Python. The benchmark can be monitored (MONITORING=1,
+# scripts/lib/monitoring.sh). Sourced by scripts/lib/targets.sh; it implements the functions
+# listed there and has no main.
+#
+# Reads the command's settings: RAY_ADDRESS (a cluster of the user's, never started or
+# stopped here), RAY_PORT, DASHBOARD_PORT, PIN_CPUS, CLUSTER_DIR, DATA_DIR, RESULTS_DIR,
+# CHECKPOINT_DIR, BASELINE_RESULTS and the chaos demo's SPARE_NODES.
+
+# shellcheck disable=SC2034 # set here, read by the scripts that source this file
+
+# shellcheck source=scripts/lib/venv.sh
+source "$SCRIPTS_DIR/lib/venv.sh"
+# shellcheck source=scripts/lib/cluster.sh
+source "$SCRIPTS_DIR/lib/cluster.sh"
+# shellcheck source=scripts/lib/monitoring.sh
+source "$SCRIPTS_DIR/lib/monitoring.sh"
+
+# The .venv interpreter; PYTHON (read by ensure_venv) chooses the one that creates .venv.
+VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
+# The cluster the user pointed us at, if any: it is used, never started or stopped here.
+USER_RAY_ADDRESS="${RAY_ADDRESS:-}"
+CLUSTER_STARTED=0
+
+# Always available: this machine can start a cluster of its own.
+target_available() {
+  TARGET_REASON="local starts a multi-node Ray cluster on this machine"
+}
+
+# The cluster this target uses.
+target_settings() {
+  log "Local cluster: ${USER_RAY_ADDRESS:-new one on 127.0.0.1:${RAY_PORT:-6380}, dashboard port ${DASHBOARD_PORT:-8265}} PIN_CPUS=${PIN_CPUS:-auto}"
+}
+
+# Before the run folder: check the monitoring's settings, fail at once on a RAY_ADDRESS where
+# nothing answers, and make .venv.
+target_benchmark_check() {
+  check_monitoring_settings
+  check_existing_cluster "$USER_RAY_ADDRESS"
+  ensure_venv requirements.txt
+}
+
+# Start the local multi-node cluster, or use the one at RAY_ADDRESS.
+start_local_cluster() {
+  if [[ -n "$USER_RAY_ADDRESS" ]]; then
+    log "Using the running Ray cluster at $USER_RAY_ADDRESS (it will be left running)."
+    export RAY_ADDRESS="$USER_RAY_ADDRESS"
+    return 0
+  fi
+  start_cluster_nodes "$NUM_WORKERS"
+}
+
+# Plain Keras in one process with the budget of one Ray worker and the Ray run's global batch.
+run_baseline() {
+  if [[ -n "${BASELINE_RESULTS:-}" ]]; then
+    log "1/3 Baseline: reusing $BASELINE_RESULTS (BASELINE_RESULTS)"
+    cp "$BASELINE_RESULTS" "$RESULTS_DIR/baseline_results.json" ||
+      die "Could not copy BASELINE_RESULTS '$BASELINE_RESULTS' into $RESULTS_DIR."
+    return 0
+  fi
+  local pin=()
+  if [[ "$PIN_CPUS" == 1 || ("$PIN_CPUS" == auto && -z "$USER_RAY_ADDRESS") ]] && command -v taskset >/dev/null 2>&1; then
+    pin=(taskset -c "0-$((CPUS_PER_WORKER - 1))")
+  fi
+  log "1/3 Baseline: plain Keras, $CPUS_PER_WORKER CPU(s), the global batch of $NUM_WORKERS worker(s)"
+  training_args baseline "$RESULTS_DIR" --data-dir "$DATA_DIR"
+  ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The baseline training failed (see above)."
+}
+
+# Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
+# RESUME=1; see harness/run_state.py).
+run_ray() {
+  log "2/3 Ray Train: $NUM_WORKERS workers x $CPUS_PER_WORKER CPU(s), batch $BATCH_SIZE per worker"
+  checkpoint_flags
+  training_args ray "$RESULTS_DIR" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" \
+    --storage-path "$CHECKPOINT_DIR" ${CHECKPOINT_FLAGS[@]+"${CHECKPOINT_FLAGS[@]}"}
+  "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The Ray training failed (see above)."
+}
+
+# The whole local benchmark into RESULTS_DIR (the run folder).
+target_benchmark() {
+  prepare_monitoring "$RESULTS_DIR" "${MODE:-default}"
+  start_local_cluster
+  start_monitoring
+  run_baseline
+  run_ray
+  log "3/3 Comparison"
+  "$VENV_PYTHON" -m analysis.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
+    die "The comparison failed (see above)."
+  log "Results: $RESULTS_DIR/baseline_results.json, $RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json, $RESULTS_DIR/comparison.json"
+  log "Report"
+  "$VENV_PYTHON" -m analysis.report --run-dir "$RESULTS_DIR" --data-dir "$DATA_DIR" ||
+    die "The report could not be written (see above); the JSON results are in $RESULTS_DIR."
+}
+
+# Chaos: the run's checkpoints and status go to CHECKPOINT_DIR, which every node reaches.
+target_chaos_check() {
+  if ((10#$SPARE_NODES == 0)); then
+    warn "SPARE_NODES=0: after the kill the cluster has no room for a new worker group; Ray Train waits for a node that never comes."
+  fi
+  require_writable_dir CHECKPOINT_DIR "$CHECKPOINT_DIR"
+  CHECKPOINT_DIR="$(cd "$CHECKPOINT_DIR" && pwd)"
+  RUN_LOCATION="$CHECKPOINT_DIR/$RUN_NAME"
+}
+
+# Chaos: a cluster with SPARE_NODES spare worker nodes: a killed node does not come back, and
+# the restarted worker group needs one.
+target_chaos_start() {
+  ensure_venv requirements.txt
+  start_cluster_nodes "$((NUM_WORKERS + SPARE_NODES))"
+}
+
+# Chaos: the Ray run, in the background, with FLAGs; TRAIN_PID is the process itself.
+target_chaos_train() {
+  training_args ray "$RESULTS_DIR" --data-dir "$DATA_DIR" --address "${RAY_ADDRESS:-auto}" \
+    --storage-path "$CHECKPOINT_DIR" "$@"
+  "$VENV_PYTHON" "${TRAINING_ARGS[@]}" &
+  TRAIN_PID=$!
+}
+
+# `python ARGS` with .venv's interpreter.
+target_python() {
+  "$VENV_PYTHON" "$@"
+}
+
+# Chaos: the victim is the node itself, killed as a crash would.
+target_chaos_victim() {
+  CHAOS_VICTIM="$1"
+  CHAOS_HOW="SIGKILL to the node's raylet and all its processes (scripts/local-cluster.sh kill-node)"
+}
+
+# Chaos: kill the victim's node: SIGKILL to its raylet and every process of its temp dir.
+target_chaos_kill() {
+  local node="$1"
+  log "CHAOS: epoch $KILL_AFTER_EPOCH is checkpointed; killing the node of worker rank $KILL_RANK (${node:0:8})"
+  RAY_PORT="$RAY_PORT" CLUSTER_DIR="$CLUSTER_DIR" "$SCRIPTS_DIR/local-cluster.sh" kill-node "$node"
+  log "CHAOS: node killed. Watch Ray Train notice it, restart the worker group and resume from epoch $KILL_AFTER_EPOCH."
+}
+
+# Chaos: the recovery report of the results file.
+target_chaos_finish() {
+  "$VENV_PYTHON" -m tools.chaos report "$RESULTS_DIR/$1"
+}
+
+# The dashboard of the running local cluster, and its token step.
+target_open_dashboard() {
+  if ! address_answers "127.0.0.1:$DASHBOARD_PORT"; then
+    die "No Ray dashboard answers on 127.0.0.1:$DASHBOARD_PORT. The local cluster runs only while ./scripts/run-benchmark.sh (dashboard port 8265) or ./scripts/experiments/chaos.sh (DASHBOARD_PORT=8266) runs: start one in another terminal and run this again, with that DASHBOARD_PORT."
+  fi
+  log "Ray dashboard: http://127.0.0.1:$DASHBOARD_PORT"
+  if [[ -f "$CLUSTER_DIR/auth_token" ]]; then
+    log "This cluster uses token authentication. When the dashboard asks for a token, paste the contents of $CLUSTER_DIR/auth_token (print it with: cat $CLUSTER_DIR/auth_token). Each start of the cluster makes a new token."
+  else
+    warn "No $CLUSTER_DIR/auth_token: if the dashboard asks for a token, set RAY_PORT or CLUSTER_DIR to the cluster's (chaos.sh: RAY_PORT=6381)."
+  fi
+}
+
+# A RayJob is a KubeRay resource: there is none on a local cluster.
+target_run_rayjob() {
+  die "The local target cannot run a RayJob: a RayJob is a KubeRay resource, and the local cluster has no Kubernetes. Run the same benchmark locally with ./scripts/run-benchmark.sh, or run this with TARGET=minikube after ./scripts/install-ray.sh."
+}
+
+# For EXIT traps: stop the monitoring and the cluster this target started (never fails).
+target_stop() {
+  stop_monitoring
+  stop_started_cluster
+}
