@@ -54,6 +54,11 @@ def _machine_section(pairs):
                      f"them with CPUs ({cluster.get('total_cpus', '?')} in all); the workers ran on "
                      f"{len({worker.get('node_id') for worker in workers})} node(s) of host(s) {', '.join(hosts) or '?'}; "
                      f"final weights identical on every worker: {pair.ray.get('weights_identical')}")
+        cores, asked = host.get("logical_cores"), pair.num_workers * (pair.ray.get("cpus_per_worker") or 1)
+        if cores and asked > cores:
+            lines.append(f"- **Oversubscribed**: {workers_text(pair.num_workers)} x {pair.ray.get('cpus_per_worker')} "
+                         f"CPU(s) asked for {asked} CPUs on {cores} logical cores (ALLOW_OVERSUBSCRIBE=1). The "
+                         "workers shared cores, so this measures oversubscription, not data parallelism.")
     return lines
 
 

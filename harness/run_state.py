@@ -19,7 +19,7 @@ import os
 import threading
 import time
 
-from harness import cluster_checks, results, storage, switches
+from harness import cluster_checks, loopback, results, storage, switches
 from harness.attempts import summarize_attempts
 from harness.collector import start_collector
 from lesson import workarounds
@@ -59,6 +59,7 @@ class RayRun:
         self.checkpoints = {"checkpoint": self.checkpoint, "run_token": self.token}
         self.trainer_start = self.collector = self.cluster = None
         cluster_checks.check_address_answers(address)
+        loopback.driver_on_loopback(address)  # a local cluster listens on loopback only
 
     def ray_storage(self):
         """RunConfig's storage arguments: where Ray Train keeps the run's state and checkpoints."""

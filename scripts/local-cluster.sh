@@ -44,6 +44,11 @@ ray_cli() {
   "$REPO_ROOT/.venv/bin/ray" "$@"
 }
 
+# `ray start`, kept on loopback with no Ray Client server (harness/loopback.py says why).
+ray_start() {
+  "$REPO_ROOT/.venv/bin/python" -m harness.loopback start "$@"
+}
+
 # Environment every process of this cluster (and every driver) shares: the same token
 # authentication, and a marker that lets `stop` find exactly this cluster's processes.
 cluster_env() {
@@ -52,6 +57,9 @@ cluster_env() {
   export RAY_DEMO_CLUSTER_DIR="$CLUSTER_DIR"
   export RAY_ADDRESS="127.0.0.1:$RAY_PORT"
   export TF_USE_LEGACY_KERAS=1
+  # Ray's client code then resolves 127.0.0.1 to itself, not to this machine's network
+  # address, where none of this cluster's servers listens (harness/loopback.py).
+  export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
   # Ray's usage-stats prompt and its network call are of no use here.
   export RAY_USAGE_STATS_ENABLED=0
 }
@@ -100,7 +108,7 @@ start_cluster() {
   # Each node gets its own temp dir: nodes sharing one would each forward every worker's
   # log lines to the driver, printing each line once per node.
   log "Starting head node on 127.0.0.1:$RAY_PORT (0 CPUs for training), dashboard on port $DASHBOARD_PORT${RAY_PROMETHEUS_HOST:+, metrics from $RAY_PROMETHEUS_HOST}${RAY_GRAFANA_HOST:+, charts from $RAY_GRAFANA_HOST}"
-  ray_cli start --head --node-ip-address=127.0.0.1 --port="$RAY_PORT" --num-cpus=0 \
+  ray_start --head --node-ip-address=127.0.0.1 --port="$RAY_PORT" --num-cpus=0 \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
     --temp-dir="$CLUSTER_DIR/ray-head" --disable-usage-stats >"$CLUSTER_DIR/head.log" 2>&1 ||
     die "The head node did not start; see $CLUSTER_DIR/head.log"
@@ -112,7 +120,7 @@ start_cluster() {
       pin_prefix=(taskset -c "$first-$last")
     fi
     log "Starting worker node $index with $CPUS_PER_WORKER CPU(s)${pin_prefix[*]:+ pinned to cores $first-$last}"
-    ${pin_prefix[@]+"${pin_prefix[@]}"} "$REPO_ROOT/.venv/bin/ray" start \
+    ${pin_prefix[@]+"${pin_prefix[@]}"} "$REPO_ROOT/.venv/bin/python" -m harness.loopback start \
       --address="127.0.0.1:$RAY_PORT" --node-ip-address=127.0.0.1 --num-cpus="$CPUS_PER_WORKER" \
       --resources="{\"worker_node_$index\": 1}" --temp-dir="$CLUSTER_DIR/ray-worker-$index" \
       --disable-usage-stats >"$CLUSTER_DIR/worker-$index.log" 2>&1 ||
@@ -204,7 +212,7 @@ main() {
     kill-node) kill_node "${2:-}" ;;
     env)
       cluster_env
-      printf 'export RAY_AUTH_MODE=%q RAY_AUTH_TOKEN_PATH=%q RAY_ADDRESS=%q TF_USE_LEGACY_KERAS=1\n' \
+      printf 'export RAY_AUTH_MODE=%q RAY_AUTH_TOKEN_PATH=%q RAY_ADDRESS=%q TF_USE_LEGACY_KERAS=1 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0\n' \
         "$RAY_AUTH_MODE" "$RAY_AUTH_TOKEN_PATH" "$RAY_ADDRESS"
       ;;
     -h | --help | help) print_usage ;;

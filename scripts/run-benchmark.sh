@@ -25,6 +25,8 @@
 #   RAY_PORT=6380        head port of the local cluster
 #   DASHBOARD_PORT=8265  dashboard port of the local cluster
 #   PIN_CPUS=auto        pin local worker nodes and the baseline to their own cores (auto, 1, 0)
+#   ALLOW_OVERSUBSCRIBE=0  1: let NUM_WORKERS x CPUS_PER_WORKER exceed this machine's cores on
+#                        the local target (refused otherwise; REPORT.md then says so)
 #   DEMO_ALLOCATOR=tuned how TensorFlow gets memory for tensors, the same for both runs:
 #                        tuned (BFC allocator, glibc kept from trimming) or system (malloc);
 #                        see lesson/workarounds.py, section 2
@@ -82,6 +84,7 @@ resolve_settings() {
   require_positive_int RAY_PORT "$RAY_PORT"
   require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
+  require_one_of ALLOW_OVERSUBSCRIBE "${ALLOW_OVERSUBSCRIBE:-0}" 0 1
   require_one_of CHECKPOINT "$CHECKPOINT" 0 1
   require_one_of RESUME "$RESUME" 0 1
   require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system

@@ -114,7 +114,8 @@ def local_cluster(tmp_path_factory):
     assert started.returncode == 0, started.stdout + started.stderr
     env_line = run([script, "env"], env=settings).stdout
     driver_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": f"{cluster_dir}/auth_token",
-                  "RAY_ADDRESS": f"127.0.0.1:{TEST_RAY_PORT}", "TF_USE_LEGACY_KERAS": "1"}
+                  "RAY_ADDRESS": f"127.0.0.1:{TEST_RAY_PORT}", "TF_USE_LEGACY_KERAS": "1",
+                  "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     assert f"RAY_ADDRESS=127.0.0.1:{TEST_RAY_PORT}" in env_line
     yield {"env": driver_env, "settings": settings, "script": script, "cluster_dir": cluster_dir}
     run([script, "stop"], env=settings)

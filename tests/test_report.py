@@ -249,3 +249,13 @@ def test_a_folder_without_exactly_one_comparison_is_refused_with_a_clear_message
     assert finished.returncode == 2
     assert finished.stderr.startswith("report: error: ") and message in finished.stderr
     assert not (run_dir / "REPORT.md").exists()
+
+
+def test_the_machine_section_says_when_the_workers_asked_for_more_cpus_than_cores(tmp_path):
+    """ALLOW_OVERSUBSCRIBE=1 lets 2 workers x 1 CPU run on 1 core: REPORT.md must say so."""
+    fair = write_pair(tmp_path / "fair", make_record(cores=2), make_record(workers=2, cores=2))
+    crowded = write_pair(tmp_path / "crowded", make_record(cores=1), make_record(workers=2, cores=1))
+    assert not any("Oversubscribed" in line for line in report._machine_section(run_folder.find_pairs(str(fair))))
+    lines = report._machine_section(run_folder.find_pairs(str(crowded)))
+    assert any("**Oversubscribed**: 2 workers x 1 CPU(s) asked for 2 CPUs on 1 logical cores" in line
+               for line in lines), lines

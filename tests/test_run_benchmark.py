@@ -50,6 +50,22 @@ def test_bad_settings_fail_at_once_with_a_clear_message(env, message):
     assert time.time() - started < 10
 
 
+def test_more_cpus_than_cores_is_refused_in_seconds_naming_the_cores(tmp_path):
+    """CPUS_PER_WORKER=99 on a small machine would measure oversubscription: refused before
+    anything starts, with the machine's core count; ALLOW_OVERSUBSCRIBE must be 0 or 1."""
+    started = time.time()
+    finished = run([SCRIPT], env={"CPUS_PER_WORKER": "99", "RESULTS_DIR": str(tmp_path)}, timeout=60)
+    elapsed = time.time() - started
+    cores = os.cpu_count()
+    assert finished.returncode == 1
+    assert f"asks for 198 CPUs, but this machine has {cores} cores" in finished.stderr
+    assert "ALLOW_OVERSUBSCRIBE=1" in finished.stderr
+    assert elapsed < 2, f"took {elapsed:.1f}s"
+    assert not list(tmp_path.iterdir()), "nothing may be created"
+    finished = run([SCRIPT], env={"ALLOW_OVERSUBSCRIBE": "yes", "RESULTS_DIR": str(tmp_path)}, timeout=60)
+    assert finished.returncode == 1 and "ALLOW_OVERSUBSCRIBE must be one of: 0 1; got 'yes'" in finished.stderr
+
+
 def test_unknown_argument_is_refused():
     finished = run([SCRIPT, "--fast"])
     assert finished.returncode == 1

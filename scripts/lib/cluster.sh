@@ -27,6 +27,21 @@ stop_started_cluster() {
   fi
 }
 
+# Refuse, before anything starts, more CPUs than this machine has cores: pinning could not
+# give each worker its own core, and the run would measure oversubscription, not data
+# parallelism. ALLOW_OVERSUBSCRIBE=1 lets an expert insist (REPORT.md then says so).
+# Usage: require_cores WORKERS CPUS_PER_WORKER
+require_cores() {
+  local workers="$1" cpus="$2" cores
+  cores="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 0)"
+  ((cores > 0 && workers * cpus > cores)) || return 0
+  if [[ "${ALLOW_OVERSUBSCRIBE:-0}" == 1 ]]; then
+    warn "ALLOW_OVERSUBSCRIBE=1: NUM_WORKERS=$workers x CPUS_PER_WORKER=$cpus = $((workers * cpus)) CPUs on this machine's $cores cores; the comparison is oversubscribed."
+    return 0
+  fi
+  die "NUM_WORKERS=$workers x CPUS_PER_WORKER=$cpus asks for $((workers * cpus)) CPUs, but this machine has $cores cores: the workers would share cores and the run would measure oversubscription, not data parallelism. Lower NUM_WORKERS or CPUS_PER_WORKER so that their product is at most $cores, or set ALLOW_OVERSUBSCRIBE=1 to insist."
+}
+
 # Fail in seconds, before any training, when RAY_ADDRESS names a cluster that does not
 # answer: usually one left exported by `eval "$(./scripts/local-cluster.sh env)"` and
 # stopped since. Usage: check_existing_cluster ADDRESS (nothing: no cluster of the user's)

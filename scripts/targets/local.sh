@@ -34,10 +34,11 @@ target_settings() {
   log "Local cluster: ${USER_RAY_ADDRESS:-new one on 127.0.0.1:${RAY_PORT:-6380}, dashboard port ${DASHBOARD_PORT:-8265}} PIN_CPUS=${PIN_CPUS:-auto}"
 }
 
-# Before the run folder: check the monitoring's settings, fail at once on a RAY_ADDRESS where
-# nothing answers, and make .venv.
+# Before the run folder: check the monitoring's settings, refuse more CPUs than cores, fail at
+# once on a RAY_ADDRESS where nothing answers, and make .venv.
 target_benchmark_check() {
   check_monitoring_settings
+  [[ -n "$USER_RAY_ADDRESS" ]] || require_cores "$NUM_WORKERS" "$CPUS_PER_WORKER"
   check_existing_cluster "$USER_RAY_ADDRESS"
   ensure_venv requirements.txt
 }
