@@ -3,7 +3,7 @@
 Run as `python -m harness.loopback start ...` with `ray start`'s own flags
 (scripts/local-cluster.sh does). Ray 2.60 would otherwise open the cluster to the network:
 - `ray start --node-ip-address=127.0.0.1` replaces 127.0.0.1 by the machine's routable
-  address (ray/scripts/scripts.py calls services.resolve_ip_for_localhost, which asks the
+  address (ray.scripts.scripts calls services.resolve_ip_for_localhost, which asks the
   routing table for the address it would use to reach 8.8.8.8; no packet is sent). Every
   server then takes its address from the node's: the GCS and the raylets listen on all
   interfaces (their gRPC servers keep to loopback only when the node's address is

@@ -89,8 +89,9 @@ def test_an_inherited_ray_address_where_nothing_answers_fails_in_seconds_before_
 def test_local_cluster_start_creates_the_venv_first_like_the_other_scripts(tmp_path):
     """In a fresh clone `local-cluster.sh start` makes .venv before it starts Ray (it used to
     fail, or start whatever `ray` was on PATH). The Python that makes .venv is a stand-in that
-    records its calls and hands everything else to the real one; the .venv's `ray` it makes
-    only records and fails, which stops the script right after the install."""
+    records its calls and hands everything else to the real one; the head's `ray start`
+    (`python -m harness.loopback start`, through .venv's Python, the stand-in) then fails, as
+    this copy of the repository has no harness/, which stops the script right after the install."""
     repo = tmp_path / "repo"
     (repo / "lesson").mkdir(parents=True)
     shutil.copytree(REPO_ROOT / "scripts", repo / "scripts")
@@ -120,7 +121,7 @@ exec {os.path.realpath(sys.executable)} "$@"
     venv = next(index for index, call in enumerate(calls) if call.startswith(f"python -m venv {repo}/.venv"))
     pip = next(index for index, call in enumerate(calls) if call.startswith("python -m pip install")
                and call.endswith(f"-r {repo}/requirements.txt"))
-    ray = next(index for index, call in enumerate(calls) if call.startswith("ray start --head"))
+    ray = next(index for index, call in enumerate(calls) if call.startswith("python -m harness.loopback start --head"))
     assert venv < pip < ray
     assert "The head node did not start" in finished.stderr
 
