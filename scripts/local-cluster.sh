@@ -94,6 +94,9 @@ start_cluster() {
   if [[ -n "$(cluster_pids)" ]]; then
     die "A local cluster from $CLUSTER_DIR is already running. Stop it first: $0 stop"
   fi
+  if [[ -d "$CLUSTER_DIR" ]]; then
+    log "$CLUSTER_DIR is left from an earlier cluster whose processes are all gone: starting afresh in it."
+  fi
   if port_in_use "$RAY_PORT"; then
     die "Port $RAY_PORT is already taken (another Ray cluster?). Stop that cluster, or choose a free port: RAY_PORT=6381 $0 start"
   fi
@@ -159,11 +162,18 @@ stop_cluster() {
   while ((SECONDS < deadline)) && [[ -n "$(cluster_pids)" ]]; do
     sleep 0.5
   done
-  pids="$(cluster_pids | tr '\n' ' ')"
-  if [[ -n "${pids// /}" ]]; then
+  # SIGKILL what is left; a process that was still being started may show up late, so look
+  # again, a few times.
+  local round
+  for round in 1 2 3 4 5; do
+    pids="$(cluster_pids | tr '\n' ' ')"
+    [[ -n "${pids// /}" ]] || break
     # shellcheck disable=SC2086 # word splitting of the PID list is intended
     kill -KILL $pids 2>/dev/null || true
-  fi
+    sleep "$round"
+  done
+  pids="$(cluster_pids | tr '\n' ' ')"
+  [[ -z "${pids// /}" ]] || die "Processes of the cluster in $CLUSTER_DIR survived SIGKILL: $pids. See them with: ps -o pid,stat,args -p ${pids// /,}"
   log "Local cluster stopped."
 }
 

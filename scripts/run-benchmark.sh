@@ -102,6 +102,7 @@ print_settings() {
 # Stop what the target started and mark the run folder (runs on every exit).
 cleanup() {
   local status=$?
+  ignore_interrupts
   target_stop
   close_run_dir "$status" "$RUN_DIR" "$([[ -n "$RUN_DIR_GIVEN" ]] && echo 0 || echo 1)"
   exit "$status"

@@ -91,10 +91,10 @@ print_settings() {
 # Stop the training and what the target started (runs on every exit).
 cleanup() {
   local status=$?
-  if [[ -n "$TRAIN_PID" ]] && kill -0 "$TRAIN_PID" 2>/dev/null; then
-    kill -TERM "$TRAIN_PID" 2>/dev/null || true
-    wait "$TRAIN_PID" 2>/dev/null || true
-  fi
+  ignore_interrupts
+  # The training runs in the background: it is the step to stop first.
+  STEP_PID="$TRAIN_PID"
+  stop_step
   target_stop
   exit "$status"
 }
@@ -146,7 +146,7 @@ main() {
   announce_target
   print_settings
   trap cleanup EXIT
-  trap 'exit 130' INT TERM
+  trap_interrupts
   target_chaos_start
   log "Training: $NUM_WORKERS workers, a checkpoint every epoch, up to $MAX_FAILURES restarts"
   target_chaos_train --checkpoint --run-name "$RUN_NAME"

@@ -52,6 +52,7 @@ WORKERS=2
 CPUS_PER_WORKER=1
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 RUN_DIR=""
+SIDE_PID=""
 INTERRUPTED=""
 CLUSTER_STARTED=0
 
@@ -83,6 +84,10 @@ print_plan() {
 # Stop the cluster and mark the run folder (runs on every exit).
 cleanup() {
   local status=$?
+  ignore_interrupts
+  # The ceiling row's other baseline, when a signal came while both ran.
+  STEP_PID="$SIDE_PID"
+  stop_step
   stop_started_cluster
   close_run_dir "$status" "$RUN_DIR" 1
   exit "$status"
@@ -92,20 +97,23 @@ cleanup() {
 baseline() {
   local folder="$1" core="$2"
   training_args baseline "$folder" --data-dir "$DATA_DIR"
-  taskset -c "$core" "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
+  run_step taskset -c "$core" "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
 }
 
-# Ray Train with 2 workers into FOLDER, with the recipe's NAME=VALUE overrides (a subshell:
-# the next row gets the recipe unchanged).
+# Ray Train with 2 workers into FOLDER, with the recipe's NAME=VALUE overrides (the next row
+# gets the recipe unchanged). Not a subshell: the signal traps must see the step it runs.
 ray_row() {
-  local folder="$1"
+  local folder="$1" name
   shift
-  (
-    (($# == 0)) || resolve_recipe "$MODE" "$@"
-    # --storage-path: Ray Train's run folder goes where run-benchmark.sh puts it, not ~/ray_results.
-    training_args ray "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" --storage-path "$REPO_ROOT/checkpoints"
-    "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
-  )
+  local -a kept=()
+  for name in $RECIPE_NAMES; do kept+=("$name=${!name}"); done
+  local -a kept_flags=("${RECIPE_FLAGS[@]}")
+  (($# == 0)) || resolve_recipe "$MODE" "$@"
+  # --storage-path: Ray Train's run folder goes where run-benchmark.sh puts it, not ~/ray_results.
+  training_args ray "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" --storage-path "$REPO_ROOT/checkpoints"
+  for name in "${kept[@]}"; do printf -v "${name%%=*}" '%s' "${name#*=}"; done
+  RECIPE_FLAGS=("${kept_flags[@]}")
+  run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
 }
 
 # One row into RUN_DIR/ROW.
@@ -116,10 +124,12 @@ run_row() {
     baseline) baseline "$folder" 0 ;;
     ceiling)
       # Both at once, each on its own core: what two independent processes reach together.
-      baseline "$folder/core-0" 0 &
-      local first=$!
-      baseline "$folder/core-1" 1 || { wait "$first" || true; return 1; }
-      wait "$first"
+      training_args baseline "$folder/core-0" --data-dir "$DATA_DIR"
+      taskset -c 0 "$VENV_PYTHON" "${TRAINING_ARGS[@]}" &
+      SIDE_PID=$!
+      baseline "$folder/core-1" 1 || { wait "$SIDE_PID" || true; return 1; }
+      wait "$SIDE_PID"
+      SIDE_PID=""
       ;;
     ray) ray_row "$folder" ;;
     stock-step) DEMO_STEP_TIMING=0 ray_row "$folder" ;;
@@ -147,7 +157,7 @@ main() {
   for row in $ROWS; do
     run_row "$row"
   done
-  "$VENV_PYTHON" -m analysis.levers --run-dir "$RUN_DIR" || die "The levers table could not be written (see above)."
+  run_step "$VENV_PYTHON" -m analysis.levers --run-dir "$RUN_DIR" || die "The levers table could not be written (see above)."
   exit 0
 }
 

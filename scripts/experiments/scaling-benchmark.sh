@@ -148,6 +148,7 @@ print(f"[scaling-benchmark.sh] Estimated time: about {seconds / 60:.0f} minutes 
 # Stop the cluster if this script started it and mark the run folder (runs on every exit).
 cleanup() {
   local status=$?
+  ignore_interrupts
   stop_started_cluster
   close_run_dir "$status" "$RUN_DIR" 1
   exit "$status"
@@ -174,7 +175,7 @@ run_configuration() {
   local name
   local -a recipe=()
   for name in $RECIPE_NAMES; do recipe+=("$name=${!name}"); done
-  env "${recipe[@]}" TARGET=local NUM_WORKERS="$workers" DATA_DIR="$DATA_DIR" RESULTS_DIR="$folder" \
+  run_step env "${recipe[@]}" TARGET=local NUM_WORKERS="$workers" DATA_DIR="$DATA_DIR" RESULTS_DIR="$folder" \
     RUN_DIR="$folder" RAY_ADDRESS="$RAY_ADDRESS" PIN_CPUS="$PIN_CPUS" BASELINE_RESULTS="$baseline" \
     "$SCRIPTS_DIR/run-benchmark.sh" ||
     die "The configuration with $workers worker(s) failed (see above; its folder is $folder)."
@@ -191,7 +192,7 @@ shared_baseline() {
 # The sweep's report over every configuration: targets, table, per-class results, plots.
 write_report() {
   log "Report over all configurations"
-  "$VENV_PYTHON" -m analysis.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
+  run_step "$VENV_PYTHON" -m analysis.report --run-dir "$RUN_DIR" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in $RUN_DIR."
 }
 

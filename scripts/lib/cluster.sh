@@ -11,7 +11,7 @@ start_cluster_nodes() {
   CLUSTER_STARTED=1
   NUM_WORKERS="$workers" CPUS_PER_WORKER="$CPUS_PER_WORKER" RAY_PORT="$RAY_PORT" \
     DASHBOARD_PORT="$DASHBOARD_PORT" PIN_CPUS="${PIN_CPUS:-auto}" CLUSTER_DIR="${CLUSTER_DIR:-}" \
-    "$SCRIPTS_DIR/local-cluster.sh" start || {
+    run_step "$SCRIPTS_DIR/local-cluster.sh" start || {
     CLUSTER_STARTED=0
     die "Could not start the local Ray cluster (see the message above)."
   }

@@ -5,6 +5,9 @@
 
 # shellcheck disable=SC2034 # set here, read by the scripts that source this file
 
+# shellcheck source=scripts/lib/steps.sh
+source "$SCRIPTS_DIR/lib/steps.sh"
+
 # Create a new run folder under ROOT and print its path; a second run in the same second
 # gets -2, -3, ... (mkdir without -p fails on an existing folder, so none is reused).
 create_run_dir() {
@@ -39,7 +42,7 @@ close_run_dir() {
     return 0
   fi
   if [[ -n "${INTERRUPTED:-}" ]]; then
-    reason="Interrupted by a signal (exit status $status)."
+    reason="Interrupted by $INTERRUPTED (exit status $status)."
   elif [[ -n "${LAST_ERROR:-}" ]]; then
     reason="$LAST_ERROR"
   else
@@ -64,8 +67,19 @@ require_writable_dir() {
     die "$name '$folder' cannot be created or written. Set $name to a writable folder."
 }
 
-# From here on, Ctrl-C or a TERM ends the script with 130 and marks the run as interrupted
-# (close_run_dir reads INTERRUPTED); the EXIT trap the caller set does the rest.
+# From here on, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cancelled CI job) and SIGHUP (the
+# terminal closed) end the script at once with 128 + the signal's number, and mark the run as
+# interrupted by that signal (close_run_dir reads INTERRUPTED); the EXIT trap the caller set
+# does the rest, and should begin with ignore_interrupts.
 trap_interrupts() {
-  trap 'INTERRUPTED=1; exit 130' INT TERM
+  trap 'INTERRUPTED=SIGINT; exit 130' INT
+  trap 'INTERRUPTED=SIGTERM; exit 143' TERM
+  trap 'INTERRUPTED=SIGHUP; exit 129' HUP
+}
+
+# In an EXIT trap: a second signal must not cut the cleanup short (SIGKILL still can), and
+# the step that was running stops first (steps.sh).
+ignore_interrupts() {
+  trap '' INT TERM HUP
+  stop_step
 }

@@ -67,7 +67,7 @@ run_baseline() {
   fi
   log "1/3 Baseline: plain Keras, $CPUS_PER_WORKER CPU(s), the global batch of $NUM_WORKERS worker(s)"
   training_args baseline "$RESULTS_DIR" --data-dir "$DATA_DIR"
-  ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The baseline training failed (see above)."
+  run_step ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The baseline training failed (see above)."
 }
 
 # Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
@@ -77,7 +77,7 @@ run_ray() {
   checkpoint_flags
   training_args ray "$RESULTS_DIR" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" \
     --storage-path "$CHECKPOINT_DIR" ${CHECKPOINT_FLAGS[@]+"${CHECKPOINT_FLAGS[@]}"}
-  "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The Ray training failed (see above)."
+  run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The Ray training failed (see above)."
 }
 
 # The whole local benchmark into RESULTS_DIR (the run folder).
@@ -88,11 +88,11 @@ target_benchmark() {
   run_baseline
   run_ray
   log "3/3 Comparison"
-  "$VENV_PYTHON" -m analysis.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
+  run_step "$VENV_PYTHON" -m analysis.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
     die "The comparison failed (see above)."
   log "Results: $RESULTS_DIR/baseline_results.json, $RESULTS_DIR/ray_results_${NUM_WORKERS}workers.json, $RESULTS_DIR/comparison.json"
   log "Report"
-  "$VENV_PYTHON" -m analysis.report --run-dir "$RESULTS_DIR" --data-dir "$DATA_DIR" ||
+  run_step "$VENV_PYTHON" -m analysis.report --run-dir "$RESULTS_DIR" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in $RESULTS_DIR."
 }
 
