@@ -5,7 +5,16 @@ end, and a driver pointed at an address where nothing answers retries for a minu
 are refused here in seconds, with what to change.
 """
 
+import os
 import socket
+import sys
+
+# What a training process holds besides the data (TensorFlow, the model, Ray's worker): the
+# peaks of docs/results/pod_memory/ (about 1.5 GiB a worker), rounded up.
+PROCESS_BASE_BYTES = 2 * 2**30
+# Each example is a float32 32x32x3 image (12,288 bytes), held about three times: the arrays,
+# the worker's shard and tf.data's copy.
+BYTES_PER_EXAMPLE = 3 * 32 * 32 * 3 * 4
 
 
 class ClusterTooSmallError(ValueError):
@@ -57,3 +66,42 @@ def check_capacity(ray, num_workers, cpus_per_worker):
     return {"nodes": [{"node_id": node_id, "address": address, "cpus": cpus}
                       for node_id, address, cpus in node_cpus],
             "total_cpus": total_cpus}
+
+
+def check_fits_memory(recipe, total_bytes=None):
+    """Refuse a recipe whose data cannot fit this machine's memory: the Ray workers train at
+    the same time, each holding the whole dataset (it shards after loading)."""
+    if total_bytes is None:
+        total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    examples = recipe.train_size + recipe.test_size
+    needed = recipe.num_workers * (PROCESS_BASE_BYTES + examples * BYTES_PER_EXAMPLE)
+    if needed > total_bytes:
+        raise ValueError(
+            f"TRAIN_SIZE={recipe.train_size} and TEST_SIZE={recipe.test_size} need about {needed / 2**30:.0f} GiB "
+            f"for {recipe.num_workers} worker(s) training at once (each holds the whole dataset), more than this "
+            f"machine's {total_bytes / 2**30:.0f} GiB. Lower TRAIN_SIZE or TEST_SIZE (or NUM_WORKERS).")
+
+
+def main(argv=None):
+    """`python -m harness.cluster_checks fits-machine [--smoke-test|--full]`: check the recipe
+    of the environment (EPOCHS=..., as the scripts pass it) against this machine's memory."""
+    import argparse
+
+    from lesson import recipe as recipes
+
+    parser = argparse.ArgumentParser(description="Check, before anything starts, that the recipe of the "
+                                                 "environment (EPOCHS=..., as the scripts pass it) fits this machine.")
+    parser.add_argument("check", choices=["fits-machine"], help="fits-machine: the data fits the memory")
+    parser.add_argument("--smoke-test", action="store_true", help="the --smoke-test recipe")
+    parser.add_argument("--full", action="store_true", help="the --full recipe")
+    args = parser.parse_args(argv)
+    try:
+        check_fits_memory(recipes.from_environment(recipes.mode_of(args)))
+    except ValueError as error:
+        print(f"cluster_checks: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

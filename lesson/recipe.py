@@ -26,10 +26,11 @@ LR_SCALINGS = ("none", "linear")
 MODES = ("default", "smoke", "full")
 
 
-def setting(default, help, smoke=None, full=None, choices=None, minimum=1):
-    """A recipe field: its default, what it means, and what --smoke-test and --full change."""
+def setting(default, help, smoke=None, full=None, choices=None, minimum=1, maximum=None):
+    """A recipe field: its default, what it means, what --smoke-test and --full change, and
+    its bounds (a value past `maximum` is a typo, not a recipe)."""
     return dataclasses.field(default=default, metadata=dict(help=help, smoke=smoke, full=full, choices=choices,
-                                                            minimum=minimum))
+                                                            minimum=minimum, maximum=maximum))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,27 +38,35 @@ class Recipe:
     # Offline, learnable and CIFAR-shaped, so that the quick start needs no network.
     dataset: str = setting("synthetic", "synthetic (offline, learnable) or cifar10 (downloaded once, "
                            "checksum verified)", full="cifar10", choices=DATASETS)
-    train_size: int = setting(4096, "training examples", smoke=256, full=50_000)
-    test_size: int = setting(1024, "test examples", smoke=128, full=10_000)
-    epochs: int = setting(3, "passes over the training set", smoke=1, full=10)
+    train_size: int = setting(4096, "training examples", smoke=256, full=50_000, maximum=10_000_000)
+    test_size: int = setting(1024, "test examples", smoke=128, full=10_000, maximum=10_000_000)
+    epochs: int = setting(3, "passes over the training set", smoke=1, full=10, maximum=10_000)
     # Per worker: the Ray run's global batch is this times the workers, and the baseline
     # trains at that global batch, so that both take the same optimizer steps.
     batch_size: int = setting(64, "examples per step on each Ray worker; the baseline takes this times "
-                              "NUM_WORKERS, the same global batch", smoke=32)
-    num_workers: int = setting(2, "Ray Train workers (local: also the number of worker nodes)")
+                              "NUM_WORKERS, the same global batch", smoke=32, maximum=65_536)
+    num_workers: int = setting(2, "Ray Train workers (local: also the number of worker nodes)", maximum=4096)
     # One CPU per worker, and the same one CPU for the baseline: equal budgets per process.
-    cpus_per_worker: int = setting(1, "CPUs (and TensorFlow threads) per Ray worker; the baseline gets the same")
+    cpus_per_worker: int = setting(1, "CPUs (and TensorFlow threads) per Ray worker; the baseline gets the same",
+                                   maximum=4096)
     # Adam at 1e-3 is stable for this CNN with batch norm at global batches of 64-256.
-    learning_rate: float = setting(1e-3, "Adam's learning rate", minimum=None)
+    learning_rate: float = setting(1e-3, "Adam's learning rate", minimum=None, maximum=10.0)
     lr_scaling: str = setting("none", "none, or linear: scale LEARNING_RATE (the rate for a global batch of "
                               "128) with the global batch, after a warm-up epoch", choices=LR_SCALINGS)
-    seed: int = setting(42, "seed of the data, the weights and the shuffles", minimum=0)
+    # NumPy and TensorFlow take seeds below 2**31 on every platform.
+    seed: int = setting(42, "seed of the data, the weights and the shuffles", minimum=0, maximum=2**31 - 1)
     # Worker group restarts Ray Train may make after a failure (FailureConfig(max_failures)).
-    max_failures: int = setting(2, "worker group restarts Ray Train may make before the run fails", minimum=0)
+    max_failures: int = setting(2, "worker group restarts Ray Train may make before the run fails", minimum=0,
+                                maximum=1000)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             object.__setattr__(self, field.name, _checked(field, getattr(self, field.name)))
+        if self.train_size < self.global_batch_size:
+            raise ValueError(
+                f"TRAIN_SIZE (--train-size) {self.train_size} is smaller than one global batch ({self.batch_size} per "
+                f"worker x {self.num_workers} workers = {self.global_batch_size}). Raise TRAIN_SIZE or lower "
+                "BATCH_SIZE.")
 
     @property
     def global_batch_size(self):
@@ -118,11 +127,13 @@ def _checked(field, value):
     if convert is float:
         if number is None or not number > 0 or number != number or number == float("inf"):
             raise ValueError(f"{name} must be a number greater than 0, got '{value}'.")
-        return number
-    minimum = meta["minimum"]
-    if number is None or number < minimum:
-        kind = "a whole number of at least 1" if minimum == 1 else "a whole number (0 or more)"
-        raise ValueError(f"{name} must be {kind}, got '{value}'.")
+    else:
+        minimum = meta["minimum"]
+        if number is None or number < minimum:
+            kind = "a whole number of at least 1" if minimum == 1 else "a whole number (0 or more)"
+            raise ValueError(f"{name} must be {kind}, got '{value}'.")
+    if meta["maximum"] is not None and number > meta["maximum"]:
+        raise ValueError(f"{name} must be at most {meta['maximum']}, got '{value}': a typo? Use a smaller value.")
     return number
 
 

@@ -10,7 +10,7 @@
 #   TARGET=auto          auto, local or minikube (auto: minikube when the RayCluster from
 #                        ./scripts/install-ray.sh answers, else local)
 #   RECIPE: the training recipe (lesson/recipe.py), each setting an environment variable:
-#   On TARGET=minikube an empty NUM_WORKERS or CPUS_PER_WORKER is read from Ray's view of the
+#   On TARGET=minikube an unset NUM_WORKERS or CPUS_PER_WORKER is read from Ray's view of the
 #   pods (every worker slot it has, the CPUs of its smallest worker pod).
 #   DATA_DIR=.data       CIFAR-10 cache, or a folder holding cifar-10-batches-py
 #   RESULTS_DIR=results  each run writes its results, comparison and REPORT.md into a new
@@ -61,6 +61,8 @@ source "$SCRIPTS_DIR/lib/run_dir.sh"
 # shellcheck source=scripts/lib/targets.sh
 source "$SCRIPTS_DIR/lib/targets.sh"
 
+# Before the defaults below fill them in: an empty setting is refused, not defaulted.
+refuse_empty_settings
 COMMAND_FLAGS=("${MODE_FLAGS[@]}")
 TARGET="${TARGET:-auto}"
 DATA_DIR="${DATA_DIR:-$REPO_ROOT/.data}"
@@ -81,14 +83,21 @@ RESUME="${RESUME:-0}"
 # the target checks its own settings (the local one: MONITORING and its ports).
 resolve_settings() {
   resolve_recipe "$MODE"
-  require_positive_int RAY_PORT "$RAY_PORT"
-  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_port RAY_PORT "$RAY_PORT"
+  require_port DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
+  require_int_between KEEP_RUNS "${KEEP_RUNS:-5}" 1 1000
+  require_address RAY_ADDRESS "${RAY_ADDRESS:-}"
+  if [[ -n "${PYTHON:-}" ]] && ! command -v "$PYTHON" >/dev/null 2>&1; then
+    die "PYTHON='$PYTHON' is not a command. Point it at a Python 3.11 (for example PYTHON=python3.11), or unset it."
+  fi
   require_one_of ALLOW_OVERSUBSCRIBE "${ALLOW_OVERSUBSCRIBE:-0}" 0 1
   require_one_of CHECKPOINT "$CHECKPOINT" 0 1
   require_one_of RESUME "$RESUME" 0 1
   require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system
-  if [[ -n "$BASELINE_RESULTS" && ! -r "$BASELINE_RESULTS" ]]; then
+  require_writable_dir DATA_DIR "$DATA_DIR"
+  require_writable_dir CHECKPOINT_DIR "$CHECKPOINT_DIR"
+  if [[ -n "$BASELINE_RESULTS" && ! (-f "$BASELINE_RESULTS" && -r "$BASELINE_RESULTS") ]]; then
     die "BASELINE_RESULTS '$BASELINE_RESULTS' is not a readable file. Point it at a baseline_results.json, or leave it unset to train the baseline."
   fi
 }

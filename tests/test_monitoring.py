@@ -223,9 +223,9 @@ def test_help_lists_the_monitoring_settings():
 
 @pytest.mark.parametrize("env, message", [
     ({"MONITORING": "yes"}, "MONITORING must be one of: 0 1; got 'yes'"),
-    ({"PROMETHEUS_PORT": "http"}, "PROMETHEUS_PORT must be a whole number of at least 1, got 'http'"),
-    ({"GRAFANA_PORT": "0"}, "GRAFANA_PORT must be a whole number of at least 1, got '0'"),
-    ({"PROMETHEUS_SCRAPE_SECONDS": "0.5"}, "PROMETHEUS_SCRAPE_SECONDS must be a whole number of at least 1, got '0.5'"),
+    ({"PROMETHEUS_PORT": "http"}, "PROMETHEUS_PORT must be a whole number from 1 to 65535, got 'http'"),
+    ({"GRAFANA_PORT": "0"}, "GRAFANA_PORT must be a whole number from 1 to 65535, got '0'"),
+    ({"PROMETHEUS_SCRAPE_SECONDS": "0.5"}, "PROMETHEUS_SCRAPE_SECONDS must be a whole number from 1 to 3600, got '0.5'"),
 ])
 def test_bad_monitoring_settings_are_refused_at_once(env, message):
     finished = run([SCRIPT], env=env, timeout=60)

@@ -140,7 +140,7 @@ def test_a_completed_run_moves_latest_with_a_relative_link(tmp_path):
 
 @pytest.mark.parametrize("setup, reason", [
     ("LAST_ERROR='The baseline training failed (see above).'", "The baseline training failed (see above)."),
-    ("INTERRUPTED=1", "Interrupted by a signal (exit status 130)."),
+    ("INTERRUPTED=SIGINT", "Interrupted by SIGINT (exit status 130)."),
     ("true", "Exited with status 130; see the output of the run."),
 ])
 def test_a_failed_run_gets_a_failed_file_with_the_reason_and_latest_stays(tmp_path, setup, reason):
@@ -220,8 +220,8 @@ def test_a_sweep_reuses_its_single_baseline_and_a_ctrl_c_in_a_ray_run_leaves_no_
     # The interrupted Ray run wrote nothing; both folders say why; `latest` stays.
     assert "ray_training: interrupted: no results were written" in output
     assert not (second / "ray_results_2workers.json").exists()
-    assert (sweep / "FAILED").read_text() == "Interrupted by a signal (exit status 130).\n"
-    assert (second / "FAILED").read_text().startswith("Interrupted by a signal")
+    assert (sweep / "FAILED").read_text() == "Interrupted by SIGINT (exit status 130).\n"
+    assert (second / "FAILED").read_text().startswith("Interrupted by SIGINT")
     assert not (tmp_path / "latest").exists()
     assert "Local cluster stopped." in output
     time.sleep(1)

@@ -157,6 +157,7 @@ main() {
   for row in $ROWS; do
     run_row "$row"
   done
+  log "The levers table"
   run_step "$VENV_PYTHON" -m analysis.levers --run-dir "$RUN_DIR" || die "The levers table could not be written (see above)."
   exit 0
 }

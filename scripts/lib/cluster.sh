@@ -42,6 +42,15 @@ require_cores() {
   die "NUM_WORKERS=$workers x CPUS_PER_WORKER=$cpus asks for $((workers * cpus)) CPUs, but this machine has $cores cores: the workers would share cores and the run would measure oversubscription, not data parallelism. Lower NUM_WORKERS or CPUS_PER_WORKER so that their product is at most $cores, or set ALLOW_OVERSUBSCRIBE=1 to insist."
 }
 
+# Refuse a recipe whose data would not fit this machine's memory, before anything starts
+# (harness/cluster_checks.py estimates it). Usage: require_memory MODE
+require_memory() {
+  local output
+  recipe_mode_flag "$1"
+  output="$(cd "$REPO_ROOT" && "$(settings_python)" -m harness.cluster_checks fits-machine \
+    ${MODE_FLAG[@]+"${MODE_FLAG[@]}"} 2>&1)" || die "${output#cluster_checks: error: }"
+}
+
 # Fail in seconds, before any training, when RAY_ADDRESS names a cluster that does not
 # answer: usually one left exported by `eval "$(./scripts/local-cluster.sh env)"` and
 # stopped since. Usage: check_existing_cluster ADDRESS (nothing: no cluster of the user's)

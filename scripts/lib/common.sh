@@ -61,6 +61,41 @@ require_non_negative_int() {
   fi
 }
 
+# Fail unless the value of a setting is a whole number from MIN to MAX.
+require_int_between() {
+  local name="$1" value="$2" min="$3" max="$4"
+  if ! [[ "$value" =~ ^[0-9]{1,18}$ ]] || ((10#$value < min || 10#$value > max)); then
+    die "$name must be a whole number from $min to $max, got '$value'."
+  fi
+}
+
+# Fail unless the value of a setting is a TCP port (1-65535).
+require_port() {
+  require_int_between "$1" "$2" 1 65535
+}
+
+# Fail when a setting whose default is not empty is set to an empty value: an empty EPOCHS=
+# is a mistake, not a request for the default. Reads the defaults from the running script's
+# header (`#   NAME=value`) and the recipe's names (RECIPE_NAMES, recipe.sh).
+refuse_empty_settings() {
+  local name value
+  while read -r name value; do
+    if [[ -n "${!name+set}" && -z "${!name}" ]]; then
+      die "$name is set but empty. Give it a value, or unset it for its default ($value; see --help): unset $name"
+    fi
+  done < <(sed -n 's/^#[[:space:]]\{1,\}\([A-Z][A-Z0-9_]*\)=\([^[:space:]]\{1,\}\).*/\1 \2/p' "$0"
+    for name in ${RECIPE_NAMES:-}; do echo "$name the recipe's, in --help"; done)
+}
+
+# Fail unless ADDRESS is empty or host:port with a valid port. Usage: require_address NAME ADDRESS
+require_address() {
+  local name="$1" address="$2"
+  [[ -n "$address" ]] || return 0
+  if ! [[ "$address" =~ ^[A-Za-z0-9._-]+:[0-9]{1,5}$ ]] || ((10#${address##*:} < 1 || 10#${address##*:} > 65535)); then
+    die "$name='$address' is not host:port (for example 127.0.0.1:6380). Fix it, or unset $name to start a cluster of this script's own."
+  fi
+}
+
 # Fail unless the value is one of the allowed words.
 require_one_of() {
   local name="$1" value="$2"

@@ -48,9 +48,12 @@ PROMETHEUS_INSTALL="Debian/Ubuntu: 'sudo apt install prometheus'; macOS: 'brew i
 # Fail on a bad MONITORING, PROMETHEUS_PORT or GRAFANA_PORT (with the other settings' checks).
 check_monitoring_settings() {
   require_one_of MONITORING "$MONITORING" 0 1
-  require_positive_int PROMETHEUS_PORT "$PROMETHEUS_PORT"
-  require_positive_int GRAFANA_PORT "$GRAFANA_PORT"
-  [[ -z "$PROMETHEUS_SCRAPE_SECONDS" ]] || require_positive_int PROMETHEUS_SCRAPE_SECONDS "$PROMETHEUS_SCRAPE_SECONDS"
+  require_port PROMETHEUS_PORT "$PROMETHEUS_PORT"
+  require_port GRAFANA_PORT "$GRAFANA_PORT"
+  [[ -z "$PROMETHEUS_SCRAPE_SECONDS" ]] || require_int_between PROMETHEUS_SCRAPE_SECONDS "$PROMETHEUS_SCRAPE_SECONDS" 1 3600
+  if [[ -n "${GRAFANA_HOME:-}" && ! -d "$GRAFANA_HOME" ]]; then
+    die "GRAFANA_HOME='$GRAFANA_HOME' is not a folder. Point it at Grafana's home (its public/ and conf/), or unset it to look in the usual places."
+  fi
 }
 
 # Before the cluster starts: find the tools, fail on a taken port, and export what the nodes

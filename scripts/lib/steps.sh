@@ -4,14 +4,14 @@
 # HUP sent to a script alone would wait for the whole training before the cleanup ran;
 # `run_step` runs the command in the background and waits for it, so the traps fire at once,
 # and `stop_step` (from the EXIT trap) stops it and every process below it: SIGINT first (a
-# Ray driver then marks its run interrupted, a script runs its own cleanup), SIGKILL after
-# STEP_GRACE seconds. Sourced by run_dir.sh.
+# Ray driver then marks its run interrupted, a script runs its own cleanup), then SIGTERM,
+# then SIGKILL. Sourced by run_dir.sh.
 
 # shellcheck source=scripts/lib/cluster_processes.sh
 source "$SCRIPTS_DIR/lib/cluster_processes.sh"
 
 STEP_PID=""
-STEP_GRACE="${STEP_GRACE:-30}"
+STEP_GRACE="${STEP_GRACE:-15}"
 
 # Run a command (not a shell function) as the current step; returns its exit status.
 run_step() {
@@ -27,18 +27,23 @@ run_step() {
   return "$status"
 }
 
-# For EXIT traps: stop the current step and all its descendants, if one runs (never fails).
+# For EXIT traps: stop the current step and all its descendants, if one runs (never fails):
+# SIGINT, then SIGTERM (a background child may ignore SIGINT), then SIGKILL, each after
+# STEP_GRACE seconds.
 stop_step() {
-  local pid="$STEP_PID" deadline
+  local pid="$STEP_PID" signal deadline
   local -a tree=()
   [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  read -r -a tree <<<"$pid $(descendants_of "$pid" | tr '\n' ' ')"
-  kill -INT "${tree[@]}" 2>/dev/null || true
-  deadline=$((SECONDS + STEP_GRACE))
-  while ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null; do
-    sleep 0.5
+  for signal in INT TERM KILL; do
+    read -r -a tree <<<"${tree[*]} $pid $(descendants_of "$pid" | tr '\n' ' ')"
+    kill -"$signal" "${tree[@]}" 2>/dev/null || true
+    deadline=$((SECONDS + STEP_GRACE))
+    while ((SECONDS < deadline)) && kill -0 "$pid" 2>/dev/null; do
+      sleep 0.5
+    done
+    kill -0 "$pid" 2>/dev/null || break
   done
-  read -r -a tree <<<"${tree[*]} $(descendants_of "$pid" | tr '\n' ' ')"
+  # What the step started and left (a child that outlived its parent) goes too.
   kill -KILL "${tree[@]}" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   STEP_PID=""

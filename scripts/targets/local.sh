@@ -39,6 +39,7 @@ target_settings() {
 target_benchmark_check() {
   check_monitoring_settings
   [[ -n "$USER_RAY_ADDRESS" ]] || require_cores "$NUM_WORKERS" "$CPUS_PER_WORKER"
+  require_memory "${MODE:-default}"
   check_existing_cluster "$USER_RAY_ADDRESS"
   ensure_venv requirements.txt
 }
