@@ -336,12 +336,18 @@ def test_gpu_variant_is_documented_as_a_commented_out_worker_group():
 
 # ---- Service ---------------------------------------------------------------------------
 
-def test_service_exposes_dashboard_and_client_on_fixed_node_ports_but_not_the_gcs(service, cluster):
+def test_service_exposes_only_the_dashboard_on_a_fixed_node_port(service, cluster):
+    """Not the GCS, not the Ray Client: the dashboard alone, which asks for the token."""
     assert service["kind"] == "Service" and service["spec"]["type"] == "NodePort"
     ports = {port["name"]: (port["port"], port["targetPort"], port["nodePort"])
              for port in service["spec"]["ports"]}
-    assert ports == {"dashboard": (8265, "dashboard", 30265), "client": (10001, "client", 30001)}
-    assert all(port["port"] != 6379 for port in service["spec"]["ports"])
+    assert ports == {"dashboard": (8265, "dashboard", 30265)}
+
+
+def test_the_raycluster_runs_with_token_authentication(cluster):
+    """KubeRay 1.7.0 then creates the token's Secret and gives every Ray container
+    RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (its raycluster_controller.go and common/pod.go)."""
+    assert cluster["spec"]["authOptions"] == {"mode": "token"}
 
 
 def test_service_selects_the_head_by_kuberay_labels(service, cluster):

@@ -89,6 +89,7 @@ open_forwards() {
     IFS='|' read -r name namespace resource local_port remote_port url_path setting <<<"$forward"
     start_forward "$name" "$namespace" "$resource" "$local_port" "$remote_port" "$url_path" "$setting"
   done
+  log "The RayCluster uses token authentication (authOptions in k8s/ray-cluster.yaml): when the dashboard asks for a token, paste the cluster's. Print it with: kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE get secret $RAY_CLUSTER_NAME -o jsonpath='{.data.auth_token}' | base64 --decode"
   if ((MONITORING_FORWARDS == 1)); then
     print_grafana_login
   fi
