@@ -14,8 +14,8 @@
 #                             ConfigMaps go; k8s/ray-cluster.yaml's RAY_GRAFANA_HOST and
 #                             RAY_PROMETHEUS_HOST name it, so change both together.
 #   MONITORING_CHART_VERSION  the kube-prometheus-stack chart version; the values file is
-#                             written for 88.5.3. Helm needs the chart's repository:
-#                             helm repo add prometheus-community https://prometheus-community.github.io/helm-charts
+#                             written for 88.5.3. Helm fetches the chart straight from
+#                             https://prometheus-community.github.io/helm-charts (no 'helm repo add').
 #   POD_READY_TIMEOUT         seconds to wait for the chart's pods and for Prometheus.
 #   ALLOW_ANY_CONTEXT=1       allow a kube-context other than the minikube profile.
 # Monitoring asks for 0.66 CPU and about 1.4 GiB of memory, on the node without the control
@@ -46,7 +46,6 @@ readonly DEMO_LABEL="app.kubernetes.io/part-of=ray-parallel-training-demo"
 
 KUBE_CONTEXT=""
 HEAD_POD=""
-CHART_REPO_NAME=""
 WORK_DIR=""
 # Set when the cluster had the Prometheus Operator's CRDs before this script installed any.
 FOREIGN_CRDS=0
@@ -113,33 +112,6 @@ check_head_environment() {
   fi
 }
 
-# The name under which Helm knows the chart's repository (any name, found by its URL).
-find_chart_repository() {
-  CURRENT_STEP="looking for the Helm repository"
-  CHART_REPO_NAME="$(helm repo list 2>/dev/null | awk -v url="$CHART_REPO_URL" \
-    'NR > 1 { address = $2; sub(/\/$/, "", address); if (address == url) { print $1; exit } }' || true)"
-  if [[ -z "$CHART_REPO_NAME" ]]; then
-    die "Helm has no repository for $CHART_REPO_URL, where the $CHART_NAME chart is published. Add it: helm repo add prometheus-community $CHART_REPO_URL   then run this script again."
-  fi
-}
-
-# True when Helm's local index of the repository lists the pinned chart version.
-chart_version_listed() {
-  helm search repo "$CHART_REPO_NAME/$CHART_NAME" --version "$MONITORING_CHART_VERSION" --output json 2>/dev/null |
-    grep -qF "\"version\":\"$MONITORING_CHART_VERSION\""
-}
-
-# Make sure the pinned chart version is in the index, updating the index once if not.
-check_chart_version() {
-  CURRENT_STEP="looking for the chart version"
-  chart_version_listed && return 0
-  log "Helm's index of '$CHART_REPO_NAME' does not list $CHART_NAME $MONITORING_CHART_VERSION; updating it (helm repo update $CHART_REPO_NAME)."
-  helm repo update "$CHART_REPO_NAME" >/dev/null ||
-    die "helm repo update $CHART_REPO_NAME failed (output above): is $CHART_REPO_URL reachable from here? Check your network or proxy, then run this script again."
-  chart_version_listed ||
-    die "The $CHART_NAME chart has no version '$MONITORING_CHART_VERSION' in '$CHART_REPO_NAME'. List the versions: helm search repo $CHART_REPO_NAME/$CHART_NAME --versions   and set MONITORING_CHART_VERSION to one of them (k8s/kube-prometheus-stack-values.yaml is written for 88.5.3)."
-}
-
 # Note whether the Prometheus Operator's CRDs exist already and were not installed by us.
 note_existing_crds() {
   local owner
@@ -157,14 +129,14 @@ install_chart() {
   CURRENT_STEP="installing the $CHART_NAME chart"
   TOUCHED_CLUSTER=1
   log "Installing $CHART_NAME $MONITORING_CHART_VERSION as release '$MONITORING_RELEASE' into namespace '$MONITORING_NAMESPACE' (the first time: a few minutes, the images are downloaded)."
-  helm upgrade --install "$MONITORING_RELEASE" "$CHART_REPO_NAME/$CHART_NAME" \
-    --version "$MONITORING_CHART_VERSION" \
+  helm upgrade --install "$MONITORING_RELEASE" "$CHART_NAME" \
+    --repo "$CHART_REPO_URL" --version "$MONITORING_CHART_VERSION" \
     --namespace "$MONITORING_NAMESPACE" --create-namespace \
     --kube-context "$KUBE_CONTEXT" \
     --values "$VALUES_FILE" \
     --wait --timeout "${POD_READY_TIMEOUT}s" || {
     explain_pods "$KUBE_CONTEXT" "$MONITORING_NAMESPACE" app.kubernetes.io/instance
-    die "Helm could not install $CHART_NAME $MONITORING_CHART_VERSION (the state of its pods is above). No pods: check your network (the chart or its images could not be downloaded). Then run this script again."
+    die "Helm could not install $CHART_NAME $MONITORING_CHART_VERSION (Helm's error and the state of its pods are above). No pods: the chart could not be downloaded (check your network), or the version $MONITORING_CHART_VERSION may not exist. Check it: helm show chart $CHART_NAME --repo $CHART_REPO_URL --version $MONITORING_CHART_VERSION   (to list the versions: helm repo add prometheus-community $CHART_REPO_URL; helm search repo prometheus-community/$CHART_NAME --versions)   and set MONITORING_CHART_VERSION to one that exists (k8s/kube-prometheus-stack-values.yaml is written for 88.5.3). Then run this script again."
   }
 }
 
@@ -205,8 +177,6 @@ main() {
   find_head_pod
   check_head_environment
   copy_ray_dashboards
-  find_chart_repository
-  check_chart_version
   note_existing_crds
   install_chart
   label_crds
