@@ -1,6 +1,7 @@
 """The measurement switches: environment variables that change what the harness measures,
-never what the lesson trains. All of them are read here, and the driver passes every
-DEMO_* variable it has on to the Ray workers (lesson/workarounds.py, ray_worker_settings).
+never what the lesson trains. They are documented here, all in one place, and read here but
+for DEMO_ALLOCATOR (below); the driver passes every DEMO_* variable it has on to the Ray
+workers (lesson/workarounds.py, ray_worker_settings).
 
 - DEMO_STEP_TIMING=1 (default) times each training step in parts (step_timing.py); 0 keeps
   Keras' stock step, to measure what the timing costs (the levers run's stock-step row).
@@ -10,7 +11,8 @@ DEMO_* variable it has on to the Ray workers (lesson/workarounds.py, ray_worker_
   0 turns them off, to measure what they cost (docs/MONITORING.md).
 - DEMO_ALLOCATOR=tuned (default) or system: how TensorFlow gets memory for tensors, the same
   for both runs. It is a version workaround, so lesson/workarounds.py reads it (section 2).
-- DEMO_CLUSTER_DIR: where scripts/local-cluster.sh keeps the local cluster's folders.
+- RAY_DEMO_CLUSTER_DIR (not a switch; set by scripts/local-cluster.sh on its own processes):
+  the marker by which `local-cluster.sh stop` finds exactly this cluster's processes.
 """
 
 import os

@@ -9,8 +9,7 @@ in place before TensorFlow and Ray are imported:
 - Ray Train V2's preemption watcher off (RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0, which the
   driver passes on to Ray Train's controller): it watches for nodes an autoscaler drains,
   and these clusters have no autoscaler. Its actor is one more process to start while the
-  trainer starts: without it the first batch came 16.3 to 17.3 seconds after the trainer's
-  start instead of 18.8 to 22.4 (3 smoke runs each, interleaved, on the 2-core VM; Ray 2.60).
+  trainer starts: docs/PERFORMANCE.md gives what it cost, measured.
 """
 
 import os

@@ -88,8 +88,8 @@ should_pin() {
 start_cluster() {
   # The recipe's defaults fill an empty NUM_WORKERS or CPUS_PER_WORKER; Python checks them.
   resolve_recipe default
-  require_positive_int RAY_PORT "$RAY_PORT"
-  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_port RAY_PORT "$RAY_PORT"
+  require_port DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
   if [[ -n "$(cluster_pids)" ]]; then
     die "A local cluster from $CLUSTER_DIR is already running. Stop it first: $0 stop"

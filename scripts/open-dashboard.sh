@@ -44,9 +44,9 @@ FORWARD_TIMEOUT="${FORWARD_TIMEOUT:-15}"
 
 main() {
   parse_common_flags "$@"
-  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
-  require_positive_int GRAFANA_PORT "$GRAFANA_PORT"
-  require_positive_int PROMETHEUS_PORT "$PROMETHEUS_PORT"
+  require_port DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_port GRAFANA_PORT "$GRAFANA_PORT"
+  require_port PROMETHEUS_PORT "$PROMETHEUS_PORT"
   require_positive_int FORWARD_TIMEOUT "$FORWARD_TIMEOUT"
   load_target
   announce_target

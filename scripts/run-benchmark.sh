@@ -47,7 +47,8 @@
 #   GRAFANA_HOME=        Grafana's home folder (holding conf/defaults.ini); found when empty
 #
 # --full runs the whole CIFAR-10 for 10 epochs (hours on a laptop); --smoke-test runs a
-# tiny one-epoch version of everything in about a minute.
+# tiny one-epoch version of everything (its time: docs/results/quickstart/, smoke runs of
+# the test suite).
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib/common.sh

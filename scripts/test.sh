@@ -29,7 +29,7 @@ main() {
   cd "$REPO_ROOT"
   local -a parallel=()
   ((TEST_WORKERS == 0)) || parallel=(-n "$TEST_WORKERS" --dist loadgroup)
-  log "Running the test suite (about 7 minutes on 2 cores)"
+  log "Running the test suite (its measured time on 2 cores: AGENTS.md, How to test)"
   # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words on purpose
   "$REPO_ROOT/.venv/bin/python" -m pytest tests ${parallel[@]+"${parallel[@]}"} --durations=15 $PYTEST_ARGS "$@"
 }

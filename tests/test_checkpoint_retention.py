@@ -1,6 +1,6 @@
 """The retention of the in-cluster checkpoint store (KEEP_RUNS), run against a local S3 server.
 
-minikube-target.sh's PRUNE_RUNS_PY runs in the head pod with pyarrow; here the same code runs
+scripts/lib/checkpoint_store.sh's PRUNE_RUNS_PY runs in the head pod with pyarrow; here the same code runs
 against moto's S3 server (a dev requirement), as the checkpoint store would answer it.
 """
 

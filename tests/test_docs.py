@@ -477,7 +477,7 @@ def quoted_values():
                 runs.append(run)
                 seconds += [run["train_time_seconds"], run["total_time_seconds"]]
     return {
-        # The targets (report.py) are quoted too: 1.80x for 2 workers, 1.70x on 2 cores, ...
+        # The targets (analysis/targets.py) are quoted too: 1.80x for 2 workers, 1.70x on 2 cores, ...
         "ratio": {f"{value:.2f}x" for value in ratios}
         | {f"{workers * efficiency:.2f}x" for workers, efficiency in targets.TARGET_EFFICIENCY_BY_WORKERS.items()}
         | {f"{2 * targets.TARGET_EFFICIENCY:.1f}x", f"{2 * targets.TARGET_EFFICIENCY_ALL_CORES_BUSY:.2f}x",

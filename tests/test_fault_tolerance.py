@@ -186,7 +186,7 @@ def test_resuming_fails_within_seconds_with_what_to_do(tmp_path, prepare, flags,
     ({"EPOCHS": "-1"}, ("EPOCHS", "must be a whole number of at least 1, got '-1'")),
     ({"DATASET": "mnist"}, ("DATASET", "synthetic", "cifar10", "got 'mnist'")),
     ({"WAIT_TIMEOUT": "0"}, "WAIT_TIMEOUT must be a whole number of at least 1, got '0'"),
-    ({"RAY_PORT": "x"}, "RAY_PORT must be a whole number of at least 1, got 'x'"),
+    ({"RAY_PORT": "x"}, "RAY_PORT must be a whole number from 1 to 65535, got 'x'"),
 ])
 def test_chaos_rejects_bad_settings_at_once(env, message):
     started = time.time()

@@ -79,12 +79,17 @@ def test_the_default_sweep_estimate_follows_from_the_committed_quick_start(tmp_p
     assert 1.5 * two_worker_minutes <= minutes <= 3 * two_worker_minutes, (minutes, two_worker_minutes)
 
 
-def test_worker_counts_are_sorted_and_counted_once_and_too_many_for_the_cores_are_warned_about(tmp_path):
-    finished = run([SCRIPT, "--dry-run"], env={"WORKER_COUNTS": "4 1 02 2", **fake_tool(tmp_path, "getconf", "2")})
+def test_worker_counts_are_sorted_and_counted_once_and_too_many_for_the_cores_are_refused(tmp_path):
+    cores = fake_tool(tmp_path, "getconf", "2")
+    finished = run([SCRIPT, "--dry-run"], env={"WORKER_COUNTS": "4 1 02 2", **cores})
+    assert finished.returncode == 1
+    assert ("the largest of WORKER_COUNTS=4 x CPUS_PER_WORKER=1 asks for 4 CPUs, but this machine has 2 cores"
+            in finished.stderr)
+    finished = run([SCRIPT, "--dry-run"], env={"WORKER_COUNTS": "4 1 02 2", "ALLOW_OVERSUBSCRIBE": "1", **cores})
     assert finished.returncode == 0, finished.stderr
     assert 'WORKER_COUNTS="1 2 4"' in finished.stdout
     assert "PIN_CPUS=0" in finished.stdout  # 4 worker nodes cannot each have a core of 2
-    assert "4 workers x 1 CPU(s) need more than this machine's 2 cores" in finished.stderr
+    assert "the comparison is oversubscribed" in finished.stderr
 
 
 @pytest.mark.parametrize("env, message", [

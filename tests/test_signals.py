@@ -64,6 +64,9 @@ def run_until(command, env, marker, signum, results):
 def test_a_signal_at_any_phase_stops_every_process_and_keeps_the_run_folder_truthful(
         tmp_path, script, arguments, settings, marker, phase, signum):
     results = tmp_path / "results"
+    # An earlier run that completed: `latest` must still point at it afterwards.
+    (results / "20260101-000000-local").mkdir(parents=True)
+    (results / "latest").symlink_to("20260101-000000-local")
     status, seconds, output = run_until([str(SCRIPTS / script), *arguments], {**PORTS, **settings}, marker, signum,
                                         results)
     assert status == 128 + signum, output[-3000:]
@@ -75,7 +78,7 @@ def test_a_signal_at_any_phase_stops_every_process_and_keeps_the_run_folder_trut
         failed = list(results.glob("*/FAILED"))
         assert len(failed) == 1, sorted(str(path) for path in results.rglob("*"))
         assert failed[0].read_text().strip() == f"Interrupted by {signum.name} (exit status {128 + signum}).", phase
-        assert not (results / "latest").exists()
+    assert os.readlink(results / "latest") == "20260101-000000-local"
 
 
 @pytest.mark.xdist_group("signals")

@@ -54,7 +54,7 @@ def test_the_baseline_writes_the_results_contract(smoke_run):
     assert record["training_type"] == "baseline" and record["num_workers"] == 1
     assert record["epochs_completed"] == 1 and len(record["epoch_times_seconds"]) == 1
     assert record["samples_per_epoch"] == 256 and len(record["test_predictions"]) == 128
-    # The accuracy is the predictions' accuracy on the rebuilt test labels (report.py checks it).
+    # The accuracy is the predictions' accuracy on the rebuilt test labels (analysis/run_folder.py and tables.py check it).
     assert record["test_accuracy"] == pytest.approx(
         sum(1 for predicted, label in zip(record["test_predictions"], _labels(record)) if predicted == label) / 128)
     assert record["versions"]["keras"].startswith("2.") and record["versions"]["ray"]

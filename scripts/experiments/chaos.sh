@@ -22,6 +22,8 @@
 #   RESULTS_DIR=results/chaos   where the results JSON goes (minikube: copied back there)
 #   CHECKPOINT_DIR=checkpoints  local: storage every node reaches, the run's checkpoints and
 #                        status (minikube: K8S_CHECKPOINT_PATH=s3://ray-checkpoints/runs)
+#   ALLOW_OVERSUBSCRIBE=0  1: let NUM_WORKERS x CPUS_PER_WORKER exceed this machine's cores
+#                        (local target; refused otherwise; the spare node is not counted)
 #   RAY_PORT=6381        head port of the demo's local cluster (not run-benchmark.sh's 6380)
 #   DASHBOARD_PORT=8266  dashboard port of the demo's local cluster
 #   CLUSTER_DIR=/tmp/ray-demo-RAY_PORT  the local cluster's state
@@ -69,8 +71,8 @@ check_settings() {
   require_non_negative_int KILL_DELAY "$KILL_DELAY"
   require_non_negative_int KILL_RANK "$KILL_RANK"
   require_positive_int MAX_FAILURES "$MAX_FAILURES"
-  require_positive_int RAY_PORT "$RAY_PORT"
-  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_port RAY_PORT "$RAY_PORT"
+  require_port DASHBOARD_PORT "$DASHBOARD_PORT"
   require_positive_int WAIT_TIMEOUT "$WAIT_TIMEOUT"
   ((10#$KILL_AFTER_EPOCH < 10#$EPOCHS)) ||
     die "KILL_AFTER_EPOCH ($KILL_AFTER_EPOCH) must be less than EPOCHS ($EPOCHS): after the last epoch there is nothing left to recover. Lower KILL_AFTER_EPOCH or raise EPOCHS."

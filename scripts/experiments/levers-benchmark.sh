@@ -23,8 +23,9 @@
 #   RAY_PORT=6380        head port of its local cluster
 #   DASHBOARD_PORT=8265  dashboard port of its local cluster
 #
-# Needs 2 cores or more and taskset (util-linux) for the ceiling row. The default rows
-# take about 40 minutes on a 2-core machine; --dry-run prints the plan and starts nothing.
+# Needs 2 cores or more and taskset (util-linux) for the ceiling row. The default rows take
+# tens of minutes on a 2-core machine (the committed run: docs/results/levers/); --dry-run
+# prints the plan and starts nothing.
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -61,8 +62,8 @@ resolve_settings() {
   # The batch-256 row needs a global batch of 512 examples per step.
   [[ "$MODE" != smoke ]] || TRAIN_SIZE="${TRAIN_SIZE:-512}"
   resolve_recipe "$MODE" "NUM_WORKERS=$WORKERS" "CPUS_PER_WORKER=$CPUS_PER_WORKER"
-  require_positive_int RAY_PORT "$RAY_PORT"
-  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_port RAY_PORT "$RAY_PORT"
+  require_port DASHBOARD_PORT "$DASHBOARD_PORT"
   local row
   [[ -n "${ROWS// /}" ]] || die "ROWS is empty: name rows to run, e.g. ROWS=\"baseline ray\"."
   for row in $ROWS; do

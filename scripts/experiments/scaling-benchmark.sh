@@ -23,6 +23,8 @@
 #   RESULTS_DIR=results  the sweep goes into a new RESULTS_DIR/<YYYYmmdd-HHMMSS>-sweep/ (one
 #                        workers-<N>/ folder per configuration, REPORT.md on top);
 #                        RESULTS_DIR/latest points at it once it completes
+#   ALLOW_OVERSUBSCRIBE=0  1: let the largest of WORKER_COUNTS x CPUS_PER_WORKER exceed this
+#                        machine's cores (refused otherwise: the workers would share cores)
 #   RAY_PORT=6380        head port of the sweep's local cluster
 #   DASHBOARD_PORT=8265  dashboard port of the sweep's local cluster
 #   PIN_CPUS=auto        pin each worker node and the baselines to their own cores:
@@ -67,8 +69,8 @@ COUNTS=()
 # Fill in the defaults, validate every setting and decide the worker counts and pinning.
 resolve_settings() {
   resolve_recipe "$MODE"
-  require_positive_int RAY_PORT "$RAY_PORT"
-  require_positive_int DASHBOARD_PORT "$DASHBOARD_PORT"
+  require_port RAY_PORT "$RAY_PORT"
+  require_port DASHBOARD_PORT "$DASHBOARD_PORT"
   require_one_of PIN_CPUS "$PIN_CPUS" auto 0 1
   require_one_of SINGLE_BASELINE "$SINGLE_BASELINE" 0 1
   if [[ -z "$WORKER_COUNTS" ]]; then
@@ -89,9 +91,7 @@ resolve_settings() {
   # Ascending, each once; 10# so that "02" is read as 2.
   read -r -a COUNTS <<<"$(for count in $WORKER_COUNTS; do echo $((10#$count)); done | sort -nu | tr '\n' ' ')"
   MAX_WORKERS="${COUNTS[${#COUNTS[@]} - 1]}"
-  if ((MAX_WORKERS * CPUS_PER_WORKER > CORES)); then
-    warn "$MAX_WORKERS workers x $CPUS_PER_WORKER CPU(s) need more than this machine's $CORES cores: the workers will share cores and the speedups will show it."
-  fi
+  require_cores "$MAX_WORKERS" "$CPUS_PER_WORKER" "the largest of WORKER_COUNTS"
   if [[ "$PIN_CPUS" == auto ]]; then
     # Decided here once, for the cluster and every baseline alike.
     PIN_CPUS=0

@@ -30,16 +30,25 @@ stop_started_cluster() {
 # Refuse, before anything starts, more CPUs than this machine has cores: pinning could not
 # give each worker its own core, and the run would measure oversubscription, not data
 # parallelism. ALLOW_OVERSUBSCRIBE=1 lets an expert insist (REPORT.md then says so).
-# Usage: require_cores WORKERS CPUS_PER_WORKER
+# Usage: require_cores WORKERS CPUS_PER_WORKER [NAME of the workers' setting, NUM_WORKERS]
 require_cores() {
-  local workers="$1" cpus="$2" cores
+  local workers="$1" cpus="$2" setting="${3:-NUM_WORKERS}" cores
   cores="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 0)"
   ((cores > 0 && workers * cpus > cores)) || return 0
   if [[ "${ALLOW_OVERSUBSCRIBE:-0}" == 1 ]]; then
-    warn "ALLOW_OVERSUBSCRIBE=1: NUM_WORKERS=$workers x CPUS_PER_WORKER=$cpus = $((workers * cpus)) CPUs on this machine's $cores cores; the comparison is oversubscribed."
+    warn "ALLOW_OVERSUBSCRIBE=1: $setting=$workers x CPUS_PER_WORKER=$cpus = $((workers * cpus)) CPUs on this machine's $cores cores; the comparison is oversubscribed."
     return 0
   fi
-  die "NUM_WORKERS=$workers x CPUS_PER_WORKER=$cpus asks for $((workers * cpus)) CPUs, but this machine has $cores cores: the workers would share cores and the run would measure oversubscription, not data parallelism. Lower NUM_WORKERS or CPUS_PER_WORKER so that their product is at most $cores, or set ALLOW_OVERSUBSCRIBE=1 to insist."
+  die "$setting=$workers x CPUS_PER_WORKER=$cpus asks for $((workers * cpus)) CPUs, but this machine has $cores cores: the workers would share cores and the run would measure oversubscription, not data parallelism. Lower $setting or CPUS_PER_WORKER so that their product is at most $cores, or set ALLOW_OVERSUBSCRIBE=1 to insist."
+}
+
+# Refuse, before anything starts, a port that something already listens on, naming the
+# setting that changes it. Usage: require_free_port NAME PORT WHAT-MAY-HOLD-IT
+require_free_port() {
+  local name="$1" port="$2" holder="$3"
+  if address_answers "127.0.0.1:$port"; then
+    die "Port $port is already taken ($holder). Stop what listens there, or choose a free port: $name=$((port + 1)) $0"
+  fi
 }
 
 # Refuse a recipe whose data would not fit this machine's memory, before anything starts

@@ -38,7 +38,11 @@ target_settings() {
 # once on a RAY_ADDRESS where nothing answers, and make .venv.
 target_benchmark_check() {
   check_monitoring_settings
-  [[ -n "$USER_RAY_ADDRESS" ]] || require_cores "$NUM_WORKERS" "$CPUS_PER_WORKER"
+  if [[ -z "$USER_RAY_ADDRESS" ]]; then
+    require_cores "$NUM_WORKERS" "$CPUS_PER_WORKER"
+    require_free_port RAY_PORT "${RAY_PORT:-6380}" "another Ray cluster?"
+    require_free_port DASHBOARD_PORT "${DASHBOARD_PORT:-8265}" "another Ray dashboard?"
+  fi
   require_memory "${MODE:-default}"
   check_existing_cluster "$USER_RAY_ADDRESS"
   ensure_venv requirements.txt
@@ -99,6 +103,9 @@ target_benchmark() {
 
 # Chaos: the run's checkpoints and status go to CHECKPOINT_DIR, which every node reaches.
 target_chaos_check() {
+  # The training's workers need a core each; the spare node only waits for the kill.
+  require_cores "$NUM_WORKERS" "$CPUS_PER_WORKER"
+  require_memory default
   if ((10#$SPARE_NODES == 0)); then
     warn "SPARE_NODES=0: after the kill the cluster has no room for a new worker group; Ray Train waits for a node that never comes."
   fi
