@@ -4,15 +4,21 @@
 # content hash of docker/Dockerfile, requirements.txt, the code's folders and the base image matches
 # the label on the image: on the local image for the build, and on EACH node for the load
 # (checked with `minikube ssh -n NODE -- docker image inspect`, since `minikube image ls`
-# lists the union of all nodes).
+# lists the union of all nodes). The load goes through a tar file (`docker save`, then
+# `minikube image load FILE`): given the image's name instead, minikube reads the whole image
+# from Docker into its own memory first (kubernetes/minikube#17983).
 #
 # Usage: [MINIKUBE_PROFILE=minikube] [IMAGE=ray-training-demo:ray2.60.0-py311]
-#        [FORCE_BUILD=0] [LOADED_MARKER=] docker/build-and-push.sh [--help]
+#        [FORCE_BUILD=0] [LOADED_MARKER=] [IMAGE_TAR_DIR=${TMPDIR:-/tmp}]
+#        docker/build-and-push.sh [--help]
 #   The base image follows Docker's architecture: rayproject/ray:2.60.0-py311-cpu on amd64,
 #   rayproject/ray:2.60.0-py311-cpu-aarch64 on arm64 (Apple Silicon); others are refused.
 #   FORCE_BUILD=1    rebuild and reload even when the hashes match.
 #   LOADED_MARKER    optional file; the hash is written there when the image was loaded
 #                    (install-ray.sh uses it to restart pods running an older image).
+#   IMAGE_TAR_DIR    where the image's tar file is saved for the load: it needs about the
+#                    image's size (some 5 GB) free, and is removed when the script ends. Set
+#                    it to a folder on disk where /tmp is kept in memory (tmpfs).
 set -o errexit -o nounset -o pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -23,16 +29,22 @@ source "$SCRIPTS_DIR/lib/k8s.sh"
 load_k8s_settings
 FORCE_BUILD="${FORCE_BUILD:-0}"
 LOADED_MARKER="${LOADED_MARKER:-}"
+IMAGE_TAR_DIR="${IMAGE_TAR_DIR:-${TMPDIR:-/tmp}}"
 readonly HASH_LABEL="ray-training-demo.content-hash"
 
 STAGING_DIR=""
+TAR_DIR=""
+IMAGE_TAR=""
 BASE_IMAGE=""
 
-# Remove the staging folder however the script ends.
+# Remove the staging folder and the image's tar file however the script ends.
 cleanup() {
-  if [[ -n "$STAGING_DIR" && -d "$STAGING_DIR" ]]; then
-    rm -rf "$STAGING_DIR"
-  fi
+  local folder
+  for folder in "$STAGING_DIR" "$TAR_DIR"; do
+    if [[ -n "$folder" && -d "$folder" ]]; then
+      rm -rf "$folder"
+    fi
+  done
 }
 
 # Fail early when a tool is missing or Docker is down.
@@ -110,11 +122,26 @@ build_image() {
     die "docker build failed (output above). Check your network and free disk space ('docker system df'), then run this script again."
 }
 
-# Load the image into the profile, after untagging an older build on the nodes that have
-# one: minikube first removes the tag with a plain `docker rmi`, which refuses while a Ray
-# container uses it, and then skips that node in silence (minikube's removeExistingImage and
-# DoLoadImages in pkg/minikube/machine/cache_images.go). Forced, docker only untags an image
-# that a container still uses; the running pods keep it until they restart.
+# Save the image to IMAGE_TAR, a tar file in a fresh folder of IMAGE_TAR_DIR. Its name is
+# fixed because minikube copies it to /var/lib/minikube/images/ on each node under the same
+# name and leaves it there: each load then replaces the last one's copy.
+save_image() {
+  TAR_DIR="$(mktemp -d "$IMAGE_TAR_DIR/ray-image-tar.XXXXXX")" ||
+    die "Could not create a folder in IMAGE_TAR_DIR=$IMAGE_TAR_DIR for the image's tar file. Set IMAGE_TAR_DIR to a folder you can write, then run this script again."
+  TAR_DIR="$(cd "$TAR_DIR" && pwd)"
+  IMAGE_TAR="$TAR_DIR/ray-training-demo-image.tar"
+  log "Saving $IMAGE to $IMAGE_TAR (about the image's size on disk, some 5 GB; removed when this script ends)."
+  docker save --output "$IMAGE_TAR" "$IMAGE" ||
+    die "'docker save' failed (output above). The tar file needs about the image's size free on disk in $IMAGE_TAR_DIR ('docker image ls $IMAGE' shows the size, 'df -h $IMAGE_TAR_DIR' the free space): free space there or set IMAGE_TAR_DIR to a folder with more, then run this script again."
+}
+
+# Load the image's tar file into every node of the profile, after untagging an older build
+# on the nodes that have one. For a file, minikube copies it to each node and runs
+# `docker load` there (DoLoadImages, LoadLocalImages and transferAndLoadImage in
+# pkg/minikube/machine/cache_images.go); `docker load` moves the tag by itself but leaves
+# the older build on the node's disk, untagged. Forced, `docker image rm` deletes an older
+# build no container uses and only untags one that a Ray container still runs; the running
+# pods keep it until they restart.
 load_image() {
   local hash="$1" node
   shift
@@ -122,8 +149,8 @@ load_image() {
     log "Untagging the older build of $IMAGE on node $node so the new one can take its name."
     minikube -p "$MINIKUBE_PROFILE" ssh -n "$node" -- "docker image rm --force $IMAGE" </dev/null >/dev/null 2>&1 || true
   done
-  log "Loading $IMAGE into minikube profile '$MINIKUBE_PROFILE' (1-3 minutes per node)."
-  minikube -p "$MINIKUBE_PROFILE" image load "$IMAGE" ||
+  log "Loading $IMAGE into minikube profile '$MINIKUBE_PROFILE' from $IMAGE_TAR (1-3 minutes per node)."
+  minikube -p "$MINIKUBE_PROFILE" image load "$IMAGE_TAR" ||
     die "'minikube image load' failed. Is the profile running ('minikube -p $MINIKUBE_PROFILE status')? Then run this script again."
   if [[ -n "$LOADED_MARKER" ]]; then
     printf '%s\n' "$hash" >"$LOADED_MARKER"
@@ -153,7 +180,7 @@ nodes_needing() {
 main() {
   parse_common_flags "$@"
   log "Settings:"
-  log_settings MINIKUBE_PROFILE IMAGE FORCE_BUILD
+  log_settings MINIKUBE_PROFILE IMAGE FORCE_BUILD IMAGE_TAR_DIR
   check_prerequisites
   choose_base_image
   trap cleanup EXIT
@@ -179,6 +206,7 @@ main() {
   else
     log "Node(s) to load $IMAGE (content hash ${hash:0:12}) into: ${missing[*]}"
     while IFS= read -r node; do [[ -z "$node" ]] || older+=("$node"); done < <(nodes_needing "$listing" "$hash" older)
+    save_image
     load_image "$hash" ${older[@]+"${older[@]}"}
     missing=()
     FORCE_BUILD=0

@@ -8,18 +8,24 @@
 # Usage: [MINIKUBE_PROFILE=minikube] [NODE_CPUS=4] [NODE_MEMORY=8192] [MIN_DOCKER_MEMORY=9728]
 #        [MIN_FREE_DISK_GB=30] ./scripts/preflight.sh [--help]
 #   NODE_CPUS, NODE_MEMORY  CPUs and MiB per minikube node (./scripts/setup-minikube.sh's).
-#   MIN_DOCKER_MEMORY       MiB Docker must have in all: Kubernetes on both nodes (2 GiB), the
-#                           head (2.5 GiB), each worker pod of 'replicas' in k8s/ray-cluster.yaml
-#                           (2.25 GiB each: 9728 with the 2 it has by default, 12032 with 3) and
-#                           the checkpoint store (0.5), as in the arithmetic at the top of
-#                           k8s/ray-cluster.yaml. Monitoring (./scripts/install-monitoring.sh:
-#                           Prometheus and Grafana) takes about 1.5 GiB more, 1536 MiB: a
-#                           warning says when Docker lacks it.
+#                           Docker must hold both nodes' memory in full, plus 1 GiB (1024 MiB)
+#                           for its own daemon and kernel and for saving and loading the image:
+#                           17408 MiB by default. On macOS that is Docker Desktop's Memory
+#                           setting, and a failure says what to set it to.
+#   MIN_DOCKER_MEMORY       MiB the pods need in all, a floor of its own for small nodes:
+#                           Kubernetes on both nodes (2 GiB), the head (2.5 GiB), each worker
+#                           pod of 'replicas' in k8s/ray-cluster.yaml (2.25 GiB each: 9728 with
+#                           the 2 it has by default, 12032 with 3) and the checkpoint store
+#                           (0.5), as in the arithmetic at the top of k8s/ray-cluster.yaml.
+#                           Monitoring (./scripts/install-monitoring.sh: Prometheus and
+#                           Grafana) takes about 1.5 GiB more, 1536 MiB: a warning says when
+#                           Docker lacks it.
 #   MIN_FREE_DISK_GB        free disk Docker needs for a first install. The training image is
 #                           about 5 GB (an estimate: the rayproject/ray base plus TensorFlow
-#                           and the other pins) and is kept five times: in Docker, in
-#                           minikube's cache, and on each node loaded plus the tar file
-#                           minikube copies there; plus minikube's node and Kubernetes images.
+#                           and the other pins) and is kept five times: in Docker, as the
+#                           tar file docker/build-and-push.sh saves for the load, and on each
+#                           node loaded plus the copy of that tar file minikube leaves there;
+#                           plus minikube's node and Kubernetes images.
 #                           Only a warning once the profile exists (the images are then in).
 set -o errexit -o nounset -o pipefail
 
@@ -42,6 +48,9 @@ WORKER_REPLICAS="$(manifest_worker_replicas)"
 MIN_DOCKER_MEMORY="${MIN_DOCKER_MEMORY:-$((KUBERNETES_MEMORY + HEAD_MEMORY + WORKER_REPLICAS * WORKER_MEMORY + STORE_MEMORY))}"
 MIN_FREE_DISK_GB="${MIN_FREE_DISK_GB:-30}"
 readonly NODE_COUNT=2
+# MiB Docker needs beyond the nodes' own: its daemon and (Docker Desktop) its VM's kernel, and
+# the page cache that `docker save` and the nodes' `docker load` pass the 5 GB image through.
+readonly DOCKER_MARGIN_MEMORY=1024
 
 FAILURES=0
 
@@ -89,9 +98,21 @@ check_architecture() {
   fi
 }
 
+# What to do when Docker has too little memory; NEEDED MiB is what passes every check. On
+# macOS, Docker Desktop's setting in GB, one more than NEEDED rounds up to: `docker info`
+# reports a little less than the setting (its VM's kernel keeps some).
+memory_advice() {
+  local needed="$1"
+  if [[ "$(uname -s 2>/dev/null || true)" == "Darwin" ]]; then
+    echo "On macOS, Docker's memory is Docker Desktop's setting, not the Mac's: in Docker Desktop open Settings > Resources > Advanced, set Memory to at least $(((needed + 1023) / 1024 + 1)) GB, then click Apply & restart. A Mac that cannot spare that much needs smaller nodes (NODE_MEMORY; the arithmetic at the top of k8s/ray-cluster.yaml says what fits)."
+  else
+    echo "Give Docker at least $needed MiB (Docker Desktop: Settings > Resources > Advanced > Memory; Docker Engine has this machine's memory)."
+  fi
+}
+
 # Docker's CPUs and memory against what the nodes and the pods need.
 check_cpus_and_memory() {
-  local info docker_cpus docker_memory_bytes docker_memory
+  local info docker_cpus docker_memory_bytes docker_memory nodes_memory needed
   info="$(docker info --format '{{.NCPU}} {{.MemTotal}}' 2>/dev/null || true)"
   read -r docker_cpus docker_memory_bytes <<<"$info"
   if ! [[ "${docker_cpus:-}" =~ ^[0-9]+$ && "${docker_memory_bytes:-}" =~ ^[0-9]+$ ]]; then
@@ -99,6 +120,11 @@ check_cpus_and_memory() {
     return 0
   fi
   docker_memory=$((docker_memory_bytes / 1024 / 1024))
+  # setup-minikube.sh always uses the Docker driver: each node is a container whose memory
+  # limit is NODE_MEMORY, and Docker must hold both, since a full node is OOM-killed (CPUs
+  # may be shared: the nodes only run slower).
+  nodes_memory=$((NODE_COUNT * NODE_MEMORY + DOCKER_MARGIN_MEMORY))
+  needed=$((nodes_memory > MIN_DOCKER_MEMORY ? nodes_memory : MIN_DOCKER_MEMORY))
   # On macOS these are Docker Desktop's VM settings, not the Mac's, hence the hint.
   if ((docker_cpus < NODE_CPUS)); then
     fail "Each node needs $NODE_CPUS CPUs but Docker has only $docker_cpus. Give Docker more CPUs (Docker Desktop: Settings > Resources), or lower NODE_CPUS."
@@ -106,16 +132,18 @@ check_cpus_and_memory() {
     pass "Docker has $docker_cpus CPUs (each node needs $NODE_CPUS)"
   fi
   if ((docker_memory < NODE_MEMORY)); then
-    fail "Each node needs $NODE_MEMORY MiB but Docker has only $docker_memory MiB. Give Docker more memory (Docker Desktop: Settings > Resources)."
+    fail "Each node needs $NODE_MEMORY MiB but Docker has only $docker_memory MiB. $(memory_advice "$needed")"
+  elif ((docker_memory < nodes_memory)); then
+    fail "The $NODE_COUNT nodes need $NODE_COUNT x $NODE_MEMORY MiB (NODE_MEMORY) and Docker about $DOCKER_MARGIN_MEMORY MiB more for itself and for loading the image, $nodes_memory MiB, but Docker has only $docker_memory MiB. $(memory_advice "$needed")"
   elif ((docker_memory < MIN_DOCKER_MEMORY)); then
-    fail "The Ray pods ($WORKER_REPLICAS worker(s), 'replicas' in k8s/ray-cluster.yaml) and Kubernetes need about $MIN_DOCKER_MEMORY MiB together but Docker has only $docker_memory MiB. Give Docker at least $MIN_DOCKER_MEMORY MiB (Docker Desktop: Settings > Resources), or lower 'replicas'."
+    fail "The Ray pods ($WORKER_REPLICAS worker(s), 'replicas' in k8s/ray-cluster.yaml) and Kubernetes need about $MIN_DOCKER_MEMORY MiB together but Docker has only $docker_memory MiB. $(memory_advice "$needed") Or lower 'replicas'."
   else
-    pass "Docker has $docker_memory MiB of memory (the pods and Kubernetes need about $MIN_DOCKER_MEMORY)"
+    pass "Docker has $docker_memory MiB of memory (the nodes need $nodes_memory with Docker's own, the pods and Kubernetes about $MIN_DOCKER_MEMORY)"
     if ((docker_memory < MIN_DOCKER_MEMORY + MONITORING_MEMORY)); then
       warn "Monitoring (./scripts/install-monitoring.sh: Prometheus and Grafana) needs about $MONITORING_MEMORY MiB more, $((MIN_DOCKER_MEMORY + MONITORING_MEMORY)) MiB in all, and Docker has $docker_memory. Give Docker more memory before you install it (Docker Desktop: Settings > Resources); everything else runs without it."
     fi
   fi
-  # Node memory and CPUs are limits, not reservations, so the nodes may overlap on the host.
+  # Node CPUs are limits, not reservations, so the nodes may overlap on the host.
   if ((docker_cpus < NODE_COUNT * NODE_CPUS)); then
     warn "The $NODE_COUNT nodes share $docker_cpus CPUs (they may use $((NODE_COUNT * NODE_CPUS))); training times will be noisier than on dedicated CPUs."
   fi
