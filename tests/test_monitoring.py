@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, interruptible, run, taken_port
+from conftest import REPO_ROOT, SMOKE_PORTS, cluster_processes, free_port, interruptible, run, taken_port
 from analysis import monitoring_report, prometheus
 from harness import live_metrics
 
@@ -248,16 +248,17 @@ def _path_without(tool, tmp_path):
 
 
 def test_a_missing_prometheus_leaves_the_run_going_and_says_how_to_install_it(tmp_path):
-    with taken_port() as port:
-        # RAY_PORT is taken so that the run, having gone on, stops at the cluster's start.
-        ray_port = str(port)
-        finished = run([SCRIPT, "--smoke-test"], timeout=120,
-                       env={"MONITORING": "1", "PATH": _path_without("prometheus", tmp_path), "TARGET": "local",
-                            "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": ray_port, "DASHBOARD_PORT": "8274"})
+    # CLUSTER_DIR cannot be made, so that the run, having gone on, stops at the cluster's start.
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    finished = run([SCRIPT, "--smoke-test"], timeout=120,
+                   env={"MONITORING": "1", "PATH": _path_without("prometheus", tmp_path), "TARGET": "local",
+                        "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": str(free_port()),
+                        "DASHBOARD_PORT": str(free_port()), "CLUSTER_DIR": str(blocker / "cluster")})
     assert "'prometheus' is not installed or not on PATH, so this run goes on without monitoring" in finished.stderr
     assert "sudo apt install prometheus" in finished.stderr and "brew install prometheus" in finished.stderr
-    # It went on to the cluster, which fails on the port taken here: not on monitoring.
-    assert f"Port {ray_port} is already taken" in finished.stderr
+    # It went on to the cluster, which fails on its folder here: not on monitoring.
+    assert f"Cannot create {blocker / 'cluster'}" in finished.stderr
     assert "Starting head node" not in finished.stdout
     (folder,) = (tmp_path / "results").glob("*-local-smoke")
     assert not (folder / "monitoring").exists()
@@ -269,7 +270,8 @@ def test_a_taken_prometheus_port_fails_before_the_cluster_starts_naming_the_sett
     with taken_port() as port:
         finished = run([SCRIPT, "--smoke-test"], timeout=120,
                        env={"MONITORING": "1", "PROMETHEUS_PORT": str(port), "TARGET": "local",
-                            "RESULTS_DIR": str(tmp_path), "RAY_PORT": "6394", "DASHBOARD_PORT": "8274"})
+                            "RESULTS_DIR": str(tmp_path), "RAY_PORT": str(free_port()),
+                            "DASHBOARD_PORT": str(free_port())})
     assert finished.returncode == 1
     assert f"Prometheus port {port} is already taken" in finished.stderr
     assert f"PROMETHEUS_PORT={port + 1} MONITORING=1" in finished.stderr
@@ -299,7 +301,8 @@ def test_a_taken_grafana_port_fails_before_the_cluster_starts_when_grafana_is_in
         finished = run([SCRIPT, "--smoke-test"], timeout=120,
                        env={"MONITORING": "1", "GRAFANA_PORT": str(port), "PROMETHEUS_PORT": "9197",
                             "PATH": fakes + os.pathsep + os.environ["PATH"], "TARGET": "local",
-                            "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": "6394", "DASHBOARD_PORT": "8274"})
+                            "RESULTS_DIR": str(tmp_path / "results"), "RAY_PORT": str(free_port()),
+                            "DASHBOARD_PORT": str(free_port())})
     assert finished.returncode == 1
     assert f"Grafana port {port} is already taken" in finished.stderr and f"GRAFANA_PORT={port + 1}" in finished.stderr
     assert "Starting head node" not in finished.stdout
