@@ -31,14 +31,13 @@ def instrument(model, recipe, plan, worker_settings=None, results_dir=None):
     into `results_dir` (checked here, before training)."""
     if worker_settings is None:
         results.check_writable(results_dir)
-        settings = recipe.as_dict() | {"num_workers": 1, "batch_size": recipe.global_batch_size}
-        instruments = Instruments(model, settings, plan, "baseline")
+        instruments = Instruments(model, results.record_settings(recipe, baseline=True), plan, "baseline")
         instruments.results_dir = results_dir
         return instruments
     import ray.train
 
     context = ray.train.get_context()
-    settings = recipe.as_dict() | {"allreduce_dtype": switches.allreduce_dtype()}
+    settings = results.record_settings(recipe)
     label = f"ray worker {context.get_world_rank()}/{context.get_world_size()}"
     return Instruments(model, settings, plan, label, worker_settings, context)
 
@@ -50,7 +49,7 @@ class Instruments:
         self.settings, self.plan, self.label = settings, plan, label
         self.worker_settings, self.context, self.results_dir = worker_settings, context, None
         if switches.step_timing():
-            step_timing.attach(model, settings.get("allreduce_dtype", "float32"))
+            step_timing.attach(model, settings["allreduce_dtype"])
         self.timer = epoch_timing.epoch_timer()
         self.shards = proof.ShardNotes()
         workers = context.get_world_size() if context else 1

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from harness import step_timing
+from harness import step_timing, switches
 from lesson import workarounds
 
 BASELINE_FILE = "baseline_results.json"
@@ -53,12 +53,21 @@ def check_writable(results_dir):
             "Pass a writable folder with --results-dir (RESULTS_DIR in the scripts).") from None
 
 
+def record_settings(recipe, baseline=False):
+    """The recipe as a results record holds it, built once for every writer: the Ray run's with
+    its all-reduce dtype (DEMO_ALLREDUCE_DTYPE); the baseline's as one process at the global batch."""
+    if baseline:
+        return recipe.as_dict() | {"num_workers": 1, "batch_size": recipe.global_batch_size,
+                                   "allreduce_dtype": "float32"}
+    return recipe.as_dict() | {"allreduce_dtype": switches.allreduce_dtype()}
+
+
 def run_record(training_type, settings, plan, run_start, recorder, test_loss, test_accuracy,
                test_predictions):
     """The keys shared by the baseline and the Ray results, computed the same way for both.
 
-    `settings`: the recipe (dataset, train_size, test_size, epochs, batch_size per worker)
-    with num_workers, cpus_per_worker, learning_rate and seed. `recorder`: what
+    `settings`: record_settings(recipe), the recipe with the all-reduce dtype (the baseline's
+    as one process at the global batch). `recorder`: what
     the epoch timer noted (harness/epoch_timing.py) (for Ray, the chief worker's, with the epoch times of the
     slowest worker).
     - startup_seconds: from the entry point's start to the first training batch
@@ -81,9 +90,9 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
         "cpus_per_worker": settings["cpus_per_worker"],
         "num_workers": settings["num_workers"],
         "learning_rate": settings["learning_rate"],
-        "lr_scaling": settings.get("lr_scaling", "none"),
+        "lr_scaling": settings["lr_scaling"],
         # The gradients' type in the all-reduce (the Ray run; float32 is no compression).
-        "allreduce_dtype": settings.get("allreduce_dtype", "float32"),
+        "allreduce_dtype": settings["allreduce_dtype"],
         "seed": settings["seed"],
         # The memory allocator setting (workarounds.tune_memory_allocation); the Ray driver
         # passes its own on to the workers, so this is the workers' setting too.

@@ -50,7 +50,7 @@ class RayRun:
         self.start = time.time()
         switches.check_all()  # a bad DEMO_* switch fails here, before any cluster work
         self.recipe, self.plan, self.results_dir = recipe, plan, results_dir
-        self.settings = recipe.as_dict() | {"allreduce_dtype": switches.allreduce_dtype()}
+        self.settings = results.record_settings(recipe)
         results.check_writable(results_dir)
         self.checkpoint = checkpoint or resume
         self.storage_path = storage_root(storage_path, self.checkpoint)

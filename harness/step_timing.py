@@ -33,20 +33,16 @@ Keras' stock training step in place, to measure what the timing itself costs
 import time
 
 PARTS = ("input", "compute", "allreduce", "allreduce_cpu", "optimizer", "other")
-from harness.switches import ALLREDUCE_DTYPES
 # The keys the training step adds to Keras' logs; the recorder takes them out again.
 LOG_PREFIX = "step_clock_"
 
 
 def attach(model, allreduce_dtype="float32"):
     """Replace a compiled Keras model's training step by the same step timed in parts (see the
-    module's doc). Call it before fit(), which builds its training function from the step."""
+    module's doc). Call it before fit(), which builds its training function from the step.
+    `allreduce_dtype` is one of switches.ALLREDUCE_DTYPES, checked where DEMO_ALLREDUCE_DTYPE is read."""
     import tensorflow as tf
     from tf_keras.src.engine import data_adapter
-
-    if allreduce_dtype not in ALLREDUCE_DTYPES:
-        raise ValueError(f"DEMO_ALLREDUCE_DTYPE must be one of {', '.join(ALLREDUCE_DTYPES)}, got "
-                         f"'{allreduce_dtype}'.")
 
     def clock(after=(), cpu=False):
         """The wall time (tf.timestamp) once `after` is computed; with cpu=True also this
