@@ -16,11 +16,10 @@ files, its restarts, and its results file at the end.
 
 import contextlib
 import os
-import signal
 import threading
 import time
 
-from harness import cluster_checks, loopback, results, storage, switches
+from harness import cluster_checks, interrupts, loopback, results, storage, switches
 from harness.attempts import summarize_attempts
 from harness.collector import start_collector
 from lesson import workarounds
@@ -100,8 +99,8 @@ class RayRun:
         write_status(self.dir, "running", settings=self.settings, checkpoint=self.checkpoint)
         self.trainer_start = time.time()
         try:
-            with ProgressMonitor(ray, collector, self.dir), workarounds.noting_sigint() as interrupted, \
-                    terminate_as_interrupt():
+            with ProgressMonitor(ray, collector, self.dir), interrupts.noting_sigint() as interrupted, \
+                    interrupts.terminate_as_interrupt():
                 yield
             if interrupted.is_set():
                 raise KeyboardInterrupt
@@ -135,21 +134,6 @@ class RayRun:
             raise
         write_status(self.dir, "completed", results=path)
         return record
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt():
-    """SIGTERM (kill, timeout) and SIGHUP (the terminal closed) end the run as Ctrl-C does:
-    marked interrupted, with Ray shut down, instead of killing the driver on the spot."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 # ---------------------------------------------------------------- naming and resuming

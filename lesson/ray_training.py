@@ -73,7 +73,7 @@ def train_with_ray(recipe, address, data_dir, results_dir, **checkpoint_options)
     """Train on the Ray cluster at `address`; write results_dir/ray_results_<N>workers.json."""
     plan = data.shard_plan(recipe.train_size, recipe.batch_size, recipe.num_workers)
     run = RayRun(recipe, plan, results_dir, address, **checkpoint_options)  # checks all it can before Ray
-    workarounds.import_tensorflow(cpus=1)  # Ray's TensorFlow module imports TensorFlow: do it our way first
+    workarounds.ray_train_tensorflow_without_tensorflow()  # the driver needs no TensorFlow
     from ray.train.tensorflow import TensorflowTrainer
 
     ray.init(address=None if address == "local" else address, runtime_env={

@@ -12,17 +12,17 @@ the allocator settings need glibc (Linux). Import TensorFlow only through
 3. `disable_autotune_on_device_iterators`: the end of fit() sat idle for up to a minute.
 4. `quiet_cuda_probe`: the CUDA-enabled wheel prints CUDA errors on every CPU-only machine.
 5. Thread pools: Ray sets OMP_NUM_THREADS on its workers and nothing else.
-6. `noting_sigint`: Ray Train can lose a Ctrl-C that arrives while its controller starts.
+6. (moved: harness/interrupts.py notes a Ctrl-C that Ray Train would lose.)
 7. `log`: Ray Train V2 prints a worker's print() through several log handlers.
+8. `ray_train_tensorflow_without_tensorflow`: Ray Train's TensorFlow package imports TensorFlow
+   in every process that touches it, its controller included.
 """
 
 import contextlib
 import os
 import re
-import signal
 import sys
 import tempfile
-import threading
 import time
 
 # 1. tf-keras, not Keras 3 (TensorFlow 2.21, tf-keras 2.21): Keras 3's model.fit fails under
@@ -116,7 +116,13 @@ def ray_worker_settings():
     passed_on = {name: value for name, value in os.environ.items() if name.startswith("DEMO_")}
     return {"env_vars": {LEGACY_KERAS_VARIABLE: "1", "TF_CPP_MIN_LOG_LEVEL": "2", ALLOCATOR_VARIABLE: allocator,
                          **allocator_environment(allocator), **passed_on},
-            "worker_process_setup_hook": "lesson.workarounds.quiet_first_tensorflow_import"}
+            "worker_process_setup_hook": "lesson.workarounds.prepare_worker_process"}
+
+
+def prepare_worker_process():
+    """Ray's worker process set-up hook (runs before any task): sections 4 and 8."""
+    quiet_first_tensorflow_import()
+    ray_train_tensorflow_without_tensorflow()
 
 
 # 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under
@@ -246,44 +252,6 @@ def import_tensorflow(cpus):
     return tf
 
 
-# 6. Ctrl-C during trainer.fit() (Ray 2.60, Train V2). Ray Train installs its own SIGINT
-# handler inside fit(), which asks its controller to abort and ends fit() normally; an abort
-# sent while the controller is still starting was lost and the run completed. The driver
-# needs to know that the user interrupted, whatever Ray Train did with the signal, so that
-# an interrupted run never ends looking like a success.
-@contextlib.contextmanager
-def noting_sigint():
-    """Yield an Event that is set when SIGINT arrives, whoever handles it.
-
-    signal.signal is wrapped for the duration, so that a handler installed meanwhile (Ray
-    Train's) also sets the event first.
-    """
-    interrupted = threading.Event()
-    original = signal.signal
-
-    def note_then(handler):
-        def noting(signum, frame):
-            interrupted.set()
-            return handler(signum, frame)
-        return noting
-
-    def wrapping(signum, handler):
-        if signum == signal.SIGINT and callable(handler):
-            return original(signum, note_then(handler))
-        return original(signum, handler)
-
-    previous = signal.getsignal(signal.SIGINT)
-    if callable(previous):  # an ignored SIGINT (a background job) stays ignored
-        original(signal.SIGINT, note_then(previous))
-    signal.signal = wrapping
-    try:
-        yield interrupted
-    finally:
-        signal.signal = original
-        if previous is not None:
-            original(signal.SIGINT, previous)
-
-
 # 7. Progress lines from Ray workers (Ray 2.60, Train V2): Ray Train turns print() on a
 # worker into a log record, which the root logger's several handlers then print more than
 # once. Lines written to stdout directly, and flushed, show once through Ray's log forwarding.
@@ -291,3 +259,24 @@ def log(message):
     """A progress line, flushed at once so that it shows through Ray's log forwarding."""
     sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
     sys.stdout.flush()
+
+
+# 8. TensorFlow in Ray Train's controller (Ray 2.60). `ray.train.tensorflow/__init__.py` imports
+# TensorFlow only to fail early where it is missing, and the trainer's TensorflowConfig lives in
+# that package, so every process that unpickles it paid a TensorFlow import (about 5 s of one
+# core here): the driver and Ray Train's controller, which never trains, on the path to the
+# first batch. This registers the package without running its __init__; its submodules load as
+# usual and the workers still import TensorFlow, in the training function.
+def ray_train_tensorflow_without_tensorflow():
+    """Make `ray.train.tensorflow` importable without TensorFlow. Returns the package."""
+    import importlib
+    import importlib.util
+
+    name = "ray.train.tensorflow"
+    if name not in sys.modules:
+        package = importlib.util.module_from_spec(importlib.util.find_spec(name))  # not executed
+        sys.modules[name] = package
+        setattr(sys.modules["ray.train"], "tensorflow", package)
+        package.TensorflowConfig = importlib.import_module(name + ".config").TensorflowConfig
+        package.TensorflowTrainer = importlib.import_module("ray.train.v2.tensorflow.tensorflow_trainer").TensorflowTrainer
+    return sys.modules[name]

@@ -131,7 +131,7 @@ def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
     import os
     import signal
 
-    from lesson.workarounds import noting_sigint
+    from harness.interrupts import noting_sigint
 
     handled = []
     original = signal.signal
