@@ -21,18 +21,24 @@ Definitions (all from numbers measured in the two runs):
   0 when Ray's overhead is no larger, None when Ray is no faster once it runs. It assumes
   that a longer run means more training (more data per epoch) at the measured rates, with
   the same start-up, validation and evaluation;
-- accuracy_delta = Ray test accuracy - baseline test accuracy.
+- accuracy_delta = Ray test accuracy - baseline test accuracy;
+- with a TensorFlow-alone run beside them (harness/tensorflow_alone.py: the same training as
+  N plain processes with TF_CONFIG written by hand, no Ray): tensorflow_alone_throughput_ratio
+  = its images/s / the baseline's, and ray_vs_tensorflow_alone = Ray's images/s / its images/s,
+  which split the gap from N times the baseline into TensorFlow's part (the smaller per-worker
+  batch and the strategy's collectives) and Ray's own.
 """
 
 import argparse
 import os
 import sys
 
-from harness import results
+from harness import results, tensorflow_alone as tf_alone
 
 
-def compare(baseline, ray_run):
-    """The comparison of two run records, as a dict (the content of comparison.json)."""
+def compare(baseline, ray_run, tensorflow_alone=None):
+    """The comparison of two run records (and of the TensorFlow-alone run, when there is
+    one), as a dict (the content of comparison.json)."""
     num_workers = ray_run["num_workers"]
     warnings = []
     baseline_work = baseline.get("samples_per_epoch", 0) * baseline["epochs_completed"]
@@ -50,7 +56,7 @@ def compare(baseline, ray_run):
                         f"Ray {ray_run['cpus_per_worker']} per worker).")
     throughput_ratio = _ratio(ray_run["images_per_second"], baseline["images_per_second"])
     overhead = {"baseline": fixed_overhead(baseline), "ray": fixed_overhead(ray_run)}
-    return {
+    comparison = {
         "num_workers": num_workers,
         "throughput_ratio": throughput_ratio,
         "scaling_efficiency": throughput_ratio / num_workers if throughput_ratio is not None else None,
@@ -63,6 +69,19 @@ def compare(baseline, ray_run):
         "baseline": _summary(baseline),
         "ray": _summary(ray_run),
     }
+    if tensorflow_alone is not None:
+        if tensorflow_alone["samples_per_epoch"] != ray_run["samples_per_epoch"] or \
+                tensorflow_alone["num_workers"] != num_workers:
+            warnings.append("The TensorFlow-alone run trained another recipe than the Ray run: compare "
+                            "its column with care.")
+        comparison.update(
+            tensorflow_alone=_summary(tensorflow_alone),
+            tensorflow_alone_throughput_ratio=_ratio(tensorflow_alone["images_per_second"],
+                                                     baseline["images_per_second"]),
+            ray_vs_tensorflow_alone=_ratio(ray_run["images_per_second"], tensorflow_alone["images_per_second"]),
+            tensorflow_alone_speedup_end_to_end=_ratio(baseline["total_time_seconds"],
+                                                       tensorflow_alone["total_time_seconds"]))
+    return comparison
 
 
 def steady_training_seconds(run):
@@ -118,21 +137,15 @@ def faster_or_slower(ratio):
 def format_table(comparison):
     """The comparison as a plain-text table and a verdict."""
     baseline, ray_run = comparison["baseline"], comparison["ray"]
+    alone = comparison.get("tensorflow_alone")
     workers = comparison["num_workers"]
-    rows = [
-        ("Training time (s)", baseline["train_time_seconds"], ray_run["train_time_seconds"], "{:.1f}"),
-        ("Start-up to first batch (s)", baseline["startup_seconds"], ray_run["startup_seconds"], "{:.1f}"),
-        ("Total time (s)", baseline["total_time_seconds"], ray_run["total_time_seconds"], "{:.1f}"),
-        ("Throughput (images/s)", baseline["images_per_second"], ray_run["images_per_second"], "{:.1f}"),
-        ("Test accuracy", baseline["test_accuracy"], ray_run["test_accuracy"], "{:.4f}"),
-        ("Global batch", baseline["global_batch_size"], ray_run["global_batch_size"], "{}"),
-        ("CPUs per process", baseline["cpus_per_worker"], ray_run["cpus_per_worker"], "{}"),
-    ]
-    ray_title = f"Ray Train ({workers} workers)"
-    lines = [f"{'':30} {'Baseline':>14} {ray_title:>24}", "-" * 70]
-    for label, left, right, pattern in rows:
-        lines.append(f"{label:30} {_format(pattern, left):>14} {_format(pattern, right):>24}")
-    lines.append("-" * 70)
+    columns = [("Baseline", 14, baseline)] + ([("TensorFlow alone", 20, alone)] if alone else []) + \
+        [(f"Ray Train ({workers} workers)", 24, ray_run)]
+    width = 30 + sum(1 + size for _, size, _ in columns)
+    lines = [f"{'':30}" + "".join(f" {title:>{size}}" for title, size, _ in columns), "-" * width]
+    for label, key, pattern in TABLE_ROWS:
+        lines.append(f"{label:30}" + "".join(f" {_format(pattern, run[key]):>{size}}" for _, size, run in columns))
+    lines.append("-" * width)
     if comparison["throughput_ratio"] is not None:
         lines.append(f"Speedup (throughput):      {faster_or_slower(comparison['throughput_ratio'])}, scaling "
                      f"efficiency {comparison['scaling_efficiency']:.2f} (/ {workers} workers; 1.00 is perfect)")
@@ -140,9 +153,32 @@ def format_table(comparison):
     lines.append(f"Speedup (end to end):      {faster_or_slower(comparison['speedup_end_to_end'])}")
     lines.append(f"Break-even:                {break_even_sentence(comparison)}")
     lines.append(f"Accuracy difference:       {comparison['accuracy_delta'] * 100:+.2f} points (Ray - baseline)")
+    if alone:
+        lines.append(f"Ray vs TensorFlow alone:   {gap_sentence(comparison)}")
     for warning in comparison["warnings"]:
         lines.append(f"WARNING: {warning}")
     return "\n".join(lines)
+
+
+# The printed table's rows: label, the key of each run's summary, format.
+TABLE_ROWS = (("Training time (s)", "train_time_seconds", "{:.1f}"),
+              ("Start-up to first batch (s)", "startup_seconds", "{:.1f}"),
+              ("Total time (s)", "total_time_seconds", "{:.1f}"),
+              ("Throughput (images/s)", "images_per_second", "{:.1f}"),
+              ("Test accuracy", "test_accuracy", "{:.4f}"),
+              ("Global batch", "global_batch_size", "{}"),
+              ("CPUs per process", "cpus_per_worker", "{}"))
+
+
+def gap_sentence(comparison):
+    """Where the gap from N times the baseline goes: TensorFlow's part, then Ray's own."""
+    workers, alone_ratio = comparison["num_workers"], comparison["tensorflow_alone_throughput_ratio"]
+    ray_share = comparison["ray_vs_tensorflow_alone"]
+    if None in (alone_ratio, ray_share):
+        return "n/a"
+    return (f"Ray reaches {ray_share:.2f} of TensorFlow alone's images/s (Ray's own cost), and TensorFlow "
+            f"alone {alone_ratio:.2f}x the baseline, {alone_ratio / workers:.2f} of {workers}x (the per-worker "
+            "batch and the strategy's collectives)")
 
 
 def break_even_sentence(comparison):
@@ -161,6 +197,12 @@ def _format(pattern, value):
     return "n/a" if value is None else pattern.format(value)
 
 
+def load_tensorflow_alone(folder, num_workers):
+    """The folder's TensorFlow-alone run with that many workers, or None when it has none."""
+    path = os.path.join(folder, tf_alone.results_file(num_workers))
+    return results.load_run(path) if os.path.exists(path) else None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", default="results", help="folder with the two results files "
@@ -171,7 +213,7 @@ def main(argv=None):
     try:
         baseline = results.load_run(os.path.join(args.results_dir, results.BASELINE_FILE))
         ray_run = results.load_run(os.path.join(args.results_dir, results.ray_file(args.num_workers)))
-        comparison = compare(baseline, ray_run)
+        comparison = compare(baseline, ray_run, load_tensorflow_alone(args.results_dir, args.num_workers))
     except ValueError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2

@@ -127,7 +127,7 @@ def build_report(run_dir, pairs, targets, per_class, monitoring=()):
         lines.append("- With a single epoch, images/s includes graph tracing: it is not steady state.")
     lines += ["", f"![Speedup against workers]({plots.SPEEDUP_PLOT})", "",
               f"![Time per epoch per configuration]({plots.EPOCH_TIMES_PLOT})", ""]
-    lines += _breakdown_section(pairs) + [""] + _break_even_section(pairs)
+    lines += _breakdown_section(pairs) + [""] + _tensorflow_alone_section(pairs) + _break_even_section(pairs)
     lines += ["## Learning curves", ""]
     for pair in pairs:
         lines += [f"![Accuracy and loss per epoch, {pair.ray_label}]({plots.learning_curves_file(pair)})", ""]
@@ -158,6 +158,8 @@ def _breakdown_section(pairs):
     for pair in pairs:
         if not rows or rows[0][1] is not pair.baseline:
             rows.append((pair.baseline_label, pair.baseline))
+        if pair.tensorflow_alone is not None:
+            rows.append((pair.tensorflow_alone_label, pair.tensorflow_alone))
         rows.append((pair.ray_label, pair.ray))
     for label, record in rows:
         breakdown = record.get("step_breakdown")
@@ -173,6 +175,26 @@ def _breakdown_section(pairs):
                      f"{ms('allreduce')} ({ms('allreduce_cpu')}) | {ms('optimizer')} | {ms('other')} | "
                      f"{ms('step')} | {breakdown['unaccounted_share']:.1%} |")
     return lines
+
+
+def _tensorflow_alone_section(pairs):
+    """What Ray costs, and buys, on top of TensorFlow: the control run without Ray."""
+    pairs = [pair for pair in pairs if pair.tensorflow_alone is not None]
+    if not pairs:
+        return []
+    lines = ["## What Ray costs on top of TensorFlow", "",
+             "The same training as N plain processes with `TF_CONFIG` written by hand and no Ray "
+             "(`harness/tensorflow_alone.py`; `TENSORFLOW_ALONE=0` skips it). Ray adds placing the "
+             "workers on nodes, restarting them after a failure and one command for any number of "
+             "machines; this splits the gap from N times the baseline:", ""]
+    for pair in pairs:
+        alone = pair.tensorflow_alone
+        lines.append(f"- {pair.ray_label}: {compare.gap_sentence(pair.comparison)}. Start-up to the first "
+                     f"batch {pair.ray['startup_seconds']:.1f} s with Ray, {alone['startup_seconds']:.1f} s "
+                     f"without; end to end {compare.faster_or_slower(pair.comparison['speedup_end_to_end'])} "
+                     f"with Ray, {compare.faster_or_slower(pair.comparison['tensorflow_alone_speedup_end_to_end'])} "
+                     "without, against the baseline.")
+    return lines + [""]
 
 
 def _break_even_section(pairs):

@@ -20,11 +20,12 @@ from lesson import data
 class Pair:
     """One Ray run, the baseline it is compared with, and their comparison."""
 
-    def __init__(self, folder, baseline, ray_run):
+    def __init__(self, folder, baseline, ray_run, tensorflow_alone=None):
         self.folder = folder
         self.baseline = baseline
         self.ray = ray_run
-        self.comparison = compare.compare(baseline, ray_run)
+        self.tensorflow_alone = tensorflow_alone  # the control without Ray, when it ran
+        self.comparison = compare.compare(baseline, ray_run, tensorflow_alone)
         self.num_workers = ray_run["num_workers"]
 
     @property
@@ -34,6 +35,10 @@ class Pair:
     @property
     def ray_label(self):
         return f"Ray Train, {workers_text(self.num_workers)}"
+
+    @property
+    def tensorflow_alone_label(self):
+        return f"TensorFlow alone, {workers_text(self.num_workers)}"
 
 
 def plural(count, word):
@@ -61,7 +66,7 @@ def load_pair(folder):
                          "(the benchmark scripts do).")
     baseline = results.load_run(os.path.join(folder, results.BASELINE_FILE))
     ray_run = results.load_run(ray_files[0])
-    return Pair(folder, baseline, ray_run)
+    return Pair(folder, baseline, ray_run, compare.load_tensorflow_alone(folder, ray_run["num_workers"]))
 
 
 def find_pairs(run_dir):

@@ -5,6 +5,8 @@ report.py prints `format_table` and writes the others into REPORT.md.
 
 import numpy as np
 
+from analysis import compare
+
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck")
 
@@ -15,12 +17,16 @@ def results_table(pairs):
 
     rows = []
     for pair in pairs:
-        baseline, ray_run, comparison = pair.baseline, pair.ray, pair.comparison
-        for label, record, is_ray in ((pair.baseline_label, baseline, False), (pair.ray_label, ray_run, True)):
-            ratio = comparison["throughput_ratio"] if is_ray else None
+        baseline, comparison = pair.baseline, pair.comparison
+        runs = [(pair.baseline_label, baseline, None)]
+        if pair.tensorflow_alone is not None:
+            runs.append((pair.tensorflow_alone_label, pair.tensorflow_alone, compare.compare(baseline, pair.tensorflow_alone)))
+        runs.append((pair.ray_label, pair.ray, comparison))
+        for label, record, versus in runs:
+            ratio = versus["throughput_ratio"] if versus else None
             rows.append({
                 "Configuration": label,
-                "Workers": record["num_workers"] if is_ray else 0,
+                "Workers": record["num_workers"] if versus else 0,
                 "Global batch": record["global_batch_size"],
                 "Train time (s)": record["train_time_seconds"],
                 "Total time (s)": record["total_time_seconds"],
@@ -29,10 +35,10 @@ def results_table(pairs):
                 "Images/s": record["images_per_second"],
                 "Speedup (images/s)": ratio,
                 "Efficiency": ratio / record["num_workers"] if ratio is not None else None,
-                "Speedup (train time)": comparison["speedup"] if is_ray else None,
-                "Speedup (end to end)": comparison["speedup_end_to_end"] if is_ray else None,
+                "Speedup (train time)": versus["speedup"] if versus else None,
+                "Speedup (end to end)": versus["speedup_end_to_end"] if versus else None,
                 "Test accuracy": record["test_accuracy"],
-                "Accuracy vs baseline (points)": comparison["accuracy_delta"] * 100 if is_ray else None,
+                "Accuracy vs baseline (points)": versus["accuracy_delta"] * 100 if versus else None,
             })
     return pd.DataFrame(rows).set_index("Configuration")
 

@@ -23,22 +23,25 @@ from lesson.model import evaluate
 from lesson.workarounds import log
 
 
-def instrument(model, recipe, plan, worker_settings=None, results_dir=None):
+def instrument(model, recipe, plan, worker_settings=None, results_dir=None, context=None):
     """Attach the measurements to `model` (compiled; inside the strategy's scope for Ray).
 
     `worker_settings`: what the driver's RayRun.start_workers() gave this Ray worker (the
-    collector, whether checkpoints are on); None for the baseline, which writes its results
-    into `results_dir` (checked here, before training)."""
+    collector, whether checkpoints are on), or a TensorFlow-alone worker's `record_path`;
+    None for the baseline, which writes its results into `results_dir` (checked here, before
+    training). `context`: the worker's rank and world size (default: Ray Train's context)."""
     if worker_settings is None:
         results.check_writable(results_dir)
         instruments = Instruments(model, results.record_settings(recipe, baseline=True), plan, "baseline")
         instruments.results_dir = results_dir
         return instruments
-    import ray.train
+    if context is None:
+        import ray.train
 
-    context = ray.train.get_context()
+        context = ray.train.get_context()
     settings = results.record_settings(recipe)
-    label = f"ray worker {context.get_world_rank()}/{context.get_world_size()}"
+    kind = "ray worker" if "collector" in worker_settings else "tensorflow-alone worker"
+    label = f"{kind} {context.get_world_rank()}/{context.get_world_size()}"
     return Instruments(model, settings, plan, label, worker_settings, context)
 
 
@@ -55,7 +58,7 @@ class Instruments:
         workers = context.get_world_size() if context else 1
         self.callbacks = [self.timer, live_gauges(tf, self.timer, label, plan["samples_per_epoch"]),
                           progress_lines(tf, self.timer, label, plan["samples_per_epoch"], workers)]
-        if worker_settings:
+        if worker_settings and "collector" in worker_settings:
             self.callbacks.append(attempt_events(tf, context.get_world_rank(), worker_settings))
 
     def dataset_fn(self, dataset_fn):
@@ -71,24 +74,26 @@ class Instruments:
 
     def finish(self, model, dataset, run_start=None):
         """After fit(): the baseline writes its results JSON (its run started at `run_start`);
-        a Ray worker sends its record home."""
+        a Ray worker sends its record home, a TensorFlow-alone worker writes it to a file."""
         if self.worker_settings is None:
             return self._write_baseline(model, dataset, run_start)
         rank, world_size = self.context.get_world_rank(), self.context.get_world_size()
         # Every worker must call get_weights(): reading the batch-norm statistics averages them
         # across workers with a collective, so all workers take part.
         weights = model.get_weights()
-        import ray
-
+        sink = self.worker_settings
         record = self.timer.state() | proof.sync_proof(weights, len(model.trainable_weights)) | {
-            "rank": rank, "world_size": world_size, "node_id": ray.get_runtime_context().get_node_id(),
+            "rank": rank, "world_size": world_size, "node_id": node_id(sink),
             "hostname": socket.gethostname(), "pid": os.getpid(), "input_pipelines": self.shards.input_pipelines,
             # Steps actually run times this worker's batch: what it really processed.
             "samples_per_epoch": [steps * self.settings["batch_size"] for steps in self.timer.steps_per_epoch],
             "fit_seconds": self.timer.fit_seconds,
             "test_share": proof.evaluate_test_share(weights, dataset, rank, world_size, self.settings["batch_size"]),
         }
-        collector.send_record(self.worker_settings["collector"], record)
+        if "collector" in sink:
+            collector.send_record(sink["collector"], record)
+        else:
+            results.write_json_atomic(sink["record_path"], record)
 
     def _write_baseline(self, model, dataset, run_start):
         test_loss, test_accuracy, predictions = evaluate(model, dataset.x_test, dataset.y_test,
@@ -102,6 +107,15 @@ class Instruments:
         results.write(record, run_start, path)
         log(f"baseline: {results.summary_line(record)} -> {path}")
         return record
+
+
+def node_id(worker_settings):
+    """The Ray node this worker runs on; a process without Ray: its host and process."""
+    if "collector" not in worker_settings:
+        return f"{socket.gethostname()}:{os.getpid()}"
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def progress_lines(tf, timer, label, samples_per_epoch, workers):

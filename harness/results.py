@@ -221,19 +221,18 @@ def write_json_atomic(path, data):
 
 
 def versions():
-    """Versions of the software that produced a result."""
-    import tensorflow as tf
-    import tf_keras
+    """Versions of the software that produced a result, read from the installed packages
+    (importing TensorFlow to ask would cost seconds in a driver that never trains)."""
+    from importlib import metadata
 
-    found = {"python": platform.python_version(), "tensorflow": tf.__version__,
-             "keras": tf_keras.__version__, "numpy": np.__version__}
-    try:
-        import ray
+    def installed(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
 
-        found["ray"] = ray.__version__
-    except ImportError:
-        found["ray"] = None
-    return found
+    return {"python": platform.python_version(), "tensorflow": installed("tensorflow"),
+            "keras": installed("tf-keras"), "numpy": np.__version__, "ray": installed("ray")}
 
 
 def host_facts():

@@ -30,6 +30,9 @@
 #   DEMO_ALLOCATOR=tuned how TensorFlow gets memory for tensors, the same for both runs:
 #                        tuned (BFC allocator, glibc kept from trimming) or system (malloc);
 #                        see lesson/workarounds.py, section 2
+#   TENSORFLOW_ALONE=1   local target: also train the Ray run's recipe as NUM_WORKERS plain
+#                        TensorFlow processes with TF_CONFIG by hand and no Ray (a control:
+#                        what Ray costs on top of TensorFlow); 0 skips it
 #   CHECKPOINT=0         1: the Ray run saves a checkpoint every epoch and a restarted worker
 #                        group resumes from it (0, the default, keeps the quick start as fast)
 #   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target; on
@@ -94,6 +97,7 @@ resolve_settings() {
   fi
   require_one_of ALLOW_OVERSUBSCRIBE "${ALLOW_OVERSUBSCRIBE:-0}" 0 1
   require_one_of CHECKPOINT "$CHECKPOINT" 0 1
+  require_one_of TENSORFLOW_ALONE "${TENSORFLOW_ALONE:-1}" 0 1
   require_one_of RESUME "$RESUME" 0 1
   require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system
   require_writable_dir DATA_DIR "$DATA_DIR"

@@ -36,7 +36,8 @@ SETTINGS = {
     "LEARNING_RATE": "number", "LR_SCALING": "choice", "SEED": "count0", "MAX_FAILURES": "count0",
     "DATA_DIR": "folder", "RESULTS_DIR": "folder", "RUN_DIR": "folder-given", "BASELINE_RESULTS": "file",
     "RAY_ADDRESS": "address", "RAY_PORT": "port", "DASHBOARD_PORT": "port", "PIN_CPUS": "choice",
-    "ALLOW_OVERSUBSCRIBE": "choice", "DEMO_ALLOCATOR": "choice", "CHECKPOINT": "choice", "CHECKPOINT_DIR": "folder",
+    "ALLOW_OVERSUBSCRIBE": "choice", "DEMO_ALLOCATOR": "choice", "TENSORFLOW_ALONE": "choice", "CHECKPOINT": "choice",
+    "CHECKPOINT_DIR": "folder",
     "KEEP_RUNS": "count", "RESUME": "choice", "MONITORING": "choice", "PROMETHEUS_PORT": "port",
     "PROMETHEUS_SCRAPE_SECONDS": "count", "GRAFANA_PORT": "port", "GRAFANA_HOME": "optional-folder",
 }

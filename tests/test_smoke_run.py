@@ -133,3 +133,28 @@ def test_the_commands_in_the_report_can_be_pasted_as_printed(smoke_run):
         assert finished.returncode == 0, (command, finished.stderr[-2000:])
     # The report names the command that wrote it (the run folder is outside the repository here).
     assert f"`.venv/bin/python -m analysis.report --run-dir {smoke_run['run_dir']}`" in report
+
+
+def test_tensorflow_alone_trains_the_same_recipe_without_ray_and_joins_the_comparison(smoke_run):
+    from harness import tensorflow_alone
+
+    record = load(smoke_run, tensorflow_alone.results_file(2))
+    ray_run, comparison = load(smoke_run, results.ray_file(2)), load(smoke_run, results.COMPARISON_FILE)
+    for key in results.RUN_KEYS:
+        assert key in record, key
+    assert record["training_type"] == "tensorflow_alone" and record["cluster"] is None
+    for key in ("train_size", "epochs_completed", "global_batch_size", "samples_per_epoch", "seed", "allocator"):
+        assert record[key] == ray_run[key], key
+    # Two plain processes, no Ray: each read its own shard and they ended with the same weights.
+    workers = record["workers"]
+    assert [worker["rank"] for worker in workers] == [0, 1] and len({worker["pid"] for worker in workers}) == 2
+    assert sorted(tuple(worker["input_pipelines"][0]) for worker in workers) == [(0, 2), (1, 2)]
+    assert record["weights_identical"] and sum(worker["test_examples"] for worker in workers) == 128
+    assert record["launch_to_first_batch_seconds"] < record["total_time_seconds"]
+    # Its column in the comparison, and Ray's share of its throughput.
+    assert comparison["ray_vs_tensorflow_alone"] == pytest.approx(
+        ray_run["images_per_second"] / record["images_per_second"])
+    assert "TensorFlow alone" in smoke_run["stdout"].split("3/3 Comparison")[1].splitlines()[1]
+    assert "tensorflow-alone worker 1/2 epoch 1: " in smoke_run["stdout"]
+    report = (smoke_run["run_dir"] / "REPORT.md").read_text()
+    assert "## What Ray costs on top of TensorFlow" in report and "| TensorFlow alone, 2 workers |" in report

@@ -11,8 +11,9 @@
 #                 them (empty: the default of MODE, default, smoke or full) and the NAME=VALUE
 #                 overrides; a bad value stops the script with Python's message. The first
 #                 call keeps what the user gave in GIVEN_<NAME> (empty when unset).
-#   training_args baseline|ray RESULTS_DIR [FLAG...]  the command line of an entry point
-#                 after the interpreter, in TRAINING_ARGS.
+#   training_args baseline|ray|tensorflow_alone RESULTS_DIR [FLAG...]  the command line of an
+#                 entry point (the TensorFlow-alone control is harness's) after the interpreter,
+#                 in TRAINING_ARGS.
 #   checkpoint_flags  --checkpoint (CHECKPOINT=1) and --resume (RESUME=1), in CHECKPOINT_FLAGS.
 #   recipe_describe   the recipe's lines of a script's --help.
 
@@ -62,12 +63,14 @@ recipe_describe() {
 training_args() {
   local entry="$1" results_dir="$2"
   shift 2
+  local module
   case "$entry" in
-    baseline | ray) ;;
-    *) die "training_args: unknown entry point '$entry' (baseline or ray)." ;;
+    baseline | ray) module="lesson.${entry}_training" ;;
+    tensorflow_alone) module="harness.tensorflow_alone" ;;
+    *) die "training_args: unknown entry point '$entry' (baseline, ray or tensorflow_alone)." ;;
   esac
   ((${#RECIPE_FLAGS[@]} > 0)) || die "training_args: the recipe is not resolved yet (resolve_recipe first)."
-  TRAINING_ARGS=(-m "lesson.${entry}_training" "${RECIPE_FLAGS[@]}" --results-dir "$results_dir" "$@")
+  TRAINING_ARGS=(-m "$module" "${RECIPE_FLAGS[@]}" --results-dir "$results_dir" "$@")
 }
 
 # The Ray run's checkpoint flags, in CHECKPOINT_FLAGS: --checkpoint when CHECKPOINT=1 (a

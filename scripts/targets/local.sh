@@ -85,6 +85,19 @@ run_ray() {
   run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The Ray training failed (see above)."
 }
 
+# The control (TENSORFLOW_ALONE=1, the default): the Ray run's training as N plain processes
+# with TF_CONFIG written by hand and no Ray (harness/tensorflow_alone.py), each pinned like
+# the worker node of its rank; it runs beside the same idle cluster as the baseline.
+run_tensorflow_alone() {
+  if [[ "${TENSORFLOW_ALONE:-1}" != 1 ]]; then
+    log "Control: TensorFlow alone skipped (TENSORFLOW_ALONE=0)"
+    return 0
+  fi
+  log "Control: TensorFlow alone, $NUM_WORKERS processes x $CPUS_PER_WORKER CPU(s), TF_CONFIG by hand, no Ray"
+  training_args tensorflow_alone "$RESULTS_DIR" --data-dir "$DATA_DIR" --pin-cpus "$PIN_CPUS"
+  run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The TensorFlow-alone control failed (see above); TENSORFLOW_ALONE=0 skips it."
+}
+
 # The whole local benchmark into RESULTS_DIR (the run folder).
 target_benchmark() {
   prepare_monitoring "$RESULTS_DIR" "${MODE:-default}"
@@ -92,6 +105,7 @@ target_benchmark() {
   start_monitoring
   run_baseline
   run_ray
+  run_tensorflow_alone
   log "3/3 Comparison"
   run_step "$VENV_PYTHON" -m analysis.compare --results-dir "$RESULTS_DIR" --num-workers "$NUM_WORKERS" ||
     die "The comparison failed (see above)."
