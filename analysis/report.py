@@ -16,6 +16,7 @@ tables and plots, monitoring_report.py the time series of a monitored run.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,7 +25,7 @@ from analysis import compare, monitoring_report, plots
 from analysis.run_folder import find_pairs, true_test_labels, workers_text
 from analysis.tables import TABLE_FORMATS, format_table, markdown_table, per_class_section, results_table
 from analysis.targets import evaluate_targets, format_targets
-from harness import results
+from harness import calibrate, results
 
 REPORT_FILE = "REPORT.md"
 
@@ -39,9 +40,13 @@ BASELINE_CHOICE = (
 
 
 def _machine_section(pairs):
-    host = pairs[0].baseline.get("host") or {}
+    host, baseline = pairs[0].baseline.get("host") or {}, pairs[0].baseline
+    family = f" (family {host['cpu_family']}, model {host.get('cpu_model_number')})" if host.get("cpu_family") else ""
+    per_core = baseline["images_per_second"] / baseline["cpus_per_worker"] if baseline.get("images_per_second") else None
     lines = ["## Machine", "",
-             f"- CPU: {host.get('cpu_model', 'unknown')}, {host.get('logical_cores', '?')} logical cores",
+             f"- CPU: {host.get('cpu_model', 'unknown')}{family}, {host.get('logical_cores', '?')} logical cores"
+             + (f"; the baseline trained {per_core:.1f} images/s per core at batch {baseline['global_batch_size']}"
+                if per_core else ""),
              f"- Memory: {host.get('memory_gib', '?')} GiB",
              f"- Platform: {host.get('platform', 'unknown')} (host {host.get('hostname', '?')})"]
     for pair in pairs:
@@ -89,12 +94,29 @@ def _settings_section(pairs):
              f"{first['batch_size_per_worker']} per worker; {first['cpus_per_worker']} CPU(s) per Ray worker and "
              f"for the baseline; learning rate {first.get('learning_rate')}",
              "- Configurations: " + "; ".join(
-                 f"{pair.ray_label} against {pair.baseline_label}" for pair in pairs),
-             "", "Commands run:", "", "```"]
+                 f"{pair.ray_label} against {pair.baseline_label}" for pair in pairs)]
+    calibration = read_calibration(pairs[0].folder)
+    if calibration:
+        lines.append(f"- Training-set size chosen by calibration (`harness/calibrate.py`): the baseline's step ran "
+                     f"{calibration['images_per_second']:.1f} images/s on {calibration['cpus']} CPU(s), so "
+                     f"{calibration['train_size']} images for about {calibration['expected_baseline_training_seconds']:.0f} s "
+                     f"of baseline training (the aim: {calibration['target_seconds']:.0f} s)")
+    lines += ["", "Commands run:", "", "```"]
     for pair in pairs:
-        lines += [pair.baseline.get("command", "?"), pair.ray.get("command", "?")]
+        lines += [pair.baseline.get("command", "?")]
+        lines += [pair.tensorflow_alone.get("command", "?")] if pair.tensorflow_alone else []
+        lines += [pair.ray.get("command", "?")]
     lines += ["```", "", "### How the baselines were chosen", "", BASELINE_CHOICE]
     return lines
+
+
+def read_calibration(folder):
+    """calibration.json of a run folder whose training-set size was calibrated, else None."""
+    path = os.path.join(folder, calibrate.CALIBRATION_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as source:
+        return json.load(source)
 
 
 def _definitions():

@@ -66,13 +66,34 @@ run_baseline() {
       die "Could not copy BASELINE_RESULTS '$BASELINE_RESULTS' into $RESULTS_DIR."
     return 0
   fi
-  local pin=()
-  if [[ "$PIN_CPUS" == 1 || ("$PIN_CPUS" == auto && -z "$USER_RAY_ADDRESS") ]] && command -v taskset >/dev/null 2>&1; then
-    pin=(taskset -c "0-$((CPUS_PER_WORKER - 1))")
-  fi
+  baseline_pin
   log "1/3 Baseline: plain Keras, $CPUS_PER_WORKER CPU(s), the global batch of $NUM_WORKERS worker(s)"
   training_args baseline "$RESULTS_DIR" --data-dir "$DATA_DIR"
-  run_step ${pin[@]+"${pin[@]}"} "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The baseline training failed (see above)."
+  run_step ${PIN[@]+"${PIN[@]}"} "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The baseline training failed (see above)."
+}
+
+# The baseline's core(s), in PIN (a taskset prefix, or nothing): the first CPUS_PER_WORKER,
+# which worker node 1 is pinned to as well.
+baseline_pin() {
+  PIN=()
+  if [[ "$PIN_CPUS" == 1 || ("$PIN_CPUS" == auto && -z "$USER_RAY_ADDRESS") ]] && command -v taskset >/dev/null 2>&1; then
+    PIN=(taskset -c "0-$((CPUS_PER_WORKER - 1))")
+  fi
+}
+
+# The default recipe without a TRAIN_SIZE of the user's: a few seconds of the baseline's step,
+# on its core, choose the training-set size for about 2.5 minutes of baseline training on this
+# machine (harness/calibrate.py; calibration.json in the run folder), and the recipe is
+# resolved again with it. Explicit sizes, --smoke-test, --full and BASELINE_RESULTS skip it.
+calibrate_train_size() {
+  [[ "${MODE:-default}" == default && -z "${GIVEN_TRAIN_SIZE:-}" && -z "${BASELINE_RESULTS:-}" ]] || return 0
+  log "Calibration: sizing the training set to this machine (TRAIN_SIZE=<n> sets it yourself)"
+  baseline_pin
+  run_step ${PIN[@]+"${PIN[@]}"} "$VENV_PYTHON" -m harness.calibrate "${RECIPE_FLAGS[@]}" --results-dir "$RESULTS_DIR" ||
+    die "The calibration failed (see above). Set TRAIN_SIZE (for example TRAIN_SIZE=4096) to skip it."
+  TRAIN_SIZE="$(sed -n 's/^ *"train_size": \([0-9][0-9]*\).*/\1/p' "$RESULTS_DIR/calibration.json")"
+  [[ -n "$TRAIN_SIZE" ]] || die "The calibration wrote no train_size into $RESULTS_DIR/calibration.json."
+  resolve_recipe "$MODE"
 }
 
 # Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
@@ -101,6 +122,7 @@ run_tensorflow_alone() {
 # The whole local benchmark into RESULTS_DIR (the run folder).
 target_benchmark() {
   prepare_monitoring "$RESULTS_DIR" "${MODE:-default}"
+  calibrate_train_size
   start_local_cluster
   start_monitoring
   run_baseline
