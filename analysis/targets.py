@@ -86,7 +86,7 @@ def evaluate_targets(pairs):
         versus = comparison.get("ray_vs_tensorflow_alone")
         if versus is not None:
             targets.append(_target(f"Ray {workers_text(workers)}: throughput >= {TARGET_VS_TENSORFLOW_ALONE:.2f} "
-                                   "of TensorFlow alone's", f"{versus:.2f}", versus >= TARGET_VS_TENSORFLOW_ALONE))
+                                   "of TensorFlow alone's", f"{versus:.3f}", round(versus, 9) >= TARGET_VS_TENSORFLOW_ALONE))
     return targets
 
 

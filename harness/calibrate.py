@@ -64,13 +64,15 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     recipes.add_arguments(parser)
     parser.add_argument("--results-dir", help="also write calibration.json there")
+    parser.add_argument("--measure-seconds", type=float, default=MEASURE_SECONDS,
+                        help=f"how long to time the step (default {MEASURE_SECONDS:g})")
     args = parser.parse_args(argv)
     try:
         workarounds.restart_with_allocator_environment("harness.calibrate")  # as the baseline runs
         recipe = recipes.from_args(args)
         if args.results_dir:
             results.check_writable(args.results_dir)
-        speed = measure_images_per_second(recipe)
+        speed = measure_images_per_second(recipe, args.measure_seconds)
         size = choose_train_size(speed, recipe)
     except ValueError as error:
         print(f"calibrate: error: {error}", file=sys.stderr)

@@ -4,8 +4,8 @@ It answers what Ray costs, and what it buys, on top of TensorFlow: the same mode
 per-worker batch, timed step, allocator and pinning as lesson/ray_training.py, and the same
 MultiWorkerMirroredStrategy, but the N processes are started here and each is handed the
 TF_CONFIG that Ray Train would write for it (the cluster's addresses and its own index).
-Ray's own release tests make the same comparison (ray-project/ray,
-release/air_tests/air_benchmarks/workloads/tensorflow_benchmark.py). What Ray adds on top
+Ray's own release tests make the same comparison (the TensorFlow workload of ray-project/ray's
+AIR benchmarks). What Ray adds on top
 (placing workers on nodes, restarting them, one command for N machines) is not here: a
 process that dies ends this run.
 
