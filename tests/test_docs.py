@@ -424,22 +424,59 @@ def _duration(seconds):
     return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
-def quoted_values():
-    """Every number the docs may quote, formatted as they print it: {kind: set of strings}."""
-    baseline, ray_run = _load("baseline_results.json"), _load("ray_results_2workers.json")
-    comparison, timings = _load("comparison.json"), _load("timings.json")
+def quickstart_values(folder):
+    """The numbers of a quick-start run folder (the reference machine's, or the slower one's
+    beside it): its runs, their seconds, the comparison's ratios and the timings' durations."""
+    def load(name):
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as source:
+            return json.load(source)
+
+    baseline, ray_run, alone = load("baseline_results.json"), load("ray_results_2workers.json"), \
+        load("tensorflow_alone_results_2workers.json")
+    comparison, timings = load("comparison.json"), load("timings.json") or {}
+    runs = [run for run in (baseline, ray_run, alone) if run]
     seconds = []
-    for run in (baseline, ray_run):
+    for run in runs:
         seconds += [run["train_time_seconds"], run["startup_seconds"], run["total_time_seconds"],
                     run["total_time_seconds"] - run["startup_seconds"] - run["train_time_seconds"]]
         seconds += run["epoch_times_seconds"]
+        seconds += [worker["fit_seconds"] for worker in run.get("workers", [])]
     seconds.append(ray_run["trainer_start_to_first_batch_seconds"])
-    seconds += [worker["fit_seconds"] for worker in ray_run["workers"]]
-    seconds.append(timings["run_benchmark_wall_seconds"] - baseline["total_time_seconds"] - ray_run["total_time_seconds"])
+    if alone:
+        seconds.append(alone["launch_to_first_batch_seconds"])
+    if timings.get("run_benchmark_wall_seconds"):
+        seconds.append(timings["run_benchmark_wall_seconds"] - sum(run["total_time_seconds"] for run in runs))
     ratios = [comparison["speedup"], comparison["speedup_end_to_end"], comparison["throughput_ratio"],
               comparison["scaling_efficiency"] * comparison["num_workers"]]
+    if alone:
+        ratios += [comparison["tensorflow_alone_throughput_ratio"], comparison["tensorflow_alone_speedup_end_to_end"]]
+    calibration = load("calibration.json")
+    if calibration:
+        runs.append({"images_per_second": calibration["images_per_second"]})
+        seconds.append(calibration["expected_baseline_training_seconds"])
     durations = [timings[key] for key in ("run_benchmark_wall_seconds", "venv_install_seconds", "test_suite_wall_seconds")
                  if timings.get(key) is not None]
+    return runs, seconds, ratios, durations
+
+
+def quoted_values():
+    """Every number the docs may quote, formatted as they print it: {kind: set of strings}."""
+    # The reference machine's quick start, and the slower machine's, which the docs quote beside it.
+    runs, seconds, ratios, durations = (mine + theirs for mine, theirs in zip(
+        quickstart_values(QUICKSTART_DIR), quickstart_values(os.path.join(REPO_ROOT, "docs", "results", "quickstart-zen3"))))
+    baseline, ray_run = _load("baseline_results.json"), _load("ray_results_2workers.json")
+    # Runs measured side by side for one change (docs/results/startup/, niceness/), quoted in PERFORMANCE.md.
+    for path in sorted(glob.glob(os.path.join(REPO_ROOT, "docs", "results", "*", "*-[0-9]", "ray_results_2workers.json"))):
+        with open(path, encoding="utf-8") as source:
+            measured = json.load(source)
+        seconds += [measured["trainer_start_to_first_batch_seconds"], measured["startup_seconds"]]
+        runs = runs + [{"images_per_second": measured["images_per_second"]}]
+    # The batch curve (docs/results/batch_curve/, tools/batch_curve.py), quoted in PERFORMANCE.md.
+    with open(os.path.join(REPO_ROOT, "docs", "results", "batch_curve", "batch_curve.json"), encoding="utf-8") as source:
+        runs = runs + json.load(source)["points"]
     # The chaos demo's run (docs/results/chaos/), quoted in the README's fault-tolerance section.
     with open(os.path.join(REPO_ROOT, "docs", "results", "chaos", "ray_results_2workers.json"),
               encoding="utf-8") as source:
@@ -448,7 +485,7 @@ def quoted_values():
     seconds += [failure["time_lost_seconds"], failure["detect_and_restart_seconds"], failure["redone_seconds"]]
     seconds += chaos["epoch_times_seconds"]
     # The scaling sweep's run (docs/results/scaling/workers-<N>/), quoted for its targets.
-    runs = [baseline, ray_run]  # the chaos run is quoted for its accuracy, not its speed
+    runs = runs + [baseline, ray_run]  # the chaos run is quoted for its accuracy, not its speed
     for folder in sorted(glob.glob(os.path.join(SCALING_DIR, "workers-*"))):
         with open(os.path.join(folder, "comparison.json"), encoding="utf-8") as source:
             sweep = json.load(source)
@@ -508,7 +545,8 @@ def test_the_readme_shows_the_comparison_table_of_the_committed_run():
 
 
 def test_the_committed_comparison_follows_from_the_committed_runs():
-    comparison = compare.compare(_load("baseline_results.json"), _load("ray_results_2workers.json"))
+    comparison = compare.compare(_load("baseline_results.json"), _load("ray_results_2workers.json"),
+                                 compare.load_tensorflow_alone(QUICKSTART_DIR, 2))
     assert comparison == _load("comparison.json")
 
 
