@@ -8,7 +8,8 @@ Columns: steady-state images/s; the ratio to the plain Keras baseline and the ef
 (ratio / workers); the ceiling row's ratio is what two independent processes reach
 together on this machine, and "share of ceiling" is a Ray row's ratio over it; per step:
 compute, all-reduce (wall and CPU), optimizer and input, in milliseconds (step_timing.py);
-trainer start to first batch; test accuracy. Rows that change the recipe (a larger batch)
+trainer start to first batch (TensorFlow alone: its launch to first batch); test accuracy.
+The tensorflow-alone row is the Ray row's training without Ray (harness/tensorflow_alone.py). Rows that change the recipe (a larger batch)
 also give the reference row's validation accuracy at the same wall-clock training time.
 Writes LEVERS.md into the run folder.
 """
@@ -17,7 +18,7 @@ import argparse
 import os
 import sys
 
-from harness import results
+from harness import results, tensorflow_alone
 
 LEVERS_FILE = "LEVERS.md"
 
@@ -33,7 +34,7 @@ def load_rows(run_dir):
             rows[name] = [results.load_run(os.path.join(folder, core, results.BASELINE_FILE))
                           for core in sorted(os.listdir(folder)) if core.startswith("core-")]
             continue
-        for file in (results.BASELINE_FILE, results.ray_file(2)):
+        for file in (results.BASELINE_FILE, results.ray_file(2), tensorflow_alone.results_file(2)):
             if os.path.exists(os.path.join(folder, file)):
                 rows[name] = results.load_run(os.path.join(folder, file))
     if "baseline" not in rows:
@@ -59,7 +60,8 @@ def table_rows(rows):
     reference = rows.get("ray")
     ceiling_ratio = None
     found = []
-    order = ["baseline", "ceiling", "ray"] + sorted(set(rows) - {"baseline", "ceiling", "ray"})
+    first = ["baseline", "ceiling", "tensorflow-alone", "ray"]
+    order = first + sorted(set(rows) - set(first))
     for name in [name for name in order if name in rows]:
         record = rows[name]
         if name == "ceiling":
@@ -75,7 +77,8 @@ def table_rows(rows):
         row = {"row": _label(name, record), "images_per_second": record["images_per_second"], "ratio": ratio,
                "efficiency": ratio / workers, "breakdown": record.get("step_breakdown"),
                "test_accuracy": record["test_accuracy"], "workers": workers,
-               "first_batch": record.get("trainer_start_to_first_batch_seconds")}
+               "first_batch": record.get("trainer_start_to_first_batch_seconds",
+                                         record.get("launch_to_first_batch_seconds"))}
         if ceiling_ratio and workers == 2:
             row["share_of_ceiling"] = ratio / ceiling_ratio
         if reference is not None and name.startswith("batch-"):
@@ -88,6 +91,8 @@ def table_rows(rows):
 def _label(name, record):
     if record["training_type"] == "baseline":
         return f"plain Keras, batch {record['global_batch_size']}, {record['cpus_per_worker']} CPU"
+    if record["training_type"] == "tensorflow_alone":
+        return f"TensorFlow alone, {record['num_workers']} processes, no Ray"
     details = {"ray": "default", "stock-step": "Keras' stock step (no timing)",
                "bfloat16": "all-reduce in bfloat16", "float16": "all-reduce in float16"}
     detail = details.get(name) or f"batch {record['batch_size_per_worker']} per worker, linear LR scaling"

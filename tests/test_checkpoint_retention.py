@@ -38,17 +38,19 @@ def test_the_store_keeps_the_newest_runs_by_their_latest_checkpoint_and_deletes_
                          endpoint_override=store["AWS_ENDPOINT_URL"][len("http://"):], scheme="http",
                          region="us-east-1", allow_bucket_creation=True)
     s3.create_dir("ray-checkpoints")
+    # A folder of its own: the session's S3 server also holds the checkpoint runs of
+    # tests/test_fault_tolerance.py in ray-checkpoints/runs, which would count here.
     # Written oldest first, a second apart (S3 dates have whole seconds); "b-newest" is named
     # so that its name sorts before the others: the date, not the name, decides.
     for run in ("z-oldest", "y-middle", "b-newest"):
-        with s3.open_output_stream(f"ray-checkpoints/runs/{run}/checkpoint_000001/model.bin") as out:
+        with s3.open_output_stream(f"ray-checkpoints/retention/{run}/checkpoint_000001/model.bin") as out:
             out.write(b"x" * 1000)
         time.sleep(1.1)
-    result = subprocess.run([sys.executable, "-c", prune_code(), "s3://ray-checkpoints/runs", "2"],
+    result = subprocess.run([sys.executable, "-c", prune_code(), "s3://ray-checkpoints/retention", "2"],
                             env=dict(os.environ, **store), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["REMOVED z-oldest 0", "KEPT 2"]
-    left = [info.base_name for info in s3.get_file_info(fs.FileSelector("ray-checkpoints/runs"))]
+    left = [info.base_name for info in s3.get_file_info(fs.FileSelector("ray-checkpoints/retention"))]
     assert sorted(left) == ["b-newest", "y-middle"]
 
 

@@ -2,6 +2,7 @@
 the targets' verdicts, the table, REPORT.md with its plots, and its errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -259,3 +260,27 @@ def test_the_machine_section_says_when_the_workers_asked_for_more_cpus_than_core
     lines = report._machine_section(run_folder.find_pairs(str(crowded)))
     assert any("**Oversubscribed**: 2 workers x 1 CPU(s) asked for 2 CPUs on 1 logical cores" in line
                for line in lines), lines
+
+
+def test_the_levers_table_shows_tensorflow_alone_between_the_ceiling_and_ray(tmp_path):
+    """A levers run folder with the baseline, tensorflow-alone and ray rows (the committed
+    quick-start run's files): the table orders them so and labels the control."""
+    import shutil
+
+    from analysis import levers
+    from harness import results, tensorflow_alone
+
+    quickstart = os.path.join(results.REPO_ROOT, "docs", "results", "quickstart")
+    for row, file in (("baseline", results.BASELINE_FILE), ("tensorflow-alone", tensorflow_alone.results_file(2)),
+                      ("ray", results.ray_file(2))):
+        os.makedirs(tmp_path / row)
+        shutil.copy(os.path.join(quickstart, file), tmp_path / row / file)
+    rows = levers.table_rows(levers.load_rows(str(tmp_path)))
+    assert [row["row"] for row in rows] == ["plain Keras, batch 128, 1 CPU", "TensorFlow alone, 2 processes, no Ray",
+                                            "Ray 2 workers: default"]
+    alone = rows[1]
+    with open(os.path.join(quickstart, tensorflow_alone.results_file(2)), encoding="utf-8") as source:
+        record = json.load(source)
+    assert alone["images_per_second"] == record["images_per_second"]
+    assert alone["first_batch"] == record["launch_to_first_batch_seconds"]
+    assert "| TensorFlow alone, 2 processes, no Ray |" in levers.markdown(rows)

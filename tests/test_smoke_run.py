@@ -125,10 +125,11 @@ def test_the_commands_in_the_report_can_be_pasted_as_printed(smoke_run):
     report = (smoke_run["run_dir"] / "REPORT.md").read_text()
     block = report.split("Commands run:", 1)[1].split("```", 2)[1]
     commands = [line for line in block.splitlines() if line.strip()]
-    assert len(commands) == 2
+    modules = ["lesson.baseline_training", "harness.tensorflow_alone", "lesson.ray_training"]
+    assert [shlex.split(command)[2] for command in commands] == modules
     for command in commands:
         words = shlex.split(command)
-        assert words[:2] == [".venv/bin/python", "-m"] and words[2] in ("lesson.baseline_training", "lesson.ray_training"), command
+        assert words[:2] == [".venv/bin/python", "-m"] and words[2] in modules, command
         finished = run([str(REPO_ROOT / words[0]), *words[1:], "--help"], timeout=120)
         assert finished.returncode == 0, (command, finished.stderr[-2000:])
     # The report names the command that wrote it (the run folder is outside the repository here).

@@ -6,10 +6,12 @@
 # writes LEVERS.md: throughput, the per-step breakdown and accuracy of every row.
 #
 # Usage: ./scripts/experiments/levers-benchmark.sh [--smoke-test] [--dry-run] [--help]
-#   ROWS="baseline ceiling ray stock-step bfloat16 float16 batch-128 batch-256"
+#   ROWS="baseline ceiling tensorflow-alone ray stock-step bfloat16 float16 batch-128 batch-256"
 #                        which rows to run, in this order (all by default):
 #                        baseline    plain Keras, 1 CPU, global batch BATCH_SIZE x 2
 #                        ceiling     two such baselines at once, each pinned to its own core
+#                        tensorflow-alone  the Ray row's training as 2 plain processes,
+#                                    TF_CONFIG by hand, no Ray (harness/tensorflow_alone.py)
 #                        ray         Ray Train, 2 workers x 1 CPU (the default recipe)
 #                        stock-step  the same with Keras' stock training step (no timing)
 #                        bfloat16    the same with the all-reduce in bfloat16
@@ -39,7 +41,7 @@ source "$SCRIPTS_DIR/lib/cluster.sh"
 # shellcheck source=scripts/lib/run_dir.sh
 source "$SCRIPTS_DIR/lib/run_dir.sh"
 
-ALL_ROWS="baseline ceiling ray stock-step bfloat16 float16 batch-128 batch-256"
+ALL_ROWS="baseline ceiling tensorflow-alone ray stock-step bfloat16 float16 batch-128 batch-256"
 COMMAND_FLAGS=(--smoke-test MODE=smoke --dry-run DRY_RUN=1)
 DRY_RUN=0
 ROWS="${ROWS:-$ALL_ROWS}"
@@ -131,6 +133,10 @@ run_row() {
       baseline "$folder/core-1" 1 || { wait "$SIDE_PID" || true; return 1; }
       wait "$SIDE_PID"
       SIDE_PID=""
+      ;;
+    tensorflow-alone)
+      training_args tensorflow_alone "$folder" --data-dir "$DATA_DIR" --pin-cpus 1
+      run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}"
       ;;
     ray) ray_row "$folder" ;;
     stock-step) DEMO_STEP_TIMING=0 ray_row "$folder" ;;
