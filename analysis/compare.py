@@ -140,7 +140,7 @@ def format_table(comparison):
     alone = comparison.get("tensorflow_alone")
     workers = comparison["num_workers"]
     columns = [("Baseline", 14, baseline)] + ([("TensorFlow alone", 20, alone)] if alone else []) + \
-        [(f"Ray Train ({workers} workers)", 24, ray_run)]
+        [(f"Ray Train ({plural(workers, 'worker')})", 24, ray_run)]
     width = 30 + sum(1 + size for _, size, _ in columns)
     lines = [f"{'':30}" + "".join(f" {title:>{size}}" for title, size, _ in columns), "-" * width]
     for label, key, pattern in TABLE_ROWS:
@@ -148,7 +148,7 @@ def format_table(comparison):
     lines.append("-" * width)
     if comparison["throughput_ratio"] is not None:
         lines.append(f"Speedup (throughput):      {faster_or_slower(comparison['throughput_ratio'])}, scaling "
-                     f"efficiency {comparison['scaling_efficiency']:.2f} (/ {workers} workers; 1.00 is perfect)")
+                     f"efficiency {comparison['scaling_efficiency']:.2f} (/ {plural(workers, 'worker')}; 1.00 is perfect)")
     lines.append(f"Speedup (training time):   {faster_or_slower(comparison['speedup'])}")
     lines.append(f"Speedup (end to end):      {faster_or_slower(comparison['speedup_end_to_end'])}")
     lines.append(f"Break-even:                {break_even_sentence(comparison)}")
@@ -181,15 +181,20 @@ def gap_sentence(comparison):
             "batch and the strategy's collectives)")
 
 
+def plural(count, word):
+    """'1 epoch', '2 epochs'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def break_even_sentence(comparison):
     """When the Ray run pays off end to end, on the machine of these two runs."""
     seconds = comparison.get("break_even_baseline_training_seconds")
     workers = comparison["num_workers"]
     if seconds is None:
-        return f"never: {workers} Ray workers train no faster than one process here"
+        return f"never: {plural(workers, 'Ray worker')} train{'s' if workers == 1 else ''} no faster than one process here"
     if seconds == 0:
-        return f"always: {workers} Ray workers cost no more to start than one process here"
-    return (f"{workers} Ray workers beat one process end to end once the baseline trains "
+        return f"always: {plural(workers, 'Ray worker')} cost{'s' if workers == 1 else ''} no more to start than one process here"
+    return (f"{plural(workers, 'Ray worker')} beat{'s' if workers == 1 else ''} one process end to end once the baseline trains "
             f"for more than {seconds:.0f} s on this machine")
 
 

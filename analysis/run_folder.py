@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from analysis import compare
+from analysis.compare import plural
 from harness import results
 from lesson import data
 
@@ -39,11 +40,6 @@ class Pair:
     @property
     def tensorflow_alone_label(self):
         return f"TensorFlow alone, {workers_text(self.num_workers)}"
-
-
-def plural(count, word):
-    """'1 epoch', '2 epochs'."""
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def workers_text(count):

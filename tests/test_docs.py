@@ -497,11 +497,11 @@ def quoted_values():
             seconds.append(json.load(source)["trainer_start_to_first_batch_seconds"])
     # The levers run (docs/results/levers/<row>/), quoted in docs/PERFORMANCE.md: each row's
     # throughput, its ratio to the baseline row, the ceiling's, first batch, accuracy.
-    levers = os.path.join(REPO_ROOT, "docs", "results", "levers")
     accuracies = []
-    if os.path.isdir(levers):
-        from analysis import levers as levers_table
+    from analysis import levers as levers_table
 
+    # The Zen 3 levers run, and the Ice Lake one with the ceiling and TensorFlow alone.
+    for levers in (os.path.join(REPO_ROOT, "docs", "results", name) for name in ("levers", "levers-icelake")):
         for row in levers_table.table_rows(levers_table.load_rows(levers)):
             ratios.append(row["ratio"])
             runs.append({"images_per_second": row["images_per_second"]})
