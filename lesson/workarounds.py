@@ -169,11 +169,14 @@ def disable_autotune_on_device_iterators(tf):
 CUDA_NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|"
                         r"cudart_stub\.cc:\d+\] Could not find cuda drivers|"
                         r"cuda_platform\.cc:\d+\] failed call to cuInit")
+# The prefix of absl's log lines: severity, date, time, thread ("I0000 00:00:1796.5   7012 ").
+LOG_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ ")
 
 
 @contextlib.contextmanager
 def quiet_cuda_probe():
-    """Drop the CUDA probe's messages from stderr while the block runs; keep all others."""
+    """Drop the CUDA probe's messages from stderr while the block runs; keep all others, once
+    each (the same message with another time stamp is a repeat)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -185,8 +188,12 @@ def quiet_cuda_probe():
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-                    if not CUDA_NOISE.search(line)]
+            kept, seen = [], set()
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                message = LOG_PREFIX.sub("", line)  # TensorFlow prints oneDNN's notice twice
+                if not CUDA_NOISE.search(line) and message not in seen:
+                    seen.add(message)
+                    kept.append(line)
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

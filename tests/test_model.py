@@ -27,3 +27,19 @@ def test_model_is_tf_keras_not_keras_3(tf):
 
     model = create_model(learning_rate=1e-3)
     assert tf.keras.Model is tf_keras.Model and isinstance(model, tf_keras.Sequential)
+
+
+def test_importing_tensorflow_prints_each_notice_once_and_no_cuda_probe(tmp_path):
+    """lesson.workarounds.import_tensorflow in a new process: TensorFlow prints oneDNN's notice
+    twice and the CUDA probe's errors on a CPU-only machine; what passes is each other line once."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    finished = subprocess.run([sys.executable, "-c", "from lesson import workarounds; workarounds.import_tensorflow(1)"],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "Could not find cuda drivers" not in finished.stderr and "failed call to cuInit" not in finished.stderr
+    assert finished.stderr.count("oneDNN custom operations are on") <= 1, finished.stderr
