@@ -180,6 +180,10 @@ def main(argv=None):
     except (ValueError, RuntimeError) as error:
         print(f"tensorflow_alone: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("tensorflow_alone: interrupted: its processes were stopped and no results were written.",
+              file=sys.stderr)
+        return 130
     return 0
 
 
