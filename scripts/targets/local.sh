@@ -94,6 +94,8 @@ calibrate_train_size() {
   TRAIN_SIZE="$(sed -n 's/^ *"train_size": \([0-9][0-9]*\).*/\1/p' "$RESULTS_DIR/calibration.json")"
   [[ -n "$TRAIN_SIZE" ]] || die "The calibration wrote no train_size into $RESULTS_DIR/calibration.json."
   resolve_recipe "$MODE"
+  # The larger training set must still fit this machine's memory, in every process.
+  TRAIN_SIZE="$TRAIN_SIZE" require_memory "$MODE"
 }
 
 # Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
