@@ -38,7 +38,9 @@ class Recipe:
     # Offline, learnable and CIFAR-shaped, so that the quick start needs no network.
     dataset: str = setting("synthetic", "synthetic (offline, learnable) or cifar10 (downloaded once, "
                            "checksum verified)", full="cifar10", choices=DATASETS)
-    train_size: int = setting(4096, "training examples", smoke=256, full=50_000, maximum=10_000_000)
+    # Unset, the local benchmark's default run sizes it to the machine (harness/calibrate.py).
+    train_size: int = setting(4096, "training examples (unset: the local benchmark's default run chooses "
+                              "at least this many by calibration)", smoke=256, full=50_000, maximum=10_000_000)
     test_size: int = setting(1024, "test examples", smoke=128, full=10_000, maximum=10_000_000)
     epochs: int = setting(3, "passes over the training set", smoke=1, full=10, maximum=10_000)
     # Per worker: the Ray run's global batch is this times the workers, and the baseline
