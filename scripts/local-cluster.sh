@@ -16,6 +16,8 @@
 #                       node starts with them, and its dashboard reads Prometheus and embeds
 #                       Grafana's panels (MONITORING=1 ./scripts/run-benchmark.sh sets them)
 #
+# `status` names each node (head, worker 1, ...) with its CPUs and cores, and the machine's
+# memory once (tools/cluster_status.py); it exits 1 when no cluster of CLUSTER_DIR runs.
 # `stop` stops only the processes of the cluster in CLUSTER_DIR, never another Ray cluster.
 # `env` prints the exports a driver needs (address and auth) for `eval`.
 # `kill-node` kills worker node N (1-NUM_WORKERS) or the node with that Ray node ID at once,
@@ -210,7 +212,9 @@ show_status() {
     log "No local cluster from $CLUSTER_DIR is running."
     return 1
   fi
-  ray_cli status --address="127.0.0.1:$RAY_PORT"
+  # Each node by name, its CPUs and cores, and the machine's memory once (tools/cluster_status.py);
+  # Ray's own view, with anonymous node IDs, if that fails.
+  "$REPO_ROOT/.venv/bin/python" -m tools.cluster_status || ray_cli status --address="127.0.0.1:$RAY_PORT"
 }
 
 main() {

@@ -3,6 +3,7 @@ checks on a real local cluster (a 0-CPU head and two 1-CPU worker nodes, each it
 start`); the strategy-overhead measurement; the pieces of the Ray run that need no cluster.
 Both trainings end to end are in test_smoke_run.py (one real benchmark per session)."""
 
+import os
 import time
 
 import pytest
@@ -146,3 +147,18 @@ def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
     assert handled == [signal.SIGINT] and interrupted.is_set()
     assert signal.getsignal(signal.SIGINT) is before
     assert signal.signal is original, "signal.signal must be put back"
+
+
+def test_status_names_each_node_with_its_cpus_and_counts_the_machine_memory_once(local_cluster):
+    """`local-cluster.sh status` (tools/cluster_status.py): the head and each worker node by
+    name, not anonymous IDs; the memory is the machine's, not the sum over nodes."""
+    finished = run([local_cluster["script"], "status"], env=local_cluster["settings"], timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    lines = finished.stdout.splitlines()
+    assert lines[0] == "3 node(s) alive:"
+    assert lines[1].split()[0] == "head" and "no CPUs for training" in lines[1]
+    for number in (1, 2):
+        assert lines[1 + number].split()[:5] == ["worker", str(number), "1", "CPU", "for"], lines
+    assert "CPUs in use by Ray tasks: " in finished.stdout and " of 2" in finished.stdout
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    assert f"Memory: this machine has {memory:.1f} GiB, shared by every node" in finished.stdout
