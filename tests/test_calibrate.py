@@ -63,3 +63,4 @@ def test_an_explicit_train_size_wins_over_the_calibration(tmp_path):
     finished = _calibrate_in_local_target(tmp_path, TRAIN_SIZE="2048")
     assert finished.returncode == 0, finished.stderr
     assert "TRAIN_SIZE=2048 " in finished.stdout and not (tmp_path / "calls").exists()
+
