@@ -5,9 +5,8 @@ per-worker batch, timed step, allocator and pinning as lesson/ray_training.py, a
 MultiWorkerMirroredStrategy, but the N processes are started here and each is handed the
 TF_CONFIG that Ray Train would write for it (the cluster's addresses and its own index).
 Ray's own release tests make the same comparison (the TensorFlow workload of ray-project/ray's
-AIR benchmarks). What Ray adds on top
-(placing workers on nodes, restarting them, one command for N machines) is not here: a
-process that dies ends this run.
+AIR benchmarks). What Ray adds on top (placing workers on nodes, restarting them, one command
+for N machines) is not here: a process that dies ends this run.
 
 Run from the repository root (./scripts/run-benchmark.sh runs it beside the other two
 unless TENSORFLOW_ALONE=0); it writes tensorflow_alone_results_<N>workers.json, which
@@ -145,8 +144,10 @@ def train_tensorflow_alone(recipe, data_dir, results_dir, pin="auto"):
             raise RuntimeError(f"TensorFlow-alone worker(s) {failed} exited with {[codes[r] for r in failed]} "
                                "(see their output above); a worker that stops stops them all, since nothing "
                                "restarts it without Ray.")
-        records = [json.load(open(os.path.join(folder, f"worker-{rank}.json"), encoding="utf-8"))
-                   for rank in range(recipe.num_workers)]
+        records = []
+        for rank in range(recipe.num_workers):
+            with open(os.path.join(folder, f"worker-{rank}.json"), encoding="utf-8") as source:
+                records.append(json.load(source))
     settings = results.record_settings(recipe)
     record = results.ray_record(settings, plan, run_start, run_start, None, records)
     # ray_record's name for it; here it runs from the launcher's start, with no trainer.
