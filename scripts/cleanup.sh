@@ -65,8 +65,8 @@ delete_ray_cluster() {
   kube --namespace "$RAY_NAMESPACE" delete raycluster "$RAY_CLUSTER_NAME" \
     --ignore-not-found --timeout="${DELETE_TIMEOUT}s"
   # The operator removes the pods; wait for them while it is still installed.
-  kube --namespace "$RAY_NAMESPACE" wait --for=delete pod \
-    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" --timeout="${DELETE_TIMEOUT}s" >/dev/null 2>&1 ||
+  wait_until_deleted kube --namespace "$RAY_NAMESPACE" wait --for=delete pod \
+    --selector "ray.io/cluster=$RAY_CLUSTER_NAME" --timeout="${DELETE_TIMEOUT}s" 2>/dev/null ||
     warn "Some Ray pods were still terminating after ${DELETE_TIMEOUT}s; they will go on their own."
 }
 

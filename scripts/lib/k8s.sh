@@ -80,6 +80,18 @@ manifest_worker_replicas() {
   awk '/^ *replicas: *[0-9]+/ {print $2; exit}' "$REPO_ROOT/k8s/ray-cluster.yaml" 2>/dev/null || true
 }
 
+# Run a `kubectl wait --for=delete` command (the arguments, a kubectl command line), where
+# nothing left to wait for is success: kubectl 1.20 (Debian 12's kubernetes-client) exits 1
+# with "no matching resources found" when the objects are already gone, 1.27 and later exit 0,
+# as tests/test_real_kubectl.py showed with each. Other output goes to stderr when it fails.
+wait_until_deleted() {
+  local output
+  output="$("$@" 2>&1)" && return 0
+  grep -q "no matching resources found" <<<"$output" && return 0
+  printf '%s\n' "$output" >&2
+  return 1
+}
+
 # Name of the running Ray head pod of RAY_CLUSTER_NAME, or nothing. Extra args go to kubectl.
 ray_head_pod() {
   kubectl "$@" get pods --namespace "$RAY_NAMESPACE" \

@@ -42,8 +42,8 @@ follow_spec_change() {
     local -a pods=()
     local pod
     while IFS= read -r pod; do [[ -z "$pod" ]] || pods+=("pod/$pod"); done <<<"$old_pods"
-    kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" wait --for=delete "${pods[@]}" \
-      --timeout="${POD_READY_TIMEOUT}s" >/dev/null ||
+    wait_until_deleted kubectl --context "$KUBE_CONTEXT" --namespace "$RAY_NAMESPACE" wait --for=delete "${pods[@]}" \
+      --timeout="${POD_READY_TIMEOUT}s" ||
       die "The old Ray pods did not go within ${POD_READY_TIMEOUT}s. See 'kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE get pods' (a pod stuck Terminating: 'kubectl delete pod NAME --force')."
   else
     log "The RayCluster changed, but not its pods: the worker count (KubeRay adds or removes worker pods) or only its annotations. No pod restarts."
