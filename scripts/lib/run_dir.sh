@@ -67,6 +67,25 @@ require_writable_dir() {
     die "$name '$folder' cannot be created or written. Set $name to a writable folder."
 }
 
+# Fail before any training when a folder that only some runs write into (CHECKPOINT_DIR)
+# could not be created or written; it is left as it was: what this creates to try, it removes.
+# Usage: require_creatable_dir NAME FOLDER
+require_creatable_dir() {
+  local name="$1" folder="$2" first_missing="" parent
+  parent="$folder"
+  while [[ -n "$parent" && ! -e "$parent" && "$parent" != . && "$parent" != / ]]; do
+    first_missing="$parent"
+    parent="$(dirname "$parent")"
+  done
+  require_writable_dir "$name" "$folder"
+  [[ -n "$first_missing" ]] || return 0
+  # Only the empty folders made just now: rmdir removes nothing else.
+  parent="$folder"
+  while rmdir "$parent" 2>/dev/null && [[ "$parent" != "$first_missing" ]]; do
+    parent="$(dirname "$parent")"
+  done
+}
+
 # From here on, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cancelled CI job) and SIGHUP (the
 # terminal closed) end the script at once with 128 + the signal's number, and mark the run as
 # interrupted by that signal (close_run_dir reads INTERRUPTED); the EXIT trap the caller set
