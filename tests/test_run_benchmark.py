@@ -147,8 +147,9 @@ def test_the_checkpoint_dir_is_checked_before_anything_starts_but_created_only_b
                     str(blocker / "checkpoints")])
     assert finished.returncode == 1
     assert f"CHECKPOINT_DIR '{blocker / 'checkpoints'}' cannot be created or written" in finished.stderr
-    # The folders it made to try are gone; the one that existed is kept.
+    # Nothing was created (its write probes are gone too); the folder that existed is kept, empty.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_a_run_folder_that_already_holds_files_is_never_written_into(tmp_path):

@@ -68,22 +68,20 @@ require_writable_dir() {
 }
 
 # Fail before any training when a folder that only some runs write into (CHECKPOINT_DIR)
-# could not be created or written; it is left as it was: what this creates to try, it removes.
+# could not be created or written, without creating it: its nearest existing folder must take
+# a new folder (a probe of a unique name, removed at once, so that runs side by side agree).
 # Usage: require_creatable_dir NAME FOLDER
 require_creatable_dir() {
-  local name="$1" folder="$2" first_missing="" parent
+  local name="$1" folder="$2" parent probe
   parent="$folder"
-  while [[ -n "$parent" && ! -e "$parent" && "$parent" != . && "$parent" != / ]]; do
-    first_missing="$parent"
+  while [[ -n "$parent" && ! -e "$parent" ]]; do
     parent="$(dirname "$parent")"
   done
-  require_writable_dir "$name" "$folder"
-  [[ -n "$first_missing" ]] || return 0
-  # Only the empty folders made just now: rmdir removes nothing else.
-  parent="$folder"
-  while rmdir "$parent" 2>/dev/null && [[ "$parent" != "$first_missing" ]]; do
-    parent="$(dirname "$parent")"
-  done
+  if [[ -n "$folder" && -d "$parent" ]] && probe="$(mktemp -d "$parent/.write-probe.XXXXXX" 2>/dev/null)"; then
+    rmdir "$probe"
+    return 0
+  fi
+  die "$name '$folder' cannot be created or written. Set $name to a writable folder."
 }
 
 # From here on, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cancelled CI job) and SIGHUP (the
