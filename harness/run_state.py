@@ -2,9 +2,10 @@
 files, its restarts, and its results file at the end.
 
 - Naming and resuming: a run lives in `storage_path/run_name/` (Ray Train's own files and
-  ours). `--resume` continues the latest interrupted run there, with the settings it
-  started with (Ray Train V2 has no `Trainer.restore`: a trainer started with the same
-  `RunConfig(storage_path, name)` resumes it).
+  ours). Ray Train V2 needs a storage path even when nothing is kept: a run without
+  checkpoints lives in a temporary folder, removed when it ends. `--resume` continues the
+  latest interrupted run there, with the settings it started with (Ray Train V2 has no
+  `Trainer.restore`: a trainer started with the same `RunConfig(storage_path, name)` resumes it).
 - Status and progress: `run_status.json` says running, completed, failed or interrupted;
   `progress.json`, written by a driver thread while the run trains, holds the epoch of the
   latest registered checkpoint and each worker group attempt (scripts/experiments/chaos.sh reads it to
@@ -14,8 +15,11 @@ files, its restarts, and its results file at the end.
   with the restarts and, after scripts/experiments/chaos.sh, the timeline of the injected failure.
 """
 
+import atexit
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import time
 
@@ -52,7 +56,10 @@ class RayRun:
         self.settings = results.record_settings(recipe)
         results.check_writable(results_dir)
         self.checkpoint = checkpoint or resume
-        self.storage_path = storage_root(storage_path, self.checkpoint)
+        self.temporary_storage = None if self.checkpoint else tempfile.mkdtemp(prefix="ray-demo-run-")
+        if self.temporary_storage:
+            atexit.register(self.remove_temporary_storage)  # also when the run fails before fit
+        self.storage_path = self.temporary_storage or storage_root(storage_path)
         storage.prepare(self.storage_path)
         self.name, self.dir, self.resuming = plan_run(self.storage_path, run_name, resume, self.settings)
         self.token = f"{self.name}-{self.start}"
@@ -76,10 +83,19 @@ class RayRun:
 
     def fit(self, ray, trainer):
         """trainer.fit() with the status file, progress and restarts tracked; then the
-        workers' records become the results JSON."""
-        with self.tracking(ray, self.collector):
-            trainer.fit()
-        return self.results(ray, self.collector, self.cluster)
+        workers' records become the results JSON. A run without checkpoints keeps nothing."""
+        try:
+            with self.tracking(ray, self.collector):
+                trainer.fit()
+            return self.results(ray, self.collector, self.cluster)
+        finally:
+            self.remove_temporary_storage()
+
+    def remove_temporary_storage(self):
+        """Remove the temporary folder of a run without checkpoints (once; never a kept run's)."""
+        if self.temporary_storage:
+            shutil.rmtree(self.temporary_storage, ignore_errors=True)
+            self.temporary_storage = None
 
     def describe(self, cluster):
         recipe = self.recipe
@@ -87,7 +103,8 @@ class RayRun:
             f"{len(cluster['nodes'])} nodes; {recipe.dataset} {recipe.train_size} train / "
             f"{recipe.test_size} test, {recipe.epochs} epochs, batch {recipe.batch_size} per "
             f"worker ({self.plan['global_batch_size']} global)")
-        log(f"ray: run '{self.name}' in {self.dir}; checkpoints every epoch: "
+        where = self.dir if self.checkpoint else "a temporary folder, removed at the end"
+        log(f"ray: run '{self.name}' in {where}; checkpoints every epoch: "
             f"{'yes' if self.checkpoint else 'no (--checkpoint, CHECKPOINT=1)'}; up to {recipe.max_failures} "
             f"restarts{'; resuming' if self.resuming else ''}")
 
@@ -119,8 +136,8 @@ class RayRun:
                                         ray.get(collector.get_all.remote()))
             record.update(summarize_attempts(ray.get(collector.get_attempts.remote()),
                                              read_json(storage.join(self.dir, FAILURE_FILE))))
-            record.update(run_name=self.name, run_dir=self.dir, checkpointing=self.checkpoint,
-                          max_failures=self.recipe.max_failures)
+            record.update(run_name=self.name, run_dir=self.dir if self.checkpoint else None,
+                          checkpointing=self.checkpoint, max_failures=self.recipe.max_failures)
             path = os.path.join(self.results_dir, results.ray_file(self.settings["num_workers"]))
             results.write(record, self.start, path)
             nodes = len({worker["node_id"] for worker in record["workers"]})
@@ -139,12 +156,10 @@ class RayRun:
 # ---------------------------------------------------------------- naming and resuming
 
 
-def storage_root(storage_path, checkpoint):
-    """Where Ray Train keeps the run: the given path, the repo's checkpoints/ when saving
-    checkpoints, else Ray's default. Absolute, since workers run in other directories."""
-    if storage_path:
-        return storage.normalize(storage_path)
-    return DEFAULT_STORAGE_PATH if checkpoint else os.path.expanduser("~/ray_results")
+def storage_root(storage_path):
+    """Where Ray Train keeps a run with checkpoints: the given path, else the repo's
+    checkpoints/. Absolute, since workers run in other directories."""
+    return storage.normalize(storage_path) if storage_path else DEFAULT_STORAGE_PATH
 
 
 def plan_run(storage_path, run_name, resume, settings_for_resume):

@@ -10,8 +10,8 @@ Run from the repository root (./scripts/run-benchmark.sh runs it for you, with t
     .venv/bin/python -m lesson.baseline_training --batch-size 64 --num-workers 2 --cpus-per-worker 1
     .venv/bin/python -m lesson.baseline_training --smoke-test      # seconds, proves the path
 
-Expect the default recipe to train for a few minutes on one core, with a test accuracy far
-above the 10% of chance: the quick start's measured run is in docs/results/quickstart/.
+Expect a test accuracy far above the 10% of chance, and a training time that depends on your
+CPU: the quick start's measured run is in docs/results/quickstart/.
 """
 
 import argparse

@@ -106,9 +106,10 @@ def epoch_checkpoints(strategy, model, recipe, settings, keep_with_checkpoint=No
 def add_arguments(parser):
     """The Ray run's checkpoint flags (MAX_FAILURES, the restarts, is part of the recipe)."""
     parser.add_argument("--storage-path", default=None,
-                        help="where Ray Train keeps run state and checkpoints; every node must reach it: "
-                             "a folder, or s3://bucket/prefix with AWS_ENDPOINT_URL and the AWS keys set "
-                             "(default: checkpoints/ in the repository with --checkpoint, else ~/ray_results)")
+                        help="with --checkpoint or --resume: where Ray Train keeps the run and its checkpoints; "
+                             "every node must reach it: a folder, or s3://bucket/prefix with AWS_ENDPOINT_URL and "
+                             "the AWS keys set (default: checkpoints/ in the repository). Without them the run "
+                             "keeps nothing: its state goes to a temporary folder, removed when it ends")
     parser.add_argument("--checkpoint", action="store_true",
                         help="save a checkpoint every epoch; a restarted worker group resumes from it")
     parser.add_argument("--resume", action="store_true",

@@ -13,9 +13,10 @@ one and runs both trainings for you; `--address local` starts a throwaway one-no
     .venv/bin/python -m lesson.ray_training --smoke-test --address local
     .venv/bin/python -m lesson.ray_training --checkpoint   # a checkpoint every epoch; --resume goes on
 
-Expect a start-up of tens of seconds before the first batch, then more images per second
-than the baseline but less than N times as many, and the same test accuracy within a point:
-the quick start's measured run, with its start-up, is in docs/results/quickstart/.
+Expect a longer start-up before the first batch than the baseline's (Ray starts its workers),
+then more images per second than the baseline but less than N times as many, and the same
+test accuracy within a point: the quick start's measured run, with its start-up, is in
+docs/results/quickstart/.
 """
 
 import argparse

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Remove what install-ray.sh, run-rayjob.sh and install-monitoring.sh created: the RayJobs of
+# First name every folder the demo writes on this machine, with its size, and remove none of
+# them (your results, checkpoints, downloads, .venv, and the local clusters' folders in /tmp).
+# Then remove what install-ray.sh, run-rayjob.sh and install-monitoring.sh created: the RayJobs of
 # this demo (and their clusters), the RayCluster and its NodePort service, the checkpoint store
 # of CHECKPOINTS=1, the PodMonitors, Grafana's dashboard ConfigMaps and the kube-prometheus-stack
 # release, the KubeRay operator (Helm release), the four KubeRay CRDs the chart installed and the
@@ -41,6 +43,45 @@ KUBE_CONTEXT=""
 # kubectl against the chosen context, with a request timeout so a dead cluster fails fast.
 kube() {
   kubectl --context "$KUBE_CONTEXT" --request-timeout=30s "$@"
+}
+
+# One folder with its size (or "-" when it is not there) and what writes it.
+name_folder() {
+  local folder="$1" what="$2" size="-"
+  [[ ! -d "$folder" ]] || size="$(du -sh "$folder/." 2>/dev/null | cut -f1)"  # /.: through a link
+  log "$(printf '  %-36s %6s  %s' "${folder#"$REPO_ROOT"/}/" "$size" "$what")"
+}
+
+# Name every folder the demo writes on this machine, with its size; remove none of them.
+name_local_folders() {
+  local root folder running clusters=0
+  log "Folders this demo writes on this machine (this script removes none of them: rm -rf what you no longer need):"
+  name_folder "$REPO_ROOT/results" "every run's folder: results, REPORT.md, plots, Prometheus' data (RESULTS_DIR)"
+  name_folder "$REPO_ROOT/checkpoints" "Ray Train runs with checkpoints: CHECKPOINT=1 and the chaos demo (CHECKPOINT_DIR)"
+  name_folder "$REPO_ROOT/.data" "the CIFAR-10 download of DATASET=cifar10 (DATA_DIR)"
+  name_folder "$REPO_ROOT/.venv" "the Python packages; the next script that needs them installs them again"
+  # The local clusters' folders (CLUSTER_DIR, /tmp/ray-demo-RAY_PORT by default), and what
+  # Python's temporary folder holds of ours: both /tmp and TMPDIR when it is another.
+  local -a roots=(/tmp)
+  [[ -z "${TMPDIR:-}" || "${TMPDIR%/}" == /tmp ]] || roots+=("${TMPDIR%/}")
+  for root in "${roots[@]}"; do
+    for folder in "$root"/ray-demo-*; do
+      [[ -d "$folder" ]] || continue
+      case "${folder##*/}" in
+        ray-demo-run-*) name_folder "$folder" "the Ray Train state of a run without checkpoints, killed before its end" ;;
+        ray-demo-checkpoint-*) name_folder "$folder" "a checkpoint a worker was writing when it was killed (the chaos demo)" ;;
+        *)
+          clusters=$((clusters + 1))
+          running=""
+          ! pgrep -f -- "$folder/ray" >/dev/null 2>&1 ||
+            running="; its cluster runs: CLUSTER_DIR=$folder ./scripts/local-cluster.sh stop"
+          name_folder "$folder" "a local cluster's nodes: their temp folders and logs, grown by every start$running"
+          ;;
+      esac
+    done
+  done
+  ((clusters > 0)) || name_folder "/tmp/ray-demo-<RAY_PORT>" "a local cluster's nodes: their temp folders and logs (CLUSTER_DIR)"
+  name_folder /tmp/ray "Ray's own temp folder: a run with --address local starts a throwaway cluster there"
 }
 
 # Pick the context to clean; print nothing when there is no cluster to clean.
@@ -162,6 +203,11 @@ main() {
   log_settings MINIKUBE_PROFILE RAY_NAMESPACE RAY_CLUSTER_NAME OPERATOR_NAMESPACE MONITORING_NAMESPACE DELETE_CLUSTER KEEP_CRDS ALLOW_ANY_CONTEXT
   require_positive_int DELETE_TIMEOUT "$DELETE_TIMEOUT"
   require_one_of KEEP_CRDS "$KEEP_CRDS" 0 1
+  name_local_folders
+  if ! command -v kubectl >/dev/null 2>&1 && [[ "$DELETE_CLUSTER" != 1 && "$ALLOW_ANY_CONTEXT" != 1 ]]; then
+    log "kubectl is not installed, so no Kubernetes cluster of this demo can be running; nothing to remove from one."
+    exit 0
+  fi
   require_tool kubectl "https://kubernetes.io/docs/tasks/tools/"
 
   KUBE_CONTEXT="$(choose_context)"

@@ -35,9 +35,10 @@
 #                        what Ray costs on top of TensorFlow); 0 skips it
 #   CHECKPOINT=0         1: the Ray run saves a checkpoint every epoch and a restarted worker
 #                        group resumes from it (0, the default, keeps the quick start as fast)
-#   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches (local target; on
-#                        minikube the runs go to K8S_CHECKPOINT_PATH=s3://ray-checkpoints/runs,
-#                        the store that CHECKPOINTS=1 ./scripts/install-ray.sh installs;
+#   CHECKPOINT_DIR=checkpoints  checkpoint storage every node reaches, created only by a run
+#                        with checkpoints (local target; on minikube the runs go to the
+#                        in-cluster store, K8S_CHECKPOINT_PATH=s3://ray-checkpoints/runs,
+#                        that CHECKPOINTS=1 ./scripts/install-ray.sh installs;
 #                        KEEP_RUNS=5 runs are kept there, older ones deleted)
 #   RESUME=0             1: continue the latest interrupted Ray run in CHECKPOINT_DIR from its
 #                        last checkpoint (same settings; the baseline runs again)
@@ -101,7 +102,7 @@ resolve_settings() {
   require_one_of RESUME "$RESUME" 0 1
   require_one_of DEMO_ALLOCATOR "${DEMO_ALLOCATOR:-tuned}" tuned system
   require_writable_dir DATA_DIR "$DATA_DIR"
-  require_writable_dir CHECKPOINT_DIR "$CHECKPOINT_DIR"
+  require_creatable_dir CHECKPOINT_DIR "$CHECKPOINT_DIR"  # created by a run with checkpoints only
   if [[ -n "$BASELINE_RESULTS" && ! (-f "$BASELINE_RESULTS" && -r "$BASELINE_RESULTS") ]]; then
     die "BASELINE_RESULTS '$BASELINE_RESULTS' is not a readable file. Point it at a baseline_results.json, or leave it unset to train the baseline."
   fi

@@ -152,7 +152,7 @@ SMOKE_PORTS = {"RAY_PORT": "6394", "DASHBOARD_PORT": "8274", "PROMETHEUS_PORT": 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One `MONITORING=1 ./scripts/run-benchmark.sh --smoke-test` for the whole session (a real
-    Ray run costs about a minute): tests of the smoke benchmark share it instead of each
+    Ray run is the slowest kind of test): tests of the smoke benchmark share it instead of each
     starting its own.
 
     Yields a dict: run_dir (the run's folder, a Path), results_dir, stdout, stderr, returncode,

@@ -16,6 +16,11 @@ Documents: README.md, GETTING_STARTED.md, AGENTS.md and every docs/*.md.
 - Numbers come from the committed run in docs/results/quickstart/: the README's comparison
   table is the one analysis/compare.py prints for that comparison.json, and every speedup,
   throughput, accuracy, time and duration quoted in the docs is one of that run's values.
+- One set of times: wherever the docs, the docstrings or the script headers quote the time of a
+  measured step (the .venv install, the default benchmark, the test suite) it is the time of
+  docs/results/quickstart/timings.json, in words neither ("about 7 minutes") nor another
+  machine's unless named; steps with no committed run (the smoke test) get no time. Their one
+  place is GETTING_STARTED.md; the other places repeat it or link to it.
 
 Static and quick: reads files and runs only `--help` / `--dry-run`, which start nothing.
 """
@@ -576,13 +581,16 @@ def test_every_number_quoted_in_the_docs_is_a_value_of_the_committed_run():
 
 
 def code_texts():
-    """What users read as docs inside the code: each training module's docstring and each
-    script's header comment (its --help)."""
+    """What users read as docs inside the code: the docstrings of each module of the code's
+    packages (the module's, its classes' and functions') and each script's header comment (its --help)."""
     texts = {}
     for path in python_modules():
-        docstring = ast.get_docstring(ast.parse(read(os.path.relpath(path, REPO_ROOT))))
-        if docstring:
-            texts[os.path.relpath(path, REPO_ROOT)] = docstring
+        tree = ast.parse(read(os.path.relpath(path, REPO_ROOT)))
+        # The module's docstring, then its classes' and functions'.
+        docstrings = [ast.get_docstring(node) for node in [tree] + [
+            node for node in ast.walk(tree) if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]]
+        if any(docstrings):
+            texts[os.path.relpath(path, REPO_ROOT)] = "\n\n".join(docstring for docstring in docstrings if docstring)
     for path in shell_scripts():
         header = []
         for line in read(os.path.relpath(path, REPO_ROOT)).splitlines()[1:]:
@@ -611,6 +619,156 @@ def test_paths_named_in_docstrings_and_script_headers_exist():
             if "<" not in word and "*" not in word and not _path_exists(word):
                 problems.append(f"{name}: {word} does not exist")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------- one set of times
+
+# A time as the docs write it: "8 min 5 s", or in words ("about 7 minutes", "3-4 min", "two
+# minutes", "a few seconds", "half a minute"). Seconds written as digits ("17.7 s", "900
+# seconds") are measurements of a run or settings, which the checks above cover.
+_AMOUNT = r"(?:\d+(?:\.\d+)?|an?|one|two|three|four|five|six|seven|eight|nine|ten|twenty|thirty|half an?|a few|several|tens of)"
+TIME_PHRASE = re.compile(
+    r"(?<![\w.-])(?:\d+ min \d+ s\b|(?:(?:about|under|over|nearly|roughly|around|some|up to|within|less than|"
+    r"more than)\s+)?(?:" + _AMOUNT + r"(?:\s*(?:-|to|or)\s*" + _AMOUNT + r")?\s+(?:minutes?|min|hours?)\b"
+    r"(?: and a half)?|(?:a few|several|tens of)\s+seconds\b))")
+VENV_SIZE = re.compile(r"(?<![\w.])\d+(?:\.\d+)? GB\b")
+# How close after a time the step it belongs to may be named, when none is named before it.
+FOLLOWING_STEP_CHARACTERS = 25
+# The slower reference machine: its values may be quoted only where it is named.
+SLOWER_MACHINE = re.compile(r"Zen 3|slower")
+# The Minikube path has never run on a real cluster (docs/KUBERNETES.md): its times are
+# estimates of steps of their own, which no committed run measures.
+MINIKUBE_STEP = re.compile(r"TARGET=minikube|run-rayjob\.sh|kubectl|[Mm]inikube")
+
+
+def _load_timings(folder):
+    with open(os.path.join(REPO_ROOT, "docs", "results", folder, "timings.json"), encoding="utf-8") as source:
+        return json.load(source)
+
+
+def measured_steps():
+    """The steps whose time the docs quote, each with the words that name it and the times it
+    may be quoted with: the committed runs' (the reference machine's, and the slower one's
+    where it is named), or none where no run of it is committed."""
+    from harness import calibrate
+
+    reference, slower = _load_timings("quickstart"), _load_timings("quickstart-zen3")
+
+    def measured(key):
+        return {_duration(reference[key])}, {_duration(slower[key])}
+
+    return {
+        "installing .venv": (r"\.venv\b(?!/bin)|\bpip\b|requirements-dev", *measured("venv_install_seconds")),
+        "the default benchmark": (r"run-benchmark\.sh(?![ \w]*--)|\b[Rr]un(?:ning)? the benchmark\b|first command|"
+                                  r"run with the defaults|default (?:recipe|run)\b|quick-start run",
+                                  *measured("run_benchmark_wall_seconds")),
+        "the test suite": (r"test\.sh|test suite|whole suite", *measured("test_suite_wall_seconds")),
+        # No run of these is committed: they may be quoted with no time at all.
+        "the smoke test": (r"--smoke-test|smoke test|smoke run", set(), set()),
+        "the exercise's short recipe": (r"short recipe", set(), set()),
+        "Ray's start-up": (r"start-up|first batch", set(), set()),
+        # Not measured but chosen: the calibration's own timed steps, and its target.
+        "the calibration": (r"[Cc]alibrat|[Ss]izes? the (?:training set|default run)|sized to",
+                            {f"about {calibrate.TARGET_SECONDS / 60:g} minutes", "a few seconds"}, set()),
+    }
+
+
+def text_units(text, markdown=True):
+    """The pieces a time is read in: sentences of prose, table rows, code lines with their comments."""
+    units = []
+    if markdown:
+        units += [line for _, body in fenced_blocks(text) for line in body.splitlines() if line.strip()]
+        text = prose(text)
+    for paragraph in re.split(r"\n\s*\n", text):
+        rows = paragraph.splitlines() if paragraph.lstrip().startswith("|") else [paragraph]
+        for row in rows:
+            units += re.split(r"(?<=[.;!?])\s+(?=[A-Z`(*])", " ".join(row.split()))
+    return units
+
+
+def step_time_problems(name, text, steps, markdown=True):
+    """Times quoted for a measured step that are not its committed value, as strings. A time
+    belongs to the nearest step named before it in the same piece, else to one named right
+    after it ("7 min 13 s in the quick-start run"), else to none."""
+    problems = []
+    for unit in text_units(text, markdown):
+        named = [(match.start(), match.end(), step) for step, (pattern, _, _) in steps.items()
+                 for match in re.finditer(pattern, unit)]
+        if not named or MINIKUBE_STEP.search(unit):
+            continue
+        slower_named = bool(SLOWER_MACHINE.search(unit))
+        for phrase in TIME_PHRASE.finditer(unit):
+            before = [entry for entry in named if entry[1] <= phrase.start()]
+            after = [entry for entry in named if phrase.end() <= entry[0] <= phrase.end() + FOLLOWING_STEP_CHARACTERS]
+            if not before and not after:
+                continue
+            # The nearest before; of names ending there, the longest ("size the default run").
+            step = (max(before, key=lambda entry: (entry[1], -entry[0])) if before else min(after))[2]
+            _, reference, slower = steps[step]
+            allowed = reference | (slower if slower_named else set())
+            if phrase.group(0) not in allowed:
+                problems.append(f"{name}: '{phrase.group(0)}' for {step}, where the committed runs give "
+                                f"{sorted(allowed) or 'no time'}: \"{unit[:140]}\"")
+    return problems
+
+
+def venv_size_problems(name, text, markdown=True):
+    """Sizes of .venv other than the committed one (the slower machine's where it is named)."""
+    reference, slower = (f"{_load_timings(folder)['venv_size_gb']} GB" for folder in ("quickstart", "quickstart-zen3"))
+    problems = []
+    for unit in text_units(text, markdown):
+        if ".venv" not in unit:
+            continue
+        allowed = {reference} | ({slower} if SLOWER_MACHINE.search(unit) else set())
+        for size in VENV_SIZE.finditer(unit):
+            # Only a size written next to .venv is its size (not the machine's memory in the same sentence).
+            if ".venv" in unit[max(0, size.start() - 40):size.end() + 40] and size.group(0) not in allowed:
+                problems.append(f"{name}: .venv of {size.group(0)}, where the committed runs give {sorted(allowed)}: "
+                                f"\"{unit[:140]}\"")
+    return problems
+
+
+def test_every_time_quoted_for_a_measured_step_is_its_committed_time_in_docs_docstrings_and_script_headers():
+    """One set of times: the install, the default benchmark and the test suite are quoted with
+    the times of docs/results/quickstart/timings.json (the slower machine's only where it is
+    named), the smoke test and the exercise's short recipe with none (no run of them is
+    committed), and .venv's size is the committed one. Two places cannot then disagree."""
+    steps = measured_steps()
+    problems = []
+    for doc in DOCS:
+        problems += step_time_problems(doc, read(doc), steps) + venv_size_problems(doc, read(doc))
+    for name, text in code_texts().items():
+        problems += step_time_problems(name, text, steps, markdown=False) + venv_size_problems(name, text, markdown=False)
+    assert not problems, "\n".join(problems)
+
+
+def test_getting_started_is_the_one_place_with_every_measured_step_time():
+    getting_started = " ".join(read("GETTING_STARTED.md").split())
+    timings = _load_timings("quickstart")
+    for key in ("venv_install_seconds", "run_benchmark_wall_seconds", "test_suite_wall_seconds"):
+        assert _duration(timings[key]) in getting_started, key
+    assert f"{timings['venv_size_gb']} GB" in getting_started
+
+
+def test_the_time_checker_catches_vague_conflicting_and_unmeasured_times():
+    steps = measured_steps()
+
+    def found(text):
+        return step_time_problems("doc", text, steps) + venv_size_problems("doc", text)
+    assert found("`./scripts/test.sh` took 7 min 53 s.") == []
+    assert found("The whole suite took 10 min 17 s on the slower Zen 3 VM.") == []
+    assert found("The whole suite took 10 min 17 s.")  # the slower machine's, unnamed
+    assert found("A run with the defaults takes about 7 minutes on 2 cores.")
+    assert found("It took 7 min 13 s in the quick-start run.")
+    assert found("Check it with `--smoke-test` (tiny data, one epoch, two minutes).")
+    assert found("```bash\n./scripts/run-benchmark.sh --smoke-test   # about a minute\n```\n")
+    assert found("| 3. Run the benchmark | 10 min |")
+    assert found("Expect a start-up of about half a minute before the first batch.")
+    assert found("The default recipe trains for about ten minutes.")
+    assert found("Installing requirements.txt into .venv (first time: 2-5 minutes, about 3 GB).")
+    assert found("`.venv` takes 3.1 GB.") and not found("`.venv` takes 3.4 GB.")
+    assert found("Sizes the training set for about 2.5 minutes of baseline training.") == []
+    assert found("Ray retries to place the group, each try waiting up to a minute.") == []
 
 
 def _recipe_output(*flags):

@@ -1036,11 +1036,43 @@ def test_cleanup_deletes_a_custom_ray_namespace_but_never_default(world):
     assert deleted == ["ray-system", "prometheus-system", "ray-demo"]
 
 
-def test_cleanup_fails_with_clear_message_when_kubectl_is_missing(world):
+def test_cleanup_without_kubectl_names_the_local_folders_and_finds_no_cluster_to_clean(world):
     world.remove_tool("kubectl")
     result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    assert "kubectl is not installed, so no Kubernetes cluster of this demo can be running" in result.stdout
+    assert "Folders this demo writes on this machine" in result.stdout
+    # Deleting the profile, or another context, still needs kubectl.
+    result = world.script("scripts/cleanup.sh", DELETE_CLUSTER=1)
     assert result.returncode == 1
     assert "'kubectl' is not installed" in result.stderr
+
+
+def test_cleanup_names_every_folder_the_demo_writes_with_its_size_and_removes_none(world):
+    cleanup_rules(world)
+    tmp = Path(world.env["TMPDIR"])
+    made = {world.root / "results" / "20260101-000000-local": 3000, world.root / ".data": 10,
+            tmp / "ray-demo-6380" / "ray-head": 2000, tmp / "ray-demo-run-abc123": 10,
+            tmp / "ray-demo-checkpoint-xyz789": 10}
+    for folder, size in made.items():
+        folder.mkdir(parents=True)
+        (folder / "file").write_bytes(b"x" * 1024 * size)
+    result = world.script("scripts/cleanup.sh")
+    assert result.returncode == 0, result.stderr
+    listed = {line.split()[1]: line.split()[2] for line in result.stdout.splitlines() if line.startswith("[cleanup.sh]   ")
+              and line.split()[1].endswith("/")}
+    # du's sizes: about 3 MB and 2 MB for the two larger folders; "-" for one that is not there.
+    assert re.fullmatch(r"3(\.\d)?M", listed["results/"]) and re.fullmatch(r"2(\.\d)?M", listed[f"{tmp}/ray-demo-6380/"])
+    assert listed[".data/"] != "-" and listed["checkpoints/"] == "-"
+    assert ".venv/" in listed and "/tmp/ray/" in listed
+    lines = result.stdout.splitlines()
+    assert any(f"{tmp}/ray-demo-run-abc123/" in line and "a run without checkpoints, killed before its end" in line
+               for line in lines)
+    assert any(f"{tmp}/ray-demo-checkpoint-xyz789/" in line and "when it was killed (the chaos demo)" in line
+               for line in lines)
+    assert any(f"{tmp}/ray-demo-6380/" in line and "a local cluster's nodes: their temp folders and logs" in line
+               for line in lines)
+    assert all(folder.exists() for folder in made)
 
 
 # ----------------------------------------------------------------------------------

@@ -137,6 +137,21 @@ def test_unwritable_results_dir_is_refused_before_anything_starts(tmp_path):
     assert "Starting head node" not in finished.stdout
 
 
+def test_the_checkpoint_dir_is_checked_before_anything_starts_but_created_only_by_a_run_with_checkpoints(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    (tmp_path / "kept").mkdir()
+    script = (f'source "{REPO_ROOT}/scripts/lib/common.sh" && source "$SCRIPTS_DIR/lib/run_dir.sh" && '
+              'for folder in "$@"; do require_creatable_dir CHECKPOINT_DIR "$folder"; done')
+    finished = run(["bash", "-c", script, "bash", str(tmp_path / "new" / "checkpoints"), str(tmp_path / "kept"),
+                    str(blocker / "checkpoints")])
+    assert finished.returncode == 1
+    assert f"CHECKPOINT_DIR '{blocker / 'checkpoints'}' cannot be created or written" in finished.stderr
+    # Nothing was created (its write probes are gone too); the folder that existed is kept, empty.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
 def test_a_run_folder_that_already_holds_files_is_never_written_into(tmp_path):
     (tmp_path / "baseline_results.json").write_text("{}")
     finished = run([SCRIPT, "--smoke-test"], env={"RUN_DIR": str(tmp_path), "TARGET": "local", **PORTS})

@@ -91,6 +91,15 @@ def test_the_ray_run_shards_the_data_synchronises_the_weights_and_uses_two_nodes
     assert 0 < record["trainer_start_to_first_batch_seconds"] < record["startup_seconds"]
 
 
+def test_a_run_without_checkpoints_leaves_no_run_folder_behind(smoke_run):
+    """CHECKPOINT=0 (the default): Ray Train's state lived in a temporary folder, removed at the
+    end; the checkpoint folder got no ray-demo-* folder of this run (it used to get one a run)."""
+    record = load(smoke_run, results.ray_file(2))
+    assert record["checkpointing"] is False and record["run_dir"] is None
+    assert not (REPO_ROOT / "checkpoints" / record["run_name"]).exists()
+    assert f"ray: run '{record['run_name']}' in a temporary folder, removed at the end;" in smoke_run["stdout"]
+
+
 def test_every_step_is_split_into_parts_that_add_up_to_it(smoke_run):
     for name in (results.BASELINE_FILE, results.ray_file(2)):
         breakdown = load(smoke_run, name)["step_breakdown"]

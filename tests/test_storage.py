@@ -5,6 +5,7 @@ in-cluster S3 store of k8s/checkpoint-storage.yaml (MinIO). MinIO's image cannot
 here; moto's S3 server (a local S3-compatible HTTP server, pip-installed) stands in for
 it. The same code path runs: pyarrow's S3 filesystem and the driver's status files (a real
 Ray run that checkpoints into S3 and resumes from there is in test_fault_tolerance.py).
+A run without checkpoints keeps nothing: its state lives in a temporary folder, removed at its end.
 """
 
 import os
@@ -69,3 +70,49 @@ def test_a_local_location_is_made_absolute_and_s3_kept():
     assert storage.normalize("checkpoints") == os.path.abspath("checkpoints")
     assert storage.normalize("s3://bucket/runs/") == "s3://bucket/runs"
     assert storage.join("s3://bucket/runs", "x", "y.json") == "s3://bucket/runs/x/y.json"
+
+
+# ------------------------------------------------ a run without checkpoints keeps nothing
+
+def _ray_run(tmp_path, checkpoint):
+    from lesson import data, recipe as recipes
+
+    recipe = recipes.Recipe()
+    plan = data.shard_plan(recipe.train_size, recipe.batch_size, recipe.num_workers)
+    return run_state.RayRun(recipe, plan, str(tmp_path / "results"), "local",
+                            storage_path=str(tmp_path / "checkpoints"), checkpoint=checkpoint)
+
+
+class FailingTrainer:
+    """A trainer whose fit() notes where the run's status file is, then fails."""
+
+    def __init__(self, run):
+        self.run, self.status_file = run, None
+
+    def fit(self):
+        self.status_file = os.path.join(self.run.dir, run_state.STATUS_FILE)
+        assert storage.read_json(self.status_file)["status"] == "running"
+        raise RuntimeError("the workers failed")
+
+
+def test_a_run_without_checkpoints_keeps_ray_trains_state_in_a_temporary_folder_removed_when_it_ends(tmp_path):
+    run = _ray_run(tmp_path, checkpoint=False)
+    # CHECKPOINT_DIR is not where this run lives, and is not even created.
+    assert not (tmp_path / "checkpoints").exists()
+    temporary = run.storage_path
+    assert os.path.basename(temporary).startswith("ray-demo-run-") and os.path.isdir(temporary)
+    assert run.ray_storage() == {"storage_path": temporary} and run.dir.startswith(temporary + os.sep)
+    trainer = FailingTrainer(run)
+    with pytest.raises(RuntimeError, match="the workers failed"):
+        run.fit(ray=None, trainer=trainer)
+    assert trainer.status_file.startswith(temporary) and not os.path.exists(temporary)
+    run.remove_temporary_storage()  # again, at exit: nothing left to do, no error
+
+
+def test_a_run_with_checkpoints_keeps_its_folder_in_the_checkpoint_dir(tmp_path):
+    run = _ray_run(tmp_path, checkpoint=True)
+    assert run.storage_path == str(tmp_path / "checkpoints") and run.temporary_storage is None
+    with pytest.raises(RuntimeError):
+        run.fit(ray=None, trainer=FailingTrainer(run))
+    status = storage.read_json(os.path.join(run.dir, run_state.STATUS_FILE))
+    assert status["status"] == "failed" and "the workers failed" in status["error"]

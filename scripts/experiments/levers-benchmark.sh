@@ -112,8 +112,7 @@ ray_row() {
   for name in $RECIPE_NAMES; do kept+=("$name=${!name}"); done
   local -a kept_flags=("${RECIPE_FLAGS[@]}")
   (($# == 0)) || resolve_recipe "$MODE" "$@"
-  # --storage-path: Ray Train's run folder goes where run-benchmark.sh puts it, not ~/ray_results.
-  training_args ray "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" --storage-path "$REPO_ROOT/checkpoints"
+  training_args ray "$folder" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS"
   for name in "${kept[@]}"; do printf -v "${name%%=*}" '%s' "${name#*=}"; done
   RECIPE_FLAGS=("${kept_flags[@]}")
   run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}"

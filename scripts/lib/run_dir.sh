@@ -67,6 +67,23 @@ require_writable_dir() {
     die "$name '$folder' cannot be created or written. Set $name to a writable folder."
 }
 
+# Fail before any training when a folder that only some runs write into (CHECKPOINT_DIR)
+# could not be created or written, without creating it: its nearest existing folder must take
+# a new folder (a probe of a unique name, removed at once, so that runs side by side agree).
+# Usage: require_creatable_dir NAME FOLDER
+require_creatable_dir() {
+  local name="$1" folder="$2" parent probe
+  parent="$folder"
+  while [[ -n "$parent" && ! -e "$parent" ]]; do
+    parent="$(dirname "$parent")"
+  done
+  if [[ -n "$folder" && -d "$parent" ]] && probe="$(mktemp -d "$parent/.write-probe.XXXXXX" 2>/dev/null)"; then
+    rmdir "$probe"
+    return 0
+  fi
+  die "$name '$folder' cannot be created or written. Set $name to a writable folder."
+}
+
 # From here on, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cancelled CI job) and SIGHUP (the
 # terminal closed) end the script at once with 128 + the signal's number, and mark the run as
 # interrupted by that signal (close_run_dir reads INTERRUPTED); the EXIT trap the caller set

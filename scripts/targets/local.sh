@@ -99,12 +99,14 @@ calibrate_train_size() {
 }
 
 # Ray Train with NUM_WORKERS workers on the cluster; checkpoints are opt-in (CHECKPOINT=1,
-# RESUME=1; see harness/run_state.py).
+# RESUME=1; see harness/run_state.py) and go to CHECKPOINT_DIR. Without them the run keeps
+# nothing (its state goes to a temporary folder), so CHECKPOINT_DIR is not even created.
 run_ray() {
   log "2/3 Ray Train: $NUM_WORKERS workers x $CPUS_PER_WORKER CPU(s), batch $BATCH_SIZE per worker"
   checkpoint_flags
+  ((${#CHECKPOINT_FLAGS[@]} == 0)) || CHECKPOINT_FLAGS+=(--storage-path "$CHECKPOINT_DIR")
   training_args ray "$RESULTS_DIR" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS" \
-    --storage-path "$CHECKPOINT_DIR" ${CHECKPOINT_FLAGS[@]+"${CHECKPOINT_FLAGS[@]}"}
+    ${CHECKPOINT_FLAGS[@]+"${CHECKPOINT_FLAGS[@]}"}
   run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}" || die "The Ray training failed (see above)."
 }
 
