@@ -41,8 +41,9 @@ def make_record(*, workers=0, images_per_second=50.0, accuracy=0.80, epochs=3, g
         "total_time_seconds": total_time or epoch_seconds * epochs + (60.0 if workers else 20.0),
         "epoch_times_seconds": [epoch_seconds * 1.1] + [epoch_seconds] * (epochs - 1),
         "images_per_second": images_per_second,
-        "history": [{"epoch": epoch, "seconds": epoch_seconds, "loss": 2.0 / epoch, "accuracy": 0.3 * epoch,
-                     "val_loss": 2.2 / epoch, "val_accuracy": 0.28 * epoch} for epoch in range(1, epochs + 1)],
+        # A learning curve that levels off: the third epoch adds under 3 points (recipe_checks.py).
+        "history": [{"epoch": epoch, "seconds": epoch_seconds, "loss": 2.0 / epoch, "accuracy": 0.82 - 0.2 / epoch ** 2,
+                     "val_loss": 2.2 / epoch, "val_accuracy": 0.8 - 0.2 / epoch ** 2} for epoch in range(1, epochs + 1)],
         "test_accuracy": float((predictions == labels()).mean()), "test_loss": 0.5,
         "test_predictions": [int(label) for label in predictions],
         "versions": {"python": "3.11.7", "tensorflow": "2.21.0", "keras": "2.21.0", "numpy": "2.4.6",
