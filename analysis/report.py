@@ -26,8 +26,7 @@ from analysis.run_folder import find_pairs, true_test_labels, workers_text
 from analysis.tables import (TABLE_FORMATS, epoch_section, format_table, markdown_table, per_class_section,
                              report_runs, results_table)
 from analysis.targets import evaluate_targets, format_targets
-from harness import steady_state
-from harness import calibrate, results
+from harness import calibrate, results, steady_state
 
 REPORT_FILE = "REPORT.md"
 
