@@ -7,33 +7,38 @@ Run (from the repository root):
     .venv/bin/python -m analysis.compare --results-dir results/latest --num-workers 2
 
 Definitions (all from numbers measured in the two runs):
-- throughput_ratio = Ray images/s / baseline images/s, steady state (the first epoch, which
-  traces the graph, left out): what N workers do per second once they run;
+- throughput_ratio = Ray images/s / baseline images/s, each over its steady state by the 5%
+  rule of harness/steady_state.py (epoch 1 never counts; from the first later epoch that no
+  later epoch beats by more than 5%): what N workers do per second once they run; None, and
+  said in words, when either run did not settle (too few epochs, or still getting faster);
 - scaling_efficiency = throughput_ratio / N (1.00 would be perfect scaling); this is the
   only "efficiency" in this project;
 - speedup = baseline training time / Ray training time (training steps, the same work);
 - speedup_end_to_end = the same with the total times (start-up, validation, evaluation);
 - fixed_overhead_seconds = each run's total time minus its training at the steady rate:
-  start-up, the slower first epoch, validation, evaluation, teardown;
+  start-up, the slower epochs before the steady state, validation, evaluation, teardown;
 - break_even_baseline_training_seconds = how long the baseline must train (at its steady
   rate) before Ray is faster end to end: the extra fixed overhead of the Ray run divided by
   the share of training time Ray saves, (F_ray - F_baseline) / (1 - 1 / throughput_ratio);
   0 when Ray's overhead is no larger, None when Ray is no faster once it runs. It assumes
   that a longer run means more training (more data per epoch) at the measured rates, with
-  the same start-up, validation and evaluation;
+  the same start-up, validation and evaluation; None too when a run did not settle;
 - accuracy_delta = Ray test accuracy - baseline test accuracy;
 - with a TensorFlow-alone run beside them (harness/tensorflow_alone.py: the same training as
   N plain processes with TF_CONFIG written by hand, no Ray): tensorflow_alone_throughput_ratio
   = its images/s / the baseline's, and ray_vs_tensorflow_alone = Ray's images/s / its images/s,
   which split the gap from N times the baseline into TensorFlow's part (the smaller per-worker
-  batch and the strategy's collectives) and Ray's own.
+  batch and the strategy's collectives) and Ray's own;
+- recipe_warnings = where the recipe is too short for the throughput or the accuracy to be
+  compared (analysis/recipe_checks.py), each with the runs and the targets it affects.
 """
 
 import argparse
 import os
 import sys
 
-from harness import results, tensorflow_alone as tf_alone
+from analysis import recipe_checks
+from harness import results, steady_state, tensorflow_alone as tf_alone
 
 
 def compare(baseline, ray_run, tensorflow_alone=None):
@@ -54,7 +59,7 @@ def compare(baseline, ray_run, tensorflow_alone=None):
     if baseline["cpus_per_worker"] != ray_run["cpus_per_worker"]:
         warnings.append(f"Different CPU budgets per process (baseline {baseline['cpus_per_worker']}, "
                         f"Ray {ray_run['cpus_per_worker']} per worker).")
-    throughput_ratio = _ratio(ray_run["images_per_second"], baseline["images_per_second"])
+    throughput_ratio = _ratio(steady_images_per_second(ray_run), steady_images_per_second(baseline))
     overhead = {"baseline": fixed_overhead(baseline), "ray": fixed_overhead(ray_run)}
     comparison = {
         "num_workers": num_workers,
@@ -66,6 +71,7 @@ def compare(baseline, ray_run, tensorflow_alone=None):
         "break_even_baseline_training_seconds": break_even(overhead["baseline"], overhead["ray"], throughput_ratio),
         "accuracy_delta": ray_run["test_accuracy"] - baseline["test_accuracy"],
         "warnings": warnings,
+        "recipe_warnings": recipe_checks.recipe_warnings(baseline, ray_run, tensorflow_alone),
         "baseline": _summary(baseline),
         "ray": _summary(ray_run),
     }
@@ -76,19 +82,27 @@ def compare(baseline, ray_run, tensorflow_alone=None):
                             "its column with care.")
         comparison.update(
             tensorflow_alone=_summary(tensorflow_alone),
-            tensorflow_alone_throughput_ratio=_ratio(tensorflow_alone["images_per_second"],
-                                                     baseline["images_per_second"]),
-            ray_vs_tensorflow_alone=_ratio(ray_run["images_per_second"], tensorflow_alone["images_per_second"]),
+            tensorflow_alone_throughput_ratio=_ratio(steady_images_per_second(tensorflow_alone),
+                                                     steady_images_per_second(baseline)),
+            ray_vs_tensorflow_alone=_ratio(steady_images_per_second(ray_run),
+                                           steady_images_per_second(tensorflow_alone)),
             tensorflow_alone_speedup_end_to_end=_ratio(baseline["total_time_seconds"],
                                                        tensorflow_alone["total_time_seconds"]))
     return comparison
 
 
+def steady_images_per_second(run):
+    """A run's images/s over its steady state (harness/steady_state.py), computed from its epoch
+    times, so that a run recorded before the rule is read by it too; None when it did not settle."""
+    return steady_state.of_run(run).images_per_second
+
+
 def steady_training_seconds(run):
-    """The run's training work at its steady-state rate (no tracing in the first epoch)."""
-    if not run.get("images_per_second"):
+    """The run's training work at its steady-state rate (None when it did not settle)."""
+    speed = steady_images_per_second(run)
+    if not speed:
         return None
-    return run.get("samples_per_epoch", 0) * run["epochs_completed"] / run["images_per_second"]
+    return run.get("samples_per_epoch", 0) * run["epochs_completed"] / speed
 
 
 def fixed_overhead(run):
@@ -120,7 +134,9 @@ def _summary(run):
             "batch_size_per_worker", "global_batch_size", "cpus_per_worker", "num_workers",
             "startup_seconds", "train_time_seconds", "total_time_seconds", "epoch_times_seconds",
             "images_per_second", "test_accuracy", "test_loss")
-    return {key: run.get(key) for key in keys}
+    steady = steady_state.of_run(run)
+    return {key: run.get(key) for key in keys} | {"images_per_second": steady.images_per_second,
+                                                  "steady_state": steady.as_dict()}
 
 
 def faster_or_slower(ratio):
@@ -144,11 +160,9 @@ def format_table(comparison):
     width = 30 + sum(1 + size for _, size, _ in columns)
     lines = [f"{'':30}" + "".join(f" {title:>{size}}" for title, size, _ in columns), "-" * width]
     for label, key, pattern in TABLE_ROWS:
-        lines.append(f"{label:30}" + "".join(f" {_format(pattern, run[key]):>{size}}" for _, size, run in columns))
+        lines.append(f"{label:30}" + "".join(f" {_cell(run, key, pattern):>{size}}" for _, size, run in columns))
     lines.append("-" * width)
-    if comparison["throughput_ratio"] is not None:
-        lines.append(f"Speedup (throughput):      {faster_or_slower(comparison['throughput_ratio'])}, scaling "
-                     f"efficiency {comparison['scaling_efficiency']:.2f} (/ {plural(workers, 'worker')}; 1.00 is perfect)")
+    lines.append(f"Speedup (throughput):      {throughput_sentence(comparison)}")
     lines.append(f"Speedup (training time):   {faster_or_slower(comparison['speedup'])}")
     lines.append(f"Speedup (end to end):      {faster_or_slower(comparison['speedup_end_to_end'])}")
     lines.append(f"Break-even:                {break_even_sentence(comparison)}")
@@ -157,6 +171,8 @@ def format_table(comparison):
         lines.append(f"Ray vs TensorFlow alone:   {gap_sentence(comparison)}")
     for warning in comparison["warnings"]:
         lines.append(f"WARNING: {warning}")
+    for warning in comparison.get("recipe_warnings") or []:
+        lines.append(f"TOO SHORT for the {warning['affects']}: {warning['text']}")
     return "\n".join(lines)
 
 
@@ -170,12 +186,29 @@ TABLE_ROWS = (("Training time (s)", "train_time_seconds", "{:.1f}"),
               ("CPUs per process", "cpus_per_worker", "{}"))
 
 
+def throughput_sentence(comparison):
+    """The steady-state speedup and efficiency, or why there is none."""
+    ratio, workers = comparison["throughput_ratio"], comparison["num_workers"]
+    if ratio is None:
+        return _not_settled(comparison, ("baseline", "ray"), "not measured")
+    return (f"{faster_or_slower(ratio)}, scaling efficiency {comparison['scaling_efficiency']:.2f} "
+            f"(/ {plural(workers, 'worker')}; 1.00 is perfect)")
+
+
+def _not_settled(comparison, keys, what):
+    """'not measured: the baseline had not settled (...)', or 'n/a' when nothing was recorded."""
+    names = recipe_checks.unsettled_names(comparison, keys)
+    if not names:
+        return "n/a"
+    return f"{what}: {names} had not settled (the TOO SHORT warnings say why)"
+
+
 def gap_sentence(comparison):
     """Where the gap from N times the baseline goes: TensorFlow's part, then Ray's own."""
     workers, alone_ratio = comparison["num_workers"], comparison["tensorflow_alone_throughput_ratio"]
     ray_share = comparison["ray_vs_tensorflow_alone"]
     if None in (alone_ratio, ray_share):
-        return "n/a"
+        return _not_settled(comparison, ("baseline", "tensorflow_alone", "ray"), "not compared")
     return (f"Ray reaches {ray_share:.2f} of TensorFlow alone's images/s (1.00: Ray costs nothing on top), and "
             f"TensorFlow alone {alone_ratio:.2f}x the baseline, {alone_ratio / workers:.2f} of {workers}x (the per-worker "
             "batch and the strategy's collectives)")
@@ -190,6 +223,8 @@ def break_even_sentence(comparison):
     """When the Ray run pays off end to end, on the machine of these two runs."""
     seconds = comparison.get("break_even_baseline_training_seconds")
     workers = comparison["num_workers"]
+    if comparison["throughput_ratio"] is None:
+        return _not_settled(comparison, ("baseline", "ray"), "not computed")
     if seconds is None:
         return f"never: {plural(workers, 'Ray worker')} train{'s' if workers == 1 else ''} no faster than one process here"
     if seconds == 0:
@@ -198,7 +233,11 @@ def break_even_sentence(comparison):
             f"for more than {seconds:.0f} s on this machine")
 
 
-def _format(pattern, value):
+def _cell(run, key, pattern):
+    """One cell of the printed table: a throughput that did not settle says so."""
+    value = run[key]
+    if value is None and key == "images_per_second" and run.get("steady_state"):
+        return "not settled"
     return "n/a" if value is None else pattern.format(value)
 
 

@@ -4,7 +4,8 @@ measured side by side in one run, with where each step's time went.
 Run (from the repository root):
     .venv/bin/python -m analysis.levers --run-dir results/<date-time>-levers
 
-Columns: steady-state images/s; the ratio to the plain Keras baseline and the efficiency
+Columns: steady-state images/s (harness/steady_state.py; a row that did not settle shows its
+epochs after the first, marked "not settled"); the ratio to the plain Keras baseline and the efficiency
 (ratio / workers); the ceiling row's ratio is what two independent processes reach
 together on this machine, and "share of ceiling" is a Ray row's ratio over it; per step:
 compute, all-reduce (wall and CPU), optimizer and input, in milliseconds (step_timing.py);
@@ -18,7 +19,7 @@ import argparse
 import os
 import sys
 
-from harness import results, tensorflow_alone
+from harness import results, steady_state, tensorflow_alone
 
 LEVERS_FILE = "LEVERS.md"
 
@@ -54,9 +55,20 @@ def accuracy_at(record, seconds):
     return accuracy
 
 
+def speed(record):
+    """(images/s, settled): over the steady state, or, for a run that did not settle, over the
+    epochs after the first, so that the rows measured side by side can still be set side by side."""
+    steady = steady_state.of_run(record)
+    if steady.settled:
+        return steady.images_per_second, True
+    epochs = list(range(2, len(steady.epoch_times) + 1)) or [1]
+    return steady_state.images_per_second(steady.samples_per_epoch, steady.epoch_times, epochs), False
+
+
 def table_rows(rows):
     """The table's rows as dicts, in the order the run made them."""
     baseline = rows["baseline"]
+    baseline_speed, _ = speed(baseline)
     reference = rows.get("ray")
     ceiling_ratio = None
     found = []
@@ -65,16 +77,19 @@ def table_rows(rows):
     for name in [name for name in order if name in rows]:
         record = rows[name]
         if name == "ceiling":
-            ips = sum(run["images_per_second"] for run in record)
-            ceiling_ratio = ips / baseline["images_per_second"]
+            speeds = [speed(run) for run in record]
+            ips = sum(value for value, _ in speeds)
+            ceiling_ratio = ips / baseline_speed
             found.append({"row": "ceiling: 2 plain Keras processes at once", "images_per_second": ips,
+                          "settled": all(settled for _, settled in speeds),
                           "ratio": ceiling_ratio, "efficiency": ceiling_ratio / 2,
                           "breakdown": record[0].get("step_breakdown"),
                           "test_accuracy": None, "first_batch": None, "workers": 2})
             continue
         workers = record["num_workers"]
-        ratio = record["images_per_second"] / baseline["images_per_second"]
-        row = {"row": _label(name, record), "images_per_second": record["images_per_second"], "ratio": ratio,
+        images_per_second, settled = speed(record)
+        ratio = images_per_second / baseline_speed
+        row = {"row": _label(name, record), "images_per_second": images_per_second, "settled": settled, "ratio": ratio,
                "efficiency": ratio / workers, "breakdown": record.get("step_breakdown"),
                "test_accuracy": record["test_accuracy"], "workers": workers,
                "first_batch": record.get("trainer_start_to_first_batch_seconds",
@@ -116,11 +131,17 @@ def markdown(rows):
             accuracy += (f" (val {row['val_accuracy']:.4f}; the default row at the same training time: "
                          f"{'no epoch yet' if reference is None else f'{reference:.4f}'})")
         lines.append(" | ".join([
-            f"| {row['row']}", f"{row['images_per_second']:.1f}", f"{row['ratio']:.2f}x",
+            f"| {row['row']}", f"{row['images_per_second']:.1f}" + ("" if row["settled"] else " (not settled)"),
+            f"{row['ratio']:.2f}x",
             f"{row['efficiency']:.2f}", f"{row['share_of_ceiling']:.2f}" if "share_of_ceiling" in row else "–",
             ms("compute"), f"{ms('allreduce')} ({ms('allreduce_cpu')})", ms("optimizer"), ms("input"),
             "–" if unaccounted is None else f"{unaccounted:.1%}",
             "–" if row["first_batch"] is None else f"{row['first_batch']:.1f}", accuracy]) + " |")
+    if not all(row["settled"] for row in rows):
+        lines += ["", f"Not settled: the row had no steady state by the {steady_state.SETTLED_WITHIN:.0%} rule of "
+                      "`harness/steady_state.py` (fewer than 3 epochs, or the last ran more than "
+                      f"{steady_state.SETTLED_WITHIN:.0%} faster than the one before); its images/s are over the epochs "
+                      "after the first, and its ratios could change with more epochs."]
     return "\n".join(lines)
 
 

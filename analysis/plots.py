@@ -10,7 +10,9 @@ import os
 import numpy as np
 
 from analysis import compare
+from analysis.tables import report_runs
 from analysis.targets import efficiency_target
+from harness import steady_state
 
 SPEEDUP_PLOT = "speedup.png"
 EPOCH_TIMES_PLOT = "epoch_times.png"
@@ -86,24 +88,29 @@ def _one_cpu(pairs):
 
 
 def plot_epoch_times(pairs, path):
-    """Time of each epoch's training steps, one bar per configuration."""
+    """Time of each epoch's training steps, one bar per run: solid where the steady-state rule
+    counts the epoch, hatched and pale where it does not."""
     plt = pyplot()
-    configurations = []
-    for pair in pairs:
-        configurations.append((pair.baseline_label, pair.baseline))
-        configurations.append((pair.ray_label, pair.ray))
+    configurations = [(label, record) for label, record in report_runs(pairs) if record["epoch_times_seconds"]]
     epochs = max(len(record["epoch_times_seconds"]) for _, record in configurations)
     width = 0.8 / len(configurations)
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for index, (label, record) in enumerate(configurations):
-        times = record["epoch_times_seconds"]
+        steady = steady_state.of_run(record)
+        times = steady.epoch_times
         positions = np.arange(1, len(times) + 1) - 0.4 + width * (index + 0.5)
-        axes.bar(positions, times, width=width,
-                 label=f"{label} ({record['images_per_second']:.1f} img/s steady)")
+        rate = f"{steady.images_per_second:.1f} img/s steady" if steady.settled else "not settled"
+        counted = [epoch - 1 for epoch in steady.counted_epochs]
+        others = [epoch for epoch in range(len(times)) if epoch not in counted]
+        # The label goes with the solid bars, so that the legend shows the run's colour plainly.
+        for indices, style in ((counted, {}), (others, {"alpha": 0.35, "hatch": "//"})):
+            if indices:
+                axes.bar(positions[indices], [times[epoch] for epoch in indices], width=width, color=f"C{index}",
+                         label=f"{label} ({rate})" if indices is counted or not counted else None, **style)
     axes.set_xticks(np.arange(1, epochs + 1))
     # Head room for the legend above the bars.
     axes.set_ylim(0, 1.35 * max(max(record["epoch_times_seconds"]) for _, record in configurations))
-    axes.set_xlabel("epoch (the first one includes graph tracing)")
+    axes.set_xlabel("epoch (the first includes graph tracing; solid: the epochs the steady state counts)")
     axes.set_ylabel("seconds (training steps only)")
     axes.set_title("Time per epoch")
     axes.grid(axis="y", alpha=0.3)
@@ -139,17 +146,26 @@ def plot_learning_curves(pair, path):
 
 
 def plot_break_even(pairs, path):
-    """End-to-end time against the baseline's training length, for the baseline and each Ray run."""
+    """End-to-end time against the baseline's training length, for the baseline and each Ray run
+    (a note instead when no run's throughput settled)."""
     plt = pyplot()
+    if all(None in pair.comparison["fixed_overhead_seconds"].values() for pair in pairs):
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        axes.axis("off")
+        axes.text(0.5, 0.5, "Not drawn: the runs' throughput had not settled\n(REPORT.md, Per-epoch speed)",
+                  ha="center", va="center")
+        save(plt, figure, path)
+        return
     longest = max([pair.comparison.get("break_even_baseline_training_seconds") or 0 for pair in pairs]
                   + [compare.steady_training_seconds(pair.baseline) or 0 for pair in pairs])
     lengths = np.linspace(0, 2 * longest if longest else 600, 200)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    baseline_overhead = pairs[0].comparison["fixed_overhead_seconds"]["baseline"]
+    baseline_overhead = next(overhead["baseline"] for overhead in
+                             (pair.comparison["fixed_overhead_seconds"] for pair in pairs) if None not in overhead.values())
     axes.plot(lengths, baseline_overhead + lengths, color="black", label="plain Keras, one process")
     for pair in pairs:
         comparison = pair.comparison
-        if comparison["throughput_ratio"] is None:
+        if comparison["throughput_ratio"] is None or None in comparison["fixed_overhead_seconds"].values():
             continue
         overhead = comparison["fixed_overhead_seconds"]["ray"]
         line, = axes.plot(lengths, compare.end_to_end_seconds(overhead, comparison["throughput_ratio"], lengths),

@@ -23,9 +23,10 @@ import time
 
 from analysis import compare, monitoring_report, plots
 from analysis.run_folder import find_pairs, true_test_labels, workers_text
-from analysis.tables import TABLE_FORMATS, format_table, markdown_table, per_class_section, results_table
+from analysis.tables import (TABLE_FORMATS, epoch_section, format_table, markdown_table, per_class_section,
+                             report_runs, results_table)
 from analysis.targets import evaluate_targets, format_targets
-from harness import calibrate, results
+from harness import calibrate, results, steady_state
 
 REPORT_FILE = "REPORT.md"
 
@@ -121,8 +122,8 @@ def read_calibration(folder):
 
 def _definitions():
     return [
-        "- Images/s: steady-state training throughput, the first epoch (graph tracing) left out when "
-        "there are two or more.",
+        "- Images/s: steady-state training throughput, over the epochs that the "
+        f"{steady_state.SETTLED_WITHIN:.0%} rule counts (Per-epoch speed, below); empty when a run did not settle.",
         "- Speedup (images/s): Ray images/s / baseline images/s; Efficiency: that speedup / workers.",
         "- Speedup (train time): baseline training time / Ray training time (training steps only); "
         "end to end: the same with the total times, start-up and evaluation included.",
@@ -145,10 +146,8 @@ def build_report(run_dir, pairs, targets, per_class, monitoring=()):
     for pair in pairs:
         for warning in pair.comparison["warnings"]:
             lines.append(f"- **Warning ({pair.ray_label})**: {warning}")
-    if any(pair.ray["epochs_completed"] < 2 for pair in pairs):
-        lines.append("- With a single epoch, images/s includes graph tracing: it is not steady state.")
-    lines += ["", f"![Speedup against workers]({plots.SPEEDUP_PLOT})", "",
-              f"![Time per epoch per configuration]({plots.EPOCH_TIMES_PLOT})", ""]
+    lines += ["", f"![Speedup against workers]({plots.SPEEDUP_PLOT})", ""] + epoch_section(pairs)
+    lines += [f"![Time per epoch per configuration, the counted epochs solid]({plots.EPOCH_TIMES_PLOT})", ""]
     lines += _breakdown_section(pairs) + [""] + _tensorflow_alone_section(pairs) + _break_even_section(pairs)
     lines += ["## Learning curves", ""]
     for pair in pairs:
@@ -168,7 +167,7 @@ def _shown_path(path):
 def _breakdown_section(pairs):
     """Where each training step's time went, per configuration (step_timing.py)."""
     lines = ["## Where each step's time goes", "",
-             "Milliseconds per training step, steady-state epochs, averaged over every step of every "
+             "Milliseconds per training step, the epochs after the first, averaged over every step of every "
              "worker: input (waiting for the batch, and Keras' dispatch), compute (forward and backward "
              "pass), the gradient all-reduce (wall time, and in brackets the CPU time the process spent "
              "in it: the rest of the wall time it waited for the other workers), the optimizer, and "
@@ -176,14 +175,7 @@ def _breakdown_section(pairs):
              "is the share of the step the four timed parts leave out.", "",
              "| Configuration | Global batch | Input | Compute | All-reduce (CPU) | Optimizer | Other | "
              "Step | Unaccounted |", "|:---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = [(pairs[0].baseline_label, pairs[0].baseline)] if len({id(p.baseline) for p in pairs}) == 1 else []
-    for pair in pairs:
-        if not rows or rows[0][1] is not pair.baseline:
-            rows.append((pair.baseline_label, pair.baseline))
-        if pair.tensorflow_alone is not None:
-            rows.append((pair.tensorflow_alone_label, pair.tensorflow_alone))
-        rows.append((pair.ray_label, pair.ray))
-    for label, record in rows:
+    for label, record in report_runs(pairs):
         breakdown = record.get("step_breakdown")
         if not breakdown:
             lines.append(f"| {label} | {record['global_batch_size']} | – | – | – | – | – | – | not recorded |")
@@ -227,6 +219,9 @@ def _break_even_section(pairs):
              "measured rates, with the same start-up, validation and evaluation):", ""]
     for pair in pairs:
         overhead = pair.comparison["fixed_overhead_seconds"]
+        if None in overhead.values():
+            lines.append(f"- {pair.ray_label}: {compare.break_even_sentence(pair.comparison)}.")
+            continue
         lines.append(f"- {pair.ray_label}: fixed overhead {overhead['ray']:.0f} s against "
                      f"{overhead['baseline']:.0f} s; {compare.break_even_sentence(pair.comparison)}.")
     return lines + ["", f"![End-to-end time against training length]({plots.BREAK_EVEN_PLOT})", ""]
@@ -235,9 +230,10 @@ def _break_even_section(pairs):
 def _targets_frame(targets):
     import pandas as pd
 
-    frame = pd.DataFrame(targets).rename(columns={"target": "Target", "measured": "Measured",
-                                                  "result": "Result"})
-    return frame.set_index("Target")
+    rows = [{"Target": target["target"],
+             "Measured": " ".join([target["measured"]] + [f"**Too short**: {warning}" for warning in target["warnings"]]),
+             "Result": target["result"]} for target in targets]
+    return pd.DataFrame(rows).set_index("Target")
 
 
 def write_report(run_dir, data_dir=None):

@@ -6,6 +6,7 @@ report.py prints `format_table` and writes the others into REPORT.md.
 import numpy as np
 
 from analysis import compare
+from harness import steady_state
 
 CIFAR10_CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                        "dog", "frog", "horse", "ship", "truck")
@@ -32,7 +33,7 @@ def results_table(pairs):
                 "Total time (s)": record["total_time_seconds"],
                 "Start-up (s)": record["startup_seconds"],
                 "Trainer start to first batch (s)": record.get("trainer_start_to_first_batch_seconds"),
-                "Images/s": record["images_per_second"],
+                "Images/s": compare.steady_images_per_second(record),
                 "Speedup (images/s)": ratio,
                 "Efficiency": ratio / record["num_workers"] if ratio is not None else None,
                 "Speedup (train time)": versus["speedup"] if versus else None,
@@ -40,7 +41,9 @@ def results_table(pairs):
                 "Test accuracy": record["test_accuracy"],
                 "Accuracy vs baseline (points)": versus["accuracy_delta"] * 100 if versus else None,
             })
-    return pd.DataFrame(rows).set_index("Configuration")
+    frame = pd.DataFrame(rows).set_index("Configuration")
+    # A column with no value at all (no run settled) is empty, not a column of None.
+    return frame.astype({column: float for column in frame.columns if frame[column].isna().all()})
 
 
 TABLE_FORMATS = {
@@ -66,6 +69,49 @@ def format_table(pairs):
                "Test accuracy"]
     frame = results_table(pairs)[columns]
     return frame.to_string(formatters={column: TABLE_FORMATS[column] for column in columns}, na_rep="–")
+
+
+def report_runs(pairs):
+    """(label, record) of every run of a run folder, each once: a baseline shared by the pairs
+    first, then per pair its baseline, the TensorFlow-alone control when it ran, the Ray run."""
+    runs = [(pairs[0].baseline_label, pairs[0].baseline)] if len({id(pair.baseline) for pair in pairs}) == 1 else []
+    for pair in pairs:
+        if not runs or runs[0][1] is not pair.baseline:
+            runs.append((pair.baseline_label, pair.baseline))
+        if pair.tensorflow_alone is not None:
+            runs.append((pair.tensorflow_alone_label, pair.tensorflow_alone))
+        runs.append((pair.ray_label, pair.ray))
+    return runs
+
+
+def epoch_section(pairs):
+    """REPORT.md's per-epoch curve: each run's images/s per epoch, in bold the epochs its
+    steady-state throughput counts, each run's verdict and the recipe's warnings."""
+    runs = report_runs(pairs)
+    steady = [steady_state.of_run(record) for _, record in runs]
+    lines = ["## Per-epoch speed", "",
+             "Images per second of each epoch's training steps, seconds in brackets. The steady state "
+             f"(`harness/steady_state.py`, the {steady_state.SETTLED_WITHIN:.0%} rule): {steady_state.RULE}. "
+             "**Bold**: the epochs that each run's throughput counts.", "",
+             "| Epoch | " + " | ".join(label for label, _ in runs) + " |", "|---:|" + "---:|" * len(runs)]
+    for epoch in range(1, max(len(state.epoch_times) for state in steady) + 1):
+        cells = []
+        for state in steady:
+            speeds = state.epoch_images_per_second()
+            if epoch > len(speeds) or speeds[epoch - 1] is None:
+                cells.append("–")
+                continue
+            cell = f"{speeds[epoch - 1]:.1f} ({state.epoch_times[epoch - 1]:.1f} s)"
+            cells.append(f"**{cell}**" if epoch in state.counted_epochs else cell)
+        lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {label}: {state.verdict()}" + (f", {state.images_per_second:.1f} images/s" if state.settled else "")
+              for (label, _), state in zip(runs, steady)]
+    for pair in pairs:
+        # Each run's settling is said above; the other checks here.
+        lines += [f"- **Too short for the {warning['affects']} ({pair.ray_label})**: {warning['text']}"
+                  for warning in pair.comparison.get("recipe_warnings") or [] if warning["check"] != "settling"]
+    return lines + [""]
 
 
 def markdown_table(frame, formats=None):

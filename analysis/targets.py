@@ -10,10 +10,14 @@ Targets, checked on ratios measured side by side in the same run:
 - with a TensorFlow-alone run beside it: Ray's throughput at least 0.95 of TensorFlow alone's
   (Ray's own cost at most 5% on top of TensorFlow's).
 
+A throughput target is not judged (n/a) when a run it compares did not settle, and the
+accuracy target while the accuracy still climbs; each target carries the recipe warnings
+that concern it (analysis/recipe_checks.py), printed beside it.
+
 report.py prints the verdicts and writes them into REPORT.md.
 """
 
-from analysis import compare
+from analysis import compare, recipe_checks
 from analysis.run_folder import plural, workers_text
 
 # The targets, in one place. Scaling efficiency (throughput speedup / workers) by worker
@@ -42,9 +46,20 @@ def first_batch_target(cores):
     return TARGET_FIRST_BATCH_SECONDS_2_CORES if cores is not None and cores <= 2 else TARGET_FIRST_BATCH_SECONDS
 
 
-def _target(name, measured, passed):
+def _target(name, measured, passed, warnings=()):
     return {"target": name, "measured": measured,
-            "result": "n/a" if passed is None else ("PASS" if passed else "FAIL")}
+            "result": "n/a" if passed is None else ("PASS" if passed else "FAIL"), "warnings": list(warnings)}
+
+
+def _throughput_target(name, comparison, keys, ratio, judge):
+    """A target on a throughput ratio between the runs `keys`: judged, or n/a when one did not settle."""
+    warnings = recipe_checks.affecting(comparison, "throughput", keys)
+    if ratio is None:
+        names = recipe_checks.unsettled_names(comparison, keys)
+        return _target(name, f"not measured: {names} had not settled" if names else "no throughput recorded",
+                       None, warnings)
+    measured, passed = judge(ratio)
+    return _target(name, measured, passed, warnings)
 
 
 def evaluate_targets(pairs):
@@ -53,12 +68,12 @@ def evaluate_targets(pairs):
     by_workers = {pair.num_workers: pair for pair in pairs}
     one = by_workers.get(1)
     name = f"Ray 1 worker: steady-state throughput >= {TARGET_OVERHEAD_RATIO:.2f}x plain Keras"
-    if one is None or one.comparison["throughput_ratio"] is None:
+    if one is None:
         targets.append(_target(name, "not measured in this run (needs a 1-worker run)", None))
     else:
-        ratio = one.comparison["throughput_ratio"]
-        targets.append(_target(name, f"{ratio:.2f} ({compare.faster_or_slower(ratio)})",
-                               ratio >= TARGET_OVERHEAD_RATIO))
+        targets.append(_throughput_target(
+            name, one.comparison, ("baseline", "ray"), one.comparison["throughput_ratio"],
+            lambda ratio: (f"{ratio:.2f} ({compare.faster_or_slower(ratio)})", ratio >= TARGET_OVERHEAD_RATIO)))
     cores = (pairs[0].ray.get("host") or {}).get("logical_cores")
     if not any(pair.num_workers >= 2 for pair in pairs):
         target = efficiency_target(2, cores)
@@ -71,22 +86,21 @@ def evaluate_targets(pairs):
             ratio, target = comparison["throughput_ratio"], efficiency_target(workers, cores)
             name = (f"Ray {workers_text(workers)}: steady-state throughput >= "
                     f"{workers * target:.2f}x the baseline (efficiency >= {target:.2f})")
-            if ratio is None:
-                targets.append(_target(name, "no throughput recorded", None))
-            else:
-                end_to_end = compare.faster_or_slower(comparison["speedup_end_to_end"])
-                targets.append(_target(name, f"{compare.faster_or_slower(ratio)}, efficiency "
-                                             f"{ratio / workers:.2f}; end to end {end_to_end}",
-                                       round(ratio / workers, 9) >= target))
+            end_to_end = compare.faster_or_slower(comparison["speedup_end_to_end"])
+            targets.append(_throughput_target(
+                name, comparison, ("baseline", "ray"), ratio,
+                lambda ratio: (f"{compare.faster_or_slower(ratio)}, efficiency {ratio / workers:.2f}; end to end "
+                               f"{end_to_end}", round(ratio / workers, 9) >= target)))
         first_batch, limit = pair.ray.get("trainer_start_to_first_batch_seconds"), first_batch_target(cores)
         name = f"Ray {workers_text(workers)}: trainer start to first batch <= {limit:g} s"
         targets.append(_target(name, "not recorded" if first_batch is None else f"{first_batch:.1f} s",
                                None if first_batch is None else first_batch <= limit))
         targets.append(accuracy_target(pair))
-        versus = comparison.get("ray_vs_tensorflow_alone")
-        if versus is not None:
-            targets.append(_target(f"Ray {workers_text(workers)}: throughput >= {TARGET_VS_TENSORFLOW_ALONE:.2f} "
-                                   "of TensorFlow alone's", f"{versus:.3f}", round(versus, 9) >= TARGET_VS_TENSORFLOW_ALONE))
+        if comparison.get("tensorflow_alone") is not None:
+            targets.append(_throughput_target(
+                f"Ray {workers_text(workers)}: throughput >= {TARGET_VS_TENSORFLOW_ALONE:.2f} of TensorFlow alone's",
+                comparison, ("tensorflow_alone", "ray"), comparison.get("ray_vs_tensorflow_alone"),
+                lambda versus: (f"{versus:.3f}", round(versus, 9) >= TARGET_VS_TENSORFLOW_ALONE)))
     return targets
 
 
@@ -102,6 +116,9 @@ def accuracy_target(pair):
     points = pair.comparison["accuracy_delta"] * 100
     measured = (f"{points:+.2f} points ({ray_run['test_accuracy']:.4f} vs {baseline['test_accuracy']:.4f}, "
                 f"{plural(ray_run['epochs_completed'], 'epoch')} each)")
+    warnings = recipe_checks.affecting(pair.comparison, "accuracy", ("baseline", "ray"))
+    if warnings:
+        return _target(name, measured + "; not judged: the accuracy had not levelled off", None, warnings)
     # Rounded to hundredths of a point: a float difference of exactly 1.0 points passes.
     return _target(name, measured, round(abs(points), 6) <= TARGET_ACCURACY_POINTS)
 
@@ -111,4 +128,5 @@ def format_targets(targets):
     lines = ["Targets (ratios measured side by side in this run):"]
     for target in targets:
         lines.append(f"  {target['result']:4}  {target['target']}: {target['measured']}")
+        lines += [f"        TOO SHORT: {warning}" for warning in target.get("warnings") or []]
     return "\n".join(lines)

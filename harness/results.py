@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from harness import step_timing, switches
+from harness import steady_state, step_timing, switches
 from lesson import workarounds
 
 BASELINE_FILE = "baseline_results.json"
@@ -76,6 +76,7 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
     - total_time_seconds: entry point start to results written, everything included.
     """
     epoch_times = recorder["epoch_times_seconds"]
+    steady = steady_state.SteadyState(plan["samples_per_epoch"], epoch_times)
     return {
         "training_type": training_type,
         "dataset": settings["dataset"],
@@ -100,7 +101,10 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
         "startup_seconds": recorder["first_batch_time"] - run_start,
         "train_time_seconds": sum(epoch_times),
         "epoch_times_seconds": list(epoch_times),
-        "images_per_second": steady_state_throughput(plan["samples_per_epoch"], epoch_times),
+        # Over the epochs the steady-state rule counts (harness/steady_state.py); None when the
+        # run did not settle, and steady_state says why.
+        "images_per_second": steady.images_per_second,
+        "steady_state": steady.as_dict(),
         "history": recorder["history"],
         # Seconds per step in input, compute, all-reduce, optimizer (step_timing.py).
         "step_breakdown": step_timing.summarize(recorder.get("epoch_step_parts") or []),
@@ -112,13 +116,6 @@ def run_record(training_type, settings, plan, run_start, recorder, test_loss, te
         "host": host_facts(),
         "command": pasteable_command(),
     }
-
-
-def steady_state_throughput(samples_per_epoch, epoch_times):
-    """Images per second, leaving out the first epoch (graph tracing) when there are two or more."""
-    steady = epoch_times[1:] if len(epoch_times) >= 2 else epoch_times
-    total = sum(steady)
-    return samples_per_epoch * len(steady) / total if total > 0 else None
 
 
 def ray_record(settings, plan, run_start, trainer_start, cluster, worker_records):
@@ -181,7 +178,9 @@ def write(record, run_start, path):
 
 def summary_line(record):
     """The line each entry point logs when its results are written."""
-    return (f"test accuracy {record['test_accuracy']:.4f}, {record['images_per_second']:.1f} img/s, "
+    speed = record["images_per_second"]
+    throughput = f"{speed:.1f} img/s" if speed is not None else f"no steady images/s ({record['steady_state']['verdict']})"
+    return (f"test accuracy {record['test_accuracy']:.4f}, {throughput}, "
             f"train {record['train_time_seconds']:.1f}s, total {record['total_time_seconds']:.1f}s")
 
 

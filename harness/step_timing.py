@@ -136,8 +136,9 @@ class StepBreakdown:
 
 
 def summarize(*epoch_lists):
-    """Seconds per step by part over the steady-state epochs of one or more processes (each
-    one's first epoch, which traces the graph, left out when it has two or more), each
+    """Seconds per step by part over the epochs after the first of one or more processes (the
+    first traces the graph and counts only when it is the only one; this is not the stricter
+    rule of the throughput's steady state, harness/steady_state.py), each
     part's share of the step, and the share of the measured step time that the four timed
     parts (input, compute, allreduce, optimizer) do not account for."""
     steady = []

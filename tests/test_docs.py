@@ -469,9 +469,12 @@ def quickstart_values(folder):
 
 def quoted_values():
     """Every number the docs may quote, formatted as they print it: {kind: set of strings}."""
-    # The reference machine's quick start, and the slower machine's, which the docs quote beside it.
-    runs, seconds, ratios, durations = (mine + theirs for mine, theirs in zip(
-        quickstart_values(QUICKSTART_DIR), quickstart_values(os.path.join(REPO_ROOT, "docs", "results", "quickstart-zen3"))))
+    # The reference machine's quick start, the slower machine's, which the docs quote beside it,
+    # and the earlier default run of the same code on the reference machine (tensorflow_alone/run-1/).
+    runs, seconds, ratios, durations = (sum(values, []) for values in zip(
+        *(quickstart_values(os.path.join(REPO_ROOT, "docs", "results", folder))
+          for folder in ("quickstart", "quickstart-zen3", os.path.join("tensorflow_alone", "run-1")))))
+    ratios = [ratio for ratio in ratios if ratio is not None]  # a run that did not settle has none
     baseline, ray_run = _load("baseline_results.json"), _load("ray_results_2workers.json")
     # Runs measured side by side for one change (docs/results/startup/, niceness/), quoted in PERFORMANCE.md.
     for path in sorted(glob.glob(os.path.join(REPO_ROOT, "docs", "results", "*", "*-[0-9]", "ray_results_2workers.json"))):

@@ -41,8 +41,9 @@ def make_record(*, workers=0, images_per_second=50.0, accuracy=0.80, epochs=3, g
         "total_time_seconds": total_time or epoch_seconds * epochs + (60.0 if workers else 20.0),
         "epoch_times_seconds": [epoch_seconds * 1.1] + [epoch_seconds] * (epochs - 1),
         "images_per_second": images_per_second,
-        "history": [{"epoch": epoch, "seconds": epoch_seconds, "loss": 2.0 / epoch, "accuracy": 0.3 * epoch,
-                     "val_loss": 2.2 / epoch, "val_accuracy": 0.28 * epoch} for epoch in range(1, epochs + 1)],
+        # A learning curve that levels off: the third epoch adds under 3 points (recipe_checks.py).
+        "history": [{"epoch": epoch, "seconds": epoch_seconds, "loss": 2.0 / epoch, "accuracy": 0.82 - 0.2 / epoch ** 2,
+                     "val_loss": 2.2 / epoch, "val_accuracy": 0.8 - 0.2 / epoch ** 2} for epoch in range(1, epochs + 1)],
         "test_accuracy": float((predictions == labels()).mean()), "test_loss": 0.5,
         "test_predictions": [int(label) for label in predictions],
         "versions": {"python": "3.11.7", "tensorflow": "2.21.0", "keras": "2.21.0", "numpy": "2.4.6",
@@ -284,3 +285,24 @@ def test_the_levers_table_shows_tensorflow_alone_between_the_ceiling_and_ray(tmp
     assert alone["images_per_second"] == record["images_per_second"]
     assert alone["first_batch"] == record["launch_to_first_batch_seconds"]
     assert "| TensorFlow alone, 2 processes, no Ray |" in levers.markdown(rows)
+
+
+def test_a_run_too_short_to_settle_gets_a_report_that_says_so_instead_of_a_speedup(tmp_path):
+    """2 epochs: no steady state, so no throughput speedup, break-even or throughput verdict;
+    the per-epoch table, the time figures and the plots are still there."""
+    folder = write_pair(tmp_path, make_record(global_batch=128, epochs=2),
+                        make_record(workers=2, global_batch=128, epochs=2, images_per_second=90.0))
+    report.write_report(str(folder))
+    text = (folder / "REPORT.md").read_text()
+    assert ("| Ray 2 workers: steady-state throughput >= 1.80x the baseline (efficiency >= 0.90) | not measured: "
+            "the baseline and Ray Train had not settled **Too short**: the baseline and Ray Train: 2 epochs, 3 at "
+            "least to settle | n/a |") in text
+    per_epoch = text.split("## Per-epoch speed", 1)[1].split("\n## ", 1)[0]
+    assert "| Epoch | Plain Keras, batch 128 | Ray Train, 2 workers |" in per_epoch
+    rows = [line for line in per_epoch.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    # No epoch counted, so none in bold.
+    assert rows == ["| 1 | 45.5 (90.1 s) | 81.8 (50.1 s) |", "| 2 | 50.0 (81.9 s) | 90.0 (45.5 s) |"]
+    assert "- Ray Train, 2 workers: too short to settle with 2 epochs" in per_epoch
+    assert "- Ray Train, 2 workers: not computed: the baseline and Ray Train had not settled" in text
+    for picture in ("epoch_times.png", "break_even.png", "speedup.png"):
+        assert (folder / picture).read_bytes().startswith(PNG_MAGIC), picture

@@ -30,10 +30,17 @@ def test_the_benchmark_runs_both_trainings_compares_them_reports_and_stops_its_c
     comparison = load(smoke_run, results.COMPARISON_FILE)
     # The baseline gets one worker's CPUs and the Ray run's global batch.
     assert baseline["cpus_per_worker"] == 1 and baseline["global_batch_size"] == ray_run["global_batch_size"] == 64
-    assert comparison["throughput_ratio"] == pytest.approx(ray_run["images_per_second"] / baseline["images_per_second"])
     assert comparison["speedup"] == pytest.approx(baseline["train_time_seconds"] / ray_run["train_time_seconds"])
     assert comparison["warnings"] == []
-    assert "Speedup (throughput):" in stdout and "Break-even:" in stdout
+    # One epoch of 4 steps cannot settle (harness/steady_state.py): no steady-state speedup,
+    # and the comparison says why, beside the targets too (analysis/recipe_checks.py).
+    assert comparison["throughput_ratio"] is None and baseline["images_per_second"] is None
+    assert ray_run["steady_state"]["verdict"].startswith("too short to settle with 1 epoch")
+    assert {warning["check"] for warning in comparison["recipe_warnings"]} == {"settling", "steps", "plateau"}
+    assert "Speedup (throughput):      not measured: the baseline and Ray Train had not settled" in stdout
+    assert "Break-even:                not computed: " in stdout
+    assert "TOO SHORT for the throughput: 4 steps per worker per epoch, fewer than 20" in stdout
+    assert "        TOO SHORT: the baseline and Ray Train: 1 epoch, no accuracy curve" in stdout
     # The targets with verdicts, for a 2-core machine or a bigger one.
     assert "Ray 2 workers: steady-state throughput >= " in stdout
     assert "Ray 2 workers: trainer start to first batch <= " in stdout
@@ -162,8 +169,8 @@ def test_tensorflow_alone_trains_the_same_recipe_without_ray_and_joins_the_compa
     assert record["weights_identical"] and sum(worker["test_examples"] for worker in workers) == 128
     assert record["launch_to_first_batch_seconds"] < record["total_time_seconds"]
     # Its column in the comparison, and Ray's share of its throughput.
-    assert comparison["ray_vs_tensorflow_alone"] == pytest.approx(
-        ray_run["images_per_second"] / record["images_per_second"])
+    assert comparison["ray_vs_tensorflow_alone"] is None  # one epoch: no run settled
+    assert "Ray vs TensorFlow alone:   not compared: " in smoke_run["stdout"]
     assert "TensorFlow alone" in smoke_run["stdout"].split("3/3 Comparison")[1].splitlines()[1]
     assert "tensorflow-alone worker 1/2 epoch 1: " in smoke_run["stdout"]
     report = (smoke_run["run_dir"] / "REPORT.md").read_text()

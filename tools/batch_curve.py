@@ -4,7 +4,9 @@ CPU a smaller batch costs more per image, and each Ray worker trains at 1/N of t
 
 Each point is a short run of the real entry points (lesson.baseline_training with one worker,
 harness.tensorflow_alone and lesson.ray_training with NUM_WORKERS), at least 8 steps an epoch,
-2 epochs, the steady second epoch's images/s. It needs a running cluster for the Ray runs
+2 epochs, the second epoch's images/s: 2 epochs are too short for the steady-state rule
+(harness/steady_state.py) to show that a run settled, so the curve sets every run side by side
+at the same epoch, and its points are not steady-state figures. It needs a running cluster for the Ray runs
 (./scripts/local-cluster.sh start, then `eval "$(./scripts/local-cluster.sh env)"`):
     .venv/bin/python -m tools.batch_curve --batches 32 64 128 256 --out results/batch-curve
 It writes batch_curve.json and prints the table; docs/results/batch_curve/ holds a committed run.
@@ -16,7 +18,7 @@ import os
 import subprocess
 import sys
 
-from harness import results, tensorflow_alone
+from harness import results, steady_state, tensorflow_alone
 from lesson import recipe as recipes
 
 RUNS = {"plain": "lesson.baseline_training", "tensorflow_alone": "harness.tensorflow_alone",
@@ -53,7 +55,8 @@ def main(argv=None):
     for batch in args.batches:
         for name in RUNS:
             record = run_point(name, batch, args.num_workers, args.out, args.address)
-            points.append({"run": name, "batch_per_worker": batch, "images_per_second": record["images_per_second"],
+            second = steady_state.images_per_second(record["samples_per_epoch"], record["epoch_times_seconds"], [2])
+            points.append({"run": name, "batch_per_worker": batch, "images_per_second": second,
                            "workers": record["num_workers"], "host": record["host"]})
     results.write_json_atomic(os.path.join(args.out, "batch_curve.json"), {"points": points})
     print(f"{'batch per worker':>16} " + " ".join(f"{name:>18}" for name in RUNS))
