@@ -9,7 +9,8 @@
 #
 # Usage: ./scripts/run-rayjob.sh [--full] [--smoke-test] [--dry-run] [--help]
 #   --dry-run            print the RayJob this run would submit, and nothing else
-#   TARGET=minikube      the target (scripts/targets/); only minikube has RayJobs
+#   TARGET=minikube      the target (scripts/targets/): minikube, or rehearsal (maintainers,
+#                        Linux, root: the RayJob from a submitter pod of the rehearsed pods)
 #   RECIPE: the training recipe (lesson/recipe.py), as for run-benchmark.sh:
 #   An empty NUM_WORKERS is the worker replicas of k8s/ray-cluster.yaml, and at most that many.
 #   RESULTS_DIR=results  the run folder goes there, as with run-benchmark.sh

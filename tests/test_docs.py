@@ -455,7 +455,7 @@ def quickstart_values(folder):
     if timings.get("run_benchmark_wall_seconds"):
         seconds.append(timings["run_benchmark_wall_seconds"] - sum(run["total_time_seconds"] for run in runs))
     ratios = [comparison["speedup"], comparison["speedup_end_to_end"], comparison["throughput_ratio"],
-              comparison["scaling_efficiency"] * comparison["num_workers"]]
+              (comparison["scaling_efficiency"] or 0) * comparison["num_workers"]]
     if alone:
         ratios += [comparison["tensorflow_alone_throughput_ratio"], comparison["tensorflow_alone_speedup_end_to_end"]]
     calibration = load("calibration.json")
@@ -473,7 +473,8 @@ def quoted_values():
     # and the earlier default run of the same code on the reference machine (tensorflow_alone/run-1/).
     runs, seconds, ratios, durations = (sum(values, []) for values in zip(
         *(quickstart_values(os.path.join(REPO_ROOT, "docs", "results", folder))
-          for folder in ("quickstart", "quickstart-zen3", os.path.join("tensorflow_alone", "run-1")))))
+          for folder in ("quickstart", "quickstart-zen3", os.path.join("tensorflow_alone", "run-1"),
+                         os.path.join("rehearsal", "pods-1"), os.path.join("rehearsal", "local-1")))))
     ratios = [ratio for ratio in ratios if ratio is not None]  # a run that did not settle has none
     baseline, ray_run = _load("baseline_results.json"), _load("ray_results_2workers.json")
     # Runs measured side by side for one change (docs/results/startup/, niceness/), quoted in PERFORMANCE.md.
@@ -482,6 +483,12 @@ def quoted_values():
             measured = json.load(source)
         seconds += [measured["trainer_start_to_first_batch_seconds"], measured["startup_seconds"]]
         runs = runs + [{"images_per_second": measured["images_per_second"]}]
+        if measured.get("injected_failure"):  # a chaos run (docs/results/rehearsal/chaos-1/)
+            seconds += [measured["injected_failure"][key] for key in ("detect_and_restart_seconds", "time_lost_seconds")]
+    # The rehearsed pods' cgroups (docs/results/rehearsal/*/rehearsal.json), quoted in KUBERNETES.md.
+    for path in sorted(glob.glob(os.path.join(REPO_ROOT, "docs", "results", "rehearsal", "*", "rehearsal.json"))):
+        with open(path, encoding="utf-8") as source:
+            seconds = seconds + [row["cpu_throttled_seconds"] for row in json.load(source)["rows"]]
     # The batch curve (docs/results/batch_curve/, tools/batch_curve.py), quoted in PERFORMANCE.md.
     with open(os.path.join(REPO_ROOT, "docs", "results", "batch_curve", "batch_curve.json"), encoding="utf-8") as source:
         runs = runs + json.load(source)["points"]
@@ -527,7 +534,7 @@ def quoted_values():
         | {f"{workers * efficiency:.2f}x" for workers, efficiency in targets.TARGET_EFFICIENCY_BY_WORKERS.items()}
         | {f"{2 * targets.TARGET_EFFICIENCY:.1f}x", f"{2 * targets.TARGET_EFFICIENCY_ALL_CORES_BUSY:.2f}x",
            f"{targets.TARGET_OVERHEAD_RATIO:.2f}x"},
-        "throughput": {f"{run['images_per_second']:.1f} img/s" for run in runs},
+        "throughput": {f"{run['images_per_second']:.1f} img/s" for run in runs if run['images_per_second'] is not None},
         "accuracy": {f"{run[key]:.4f}" for run in (*runs, chaos) for key in ("test_accuracy", "test_loss")
                      if run.get(key) is not None} | {f"{value:.4f}" for value in accuracies},
         "seconds": {f"{value:.1f} s" for value in seconds},

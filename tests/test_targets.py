@@ -130,7 +130,7 @@ def test_ls_scripts_shows_the_commands_and_the_rooms_by_job():
     entries = sorted(os.listdir(REPO_ROOT / "scripts"))
     assert [entry for entry in entries if not entry.endswith(".sh")] == ["experiments", "lib", "targets"]
     assert sorted(os.listdir(REPO_ROOT / "scripts" / "experiments")) == [
-        "chaos.sh", "levers-benchmark.sh", "measure-pod-memory.sh", "scaling-benchmark.sh"]
+        "chaos.sh", "levers-benchmark.sh", "measure-pod-memory.sh", "rehearse-pods.sh", "scaling-benchmark.sh"]
 
 
 @pytest.mark.parametrize("path", sorted((REPO_ROOT / "scripts").rglob("*.sh")), ids=lambda path: str(path))

@@ -9,12 +9,15 @@
 #   TARGET=minikube: the RayCluster of `CHECKPOINTS=1 ./scripts/install-ray.sh`; the
 #                 worker's pod is deleted, KubeRay creates a new one, and the run's
 #                 checkpoints live in the in-cluster store (K8S_CHECKPOINT_PATH).
+#   TARGET=rehearsal: the Minikube pods rehearsed on this machine (maintainers, Linux, root;
+#                 scripts/experiments/rehearse-pods.sh); the worker's pod has its network cut
+#                 (its veth down) and lives on, unreachable; SPARE_NODES spare pods take over.
 #
 # Usage: ./scripts/experiments/chaos.sh [--help]
-#   TARGET=local         local, minikube or auto (scripts/targets/)
+#   TARGET=local         local, minikube, rehearsal or auto (scripts/targets/)
 #   RECIPE: the training recipe (lesson/recipe.py); MAX_FAILURES must be at least 1 here:
 #   SPARE_NODES=1        extra 1-worker nodes: a killed node does not come back, so the new
-#                        worker group needs one (local only: KubeRay recreates the pod)
+#                        worker group needs one (local and rehearsal; on minikube KubeRay recreates the pod)
 #   KILL_AFTER_EPOCH=1   kill once this epoch's checkpoint is registered (1 to EPOCHS-1)
 #   KILL_DELAY=0         seconds to wait after that checkpoint before the kill
 #   KILL_RANK=1          kill the node that runs this worker rank (0 is the chief)

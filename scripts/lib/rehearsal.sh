@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The pods of the rehearsal (scripts/experiments/rehearse-pods.sh): start one in its network
+# namespace and cgroups, run a command in it as `kubectl exec` would, list their processes.
+# Reads REHEARSAL_NAME, REHEARSAL_DIR, SWITCH, MEMORY_CGROUPS and CPU_CGROUPS. Source it after
+# common.sh.
+
+# The PIDs of every process in the pods' cgroups, one a line.
+pod_pids() {
+  cat "$MEMORY_CGROUPS"/*/cgroup.procs 2>/dev/null || true
+}
+
+# The private bridge, in a namespace of its own, that every pod's veth joins.
+make_switch() {
+  ip netns add "$SWITCH"
+  ip -n "$SWITCH" link add br0 type bridge
+  ip -n "$SWITCH" link set br0 up
+}
+
+# One pod: namespace, veth on the bridge, address, cgroups with its limits, then its container.
+# Usage: start_pod NAME ADDRESS CFS_QUOTA_US MEMORY_BYTES SHM_BYTES INDEX
+start_pod() {
+  local name="$1" address="$2" quota="$3" memory="$4" shm="$5" index="$6"
+  local namespace="$REHEARSAL_NAME-$name" pod_dir="$REHEARSAL_DIR/pods/$name"
+  ip netns add "$namespace"
+  ip -n "$namespace" link set lo up
+  ip -n "$namespace" link add eth0 type veth peer name "p$index" netns "$SWITCH"
+  ip -n "$SWITCH" link set "p$index" master br0 up
+  ip -n "$namespace" addr add "$address/24" dev eth0
+  ip -n "$namespace" link set eth0 up
+  # Ray finds a node's address by asking the routing table for the way to 8.8.8.8 (no packet
+  # is sent); the route leads into the private bridge, which forwards nowhere.
+  ip -n "$namespace" route add default dev eth0
+  mkdir -p "$MEMORY_CGROUPS/$name" "$CPU_CGROUPS/$name" "$pod_dir/tmp"
+  echo "$memory" >"$MEMORY_CGROUPS/$name/memory.limit_in_bytes"
+  echo 100000 >"$CPU_CGROUPS/$name/cpu.cfs_period_us"
+  echo "$quota" >"$CPU_CGROUPS/$name/cpu.cfs_quota_us"
+  chmod 1777 "$pod_dir/tmp"
+  # The container: joins the cgroups, then the namespaces (with a cgroup namespace, so that
+  # Ray reads the pod's own limit from /sys/fs/cgroup/memory as in a container), mounts its
+  # /tmp, /dev/shm and cgroup views, and runs KubeRay's command with the container's env.
+  bash -c 'echo $$ >"$1/cgroup.procs"; echo $$ >"$2/cgroup.procs"; shift 2; exec "$@"' _ \
+    "$MEMORY_CGROUPS/$name" "$CPU_CGROUPS/$name" \
+    ip netns exec "$namespace" unshare --uts --mount --cgroup --propagation private \
+    bash -c 'set -e; hostname "$1"; mount --bind "$2/tmp" /tmp; mount -t tmpfs -o "size=$3" shm /dev/shm
+      mount -t tmpfs cgroup /sys/fs/cgroup; mkdir /sys/fs/cgroup/memory /sys/fs/cgroup/cpu
+      mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory; mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu
+      echo $$ >"$2/pid"; set -a; source "$2/env"; set +a
+      export PATH="$4/.venv/bin:$PATH" PYTHONPATH="$4" HOME=/tmp; cd "$4"
+      status=0; bash "$2/start.sh" || status=$?; echo "$status" >"$2/exit_code"; exit "$status"' _ "$REHEARSAL_NAME-$name" "$pod_dir" "$shm" "$REPO_ROOT" \
+    >"$pod_dir/container.log" 2>&1 </dev/null &
+}
+
+# Run CMD in pod NAME as `kubectl exec` would. Usage: pod_exec NAME CMD...
+pod_exec() {
+  local name="$1" pid
+  shift
+  pid="$(cat "$REHEARSAL_DIR/pods/$name/pid" 2>/dev/null || true)"
+  if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+    die "Pod $name is not running (no container process). Check: $0 status"
+  fi
+  bash -c 'echo $$ >"$1/cgroup.procs"; echo $$ >"$2/cgroup.procs"; set -a; source "$3/env"; set +a
+    export PATH="$5/.venv/bin:$PATH" PYTHONPATH="$5" HOME=/tmp; pid="$4"; shift 5
+    exec nsenter -t "$pid" -n -m -u -C --wd="$PYTHONPATH" -- "$@"' _ \
+    "$MEMORY_CGROUPS/$name" "$CPU_CGROUPS/$name" "$REHEARSAL_DIR/pods/$name" "$pid" "$REPO_ROOT" "$@"
+}
