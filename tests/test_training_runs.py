@@ -4,12 +4,13 @@ start`); the strategy-overhead measurement; the pieces of the Ray run that need 
 Both trainings end to end are in test_smoke_run.py (one real benchmark per session)."""
 
 import os
+import subprocess
 import time
 
 import pytest
 
 from harness import results
-from conftest import PYTHON, run
+from conftest import PYTHON, REPO_ROOT, run
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -147,6 +148,14 @@ def test_a_sigint_is_noted_even_when_a_handler_installed_later_swallows_it():
     assert handled == [signal.SIGINT] and interrupted.is_set()
     assert signal.getsignal(signal.SIGINT) is before
     assert signal.signal is original, "signal.signal must be put back"
+
+
+def test_cluster_status_without_a_cluster_address_refuses_instead_of_starting_a_ray_of_its_own():
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    finished = subprocess.run([PYTHON, "-m", "tools.cluster_status"], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert finished.returncode == 2 and "RAY_ADDRESS is not set. Run ./scripts/local-cluster.sh status" in finished.stderr
+    assert "Started a local Ray instance" not in finished.stdout + finished.stderr
 
 
 def test_status_names_each_node_with_its_cpus_and_counts_the_machine_memory_once(local_cluster):

@@ -59,11 +59,19 @@ def describe(nodes, available_cpus, machine_memory_gib):
     return lines
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    if not os.environ.get("RAY_ADDRESS"):
+        # ray.init() without an address would start a Ray instance of its own, not look at a cluster.
+        print("cluster_status: error: RAY_ADDRESS is not set. Run ./scripts/local-cluster.sh status, "
+              'or eval "$(./scripts/local-cluster.sh env)" first.', file=sys.stderr)
+        return 2
     from harness import loopback
     import ray
 
-    loopback.driver_on_loopback(os.environ.get("RAY_ADDRESS", "127.0.0.1:6380"))
+    loopback.driver_on_loopback(os.environ["RAY_ADDRESS"])
     ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level="ERROR", log_to_driver=False)
     try:
         nodes, free = ray.nodes(), ray.available_resources().get("CPU", 0.0)
