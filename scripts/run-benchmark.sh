@@ -10,10 +10,8 @@
 #   TARGET=auto          auto, local or minikube (auto: minikube when the RayCluster from
 #                        ./scripts/install-ray.sh answers, else local); rehearsal, for
 #                        maintainers on Linux as root: the Minikube pods rehearsed on this
-#                        machine (scripts/experiments/rehearse-pods.sh, docs/KUBERNETES.md)
-#   HEAD_MEMORY=, WORKER_MEMORY=, HEAD_CPU=, WORKER_CPU=, REHEARSAL_NAME=, REHEARSAL_DIR=
-#                        TARGET=rehearsal: replace the manifest's limits, name the rehearsal
-#                        (rehearse-pods.sh's settings)
+#                        machine (scripts/experiments/rehearse-pods.sh, whose settings it
+#                        passes on; docs/KUBERNETES.md)
 #   RECIPE: the training recipe (lesson/recipe.py), each setting an environment variable:
 #   On TARGET=minikube an unset NUM_WORKERS or CPUS_PER_WORKER is read from Ray's view of the
 #   pods (every worker slot it has, the CPUs of its smallest worker pod).

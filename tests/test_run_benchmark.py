@@ -38,7 +38,7 @@ def test_help_lists_every_setting():
     ({"TEST_SIZE": "0"}, ("TEST_SIZE", "must be a whole number of at least 1, got '0'")),
     ({"DATASET": "imagenet"}, ("DATASET", "synthetic", "cifar10", "got 'imagenet'")),
     ({"RAY_PORT": "http"}, "RAY_PORT must be a whole number from 1 to 65535, got 'http'"),
-    ({"TARGET": "cloud"}, "TARGET must be one of: auto local minikube; got 'cloud'"),
+    ({"TARGET": "cloud"}, "TARGET must be one of: auto local minikube rehearsal; got 'cloud'"),
     ({"PIN_CPUS": "yes"}, "PIN_CPUS must be one of: auto 0 1; got 'yes'"),
 ])
 def test_bad_settings_fail_at_once_with_a_clear_message(env, message):

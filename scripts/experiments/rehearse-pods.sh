@@ -133,7 +133,7 @@ submit_job() {
   read -r name address quota memory shm cpus < <("$VENV_PYTHON" -m tools.pod_rehearsal submitter --dir "$REHEARSAL_DIR" \
     --job-id "$job_id" --entrypoint-file "$file" --token-file "$REHEARSAL_DIR/auth_token") ||
     die "Could not plan the submitter pod from k8s/ray-job.yaml (see above)."
-  index=$(($(wc -l <"$REHEARSAL_DIR/links") + 1))
+  index=$(($(grep -c '' "$REHEARSAL_DIR/links") + 1))
   echo "$name p$index" >>"$REHEARSAL_DIR/links"
   log "Pod $name (the RayJob's submitter): $address, CPU limit $((quota / 100))m, memory limit $((memory / 1048576)) MiB; job $job_id"
   start_pod "$name" "$address" "$quota" "$memory" "$shm" "$index"

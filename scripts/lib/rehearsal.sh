@@ -41,7 +41,12 @@ start_pod() {
   bash -c 'echo $$ >"$1/cgroup.procs"; echo $$ >"$2/cgroup.procs"; shift 2; exec "$@"' _ \
     "$MEMORY_CGROUPS/$name" "$CPU_CGROUPS/$name" \
     ip netns exec "$namespace" unshare --uts --mount --cgroup --propagation private \
-    bash -c 'set -e; hostname "$1"; mount --bind "$2/tmp" /tmp; mount -t tmpfs -o "size=$3" shm /dev/shm
+    bash -c 'set -e; hostname "$1"
+      # A repository under /tmp (a CI clone) would vanish under the /tmp of the pod: it is
+      # held at POD_DIR/repo first, and mounted back at its own path afterwards.
+      case "$4" in /tmp/*) mkdir -p "$2/repo"; mount --bind "$4" "$2/repo" ;; esac
+      mount --bind "$2/tmp" /tmp; mount -t tmpfs -o "size=$3" shm /dev/shm
+      case "$4" in /tmp/*) mkdir -p "$4"; mount --bind "$2/repo" "$4" ;; esac
       mount -t tmpfs cgroup /sys/fs/cgroup; mkdir /sys/fs/cgroup/memory /sys/fs/cgroup/cpu
       mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory; mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu
       echo $$ >"$2/pid"; set -a; source "$2/env"; set +a

@@ -60,6 +60,7 @@ ensure_venv() {
 install_requirements() {
   local venv="$1" requirements="$2" status=0
   local pip_log="$venv/pip-install.log"
+  touch "$venv/.pip-install-started"
   # pip's status, whether or not the caller set pipefail and errexit.
   {
     PYTHONUNBUFFERED=1 "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off \
@@ -80,8 +81,8 @@ show_pip_progress() {
   # Read by condense_pip_line: what pip is doing, and how many packages it installs.
   PIP_PHASE="resolving the requirements"
   PIP_TOTAL=""
+  # Made by the caller before pip starts: a package pip puts in place is newer than it.
   local marker="$venv/.pip-install-started"
-  touch "$marker"
   while :; do
     if IFS= read -r ${wait_for[@]+"${wait_for[@]}"} line; then
       condense_pip_line "$start" "$pending$line"

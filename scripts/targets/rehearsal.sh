@@ -43,7 +43,8 @@ target_settings() {
 require_shared_dir() {
   local path
   path="$(cd "$2" 2>/dev/null && pwd || echo "$2")"
-  [[ "$path" != /tmp && "$path" != /tmp/* ]] ||
+  # The repository itself is mounted back into every pod (scripts/lib/rehearsal.sh).
+  [[ "$path" != /tmp && "$path" != /tmp/* ]] || [[ "$path/" == "$REPO_ROOT/"* ]] ||
     die "$1 '$2' is under /tmp, and each rehearsed pod has a /tmp of its own: the pods would not share it. Choose a folder outside /tmp."
 }
 
