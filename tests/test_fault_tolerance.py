@@ -33,7 +33,8 @@ def machine_rehearses_pods():
 
 # The chaos demo's flow (checkpoint, failure, restart on a spare node, resume, the recovery
 # report) is tested once: on the rehearsed pods with a network cut where this machine can
-# rehearse them (test_pod_rehearsal.py), here otherwise. kill-node has a test of its own below.
+# rehearse them (test_pod_rehearsal.py), here otherwise. kill-node has a test of its own in
+# test_local_cluster_security.py, on that file's cluster.
 @pytest.mark.skipif(machine_rehearses_pods(), reason="the chaos demo runs on the rehearsed pods here (test_pod_rehearsal.py)")
 def test_chaos_demo_kills_a_worker_node_after_epoch_one_and_the_run_still_finishes(tmp_path):
     env = {**TINY_ENV, **SCRIPT_PORTS, "RESULTS_DIR": str(tmp_path / "results"),
@@ -214,25 +215,6 @@ def test_chaos_refuses_unwritable_folders_and_unknown_arguments(tmp_path):
         assert finished.returncode == 1 and f"{name} '{blocker / 'sub'}' cannot be created or written" in finished.stderr
     finished = run([CHAOS, "--now"], timeout=60)
     assert finished.returncode == 1 and "Unknown argument '--now'" in finished.stderr
-
-
-def test_kill_node_kills_every_process_of_one_worker_node_at_once_and_leaves_the_rest_running():
-    settings = {"RAY_PORT": "6389", "DASHBOARD_PORT": "8269", "CLUSTER_DIR": "/tmp/ray-demo-test-6389",
-                "NUM_WORKERS": "2", "CPUS_PER_WORKER": "1", "PIN_CPUS": "0"}
-    try:
-        started = run([LOCAL_CLUSTER, "start"], env=settings, timeout=180)
-        assert started.returncode == 0, started.stdout + started.stderr
-        before = cluster_processes(settings["CLUSTER_DIR"])
-        killed = run([LOCAL_CLUSTER, "kill-node", "2"], env=settings, timeout=60)
-        assert killed.returncode == 0 and "Killing worker node ray-worker-2 (SIGKILL to" in killed.stdout + killed.stderr
-        time.sleep(1)
-        after = cluster_processes(settings["CLUSTER_DIR"])
-        assert after and not [line for line in after if "/ray-worker-2/" in line]
-        assert [line for line in after if "/ray-worker-1/" in line] and [line for line in after if "/ray-head/" in line]
-        assert len(after) < len(before)
-    finally:
-        run([LOCAL_CLUSTER, "stop"], env=settings, timeout=120)
-    assert cluster_processes(settings["CLUSTER_DIR"]) == []
 
 
 @pytest.mark.parametrize("argument, message", [

@@ -6,17 +6,19 @@ side like a laptop on a shared network, and the "neighbour" tries every port the
 listens on, as the laptop's `ss` lists them (not a list of Ray's ports). Traffic goes only
 to loopback and to the addresses of these two namespaces. On the laptop itself, the
 dashboard asks for the cluster's token, the GCS refuses a driver without it, and the token
-file is readable by its owner alone.
+file is readable by its owner alone. Last, `local-cluster.sh kill-node` takes the laptop's
+worker node away as a crash would.
 """
 
 import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, run
+from conftest import PYTHON, REPO_ROOT, cluster_processes, run
 
 NAME = f"rdemo{os.getpid()}"
 LAPTOP, NEIGHBOUR = f"{NAME}-laptop", f"{NAME}-other"
@@ -38,7 +40,9 @@ def namespaces_work():
     return made
 
 
-pytestmark = pytest.mark.skipif(not namespaces_work(), reason="needs root and network namespaces (ip netns)")
+# One pytest-xdist worker runs this file: its cluster's folder is fixed (CLUSTER_DIR).
+pytestmark = [pytest.mark.skipif(not namespaces_work(), reason="needs root and network namespaces (ip netns)"),
+              pytest.mark.xdist_group("laptop")]
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +150,17 @@ def test_the_dashboard_and_the_gcs_refuse_a_client_without_the_cluster_token(lap
                       "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, timeout=120)
     assert driver.returncode != 0
     assert "token" in (driver.stdout + driver.stderr).lower(), (driver.stdout + driver.stderr)[-2000:]
+
+
+def test_kill_node_kills_every_process_of_a_worker_node_at_once_and_leaves_the_head_running(laptop):
+    """Last in this file: it takes the laptop cluster's only worker node away, as a crash would
+    (what the chaos demo does to a node on the local target)."""
+    before = cluster_processes(CLUSTER_DIR)
+    script = str(REPO_ROOT / "scripts" / "local-cluster.sh")
+    killed = run(["ip", "netns", "exec", LAPTOP, script, "kill-node", "1"], env=laptop["settings"], timeout=60)
+    assert killed.returncode == 0 and "Killing worker node ray-worker-1 (SIGKILL to" in killed.stdout + killed.stderr
+    time.sleep(1)
+    after = cluster_processes(CLUSTER_DIR)
+    assert [line for line in before if "/ray-worker-1/" in line]
+    assert not [line for line in after if "/ray-worker-1/" in line]
+    assert [line for line in after if "/ray-head/" in line] == [line for line in before if "/ray-head/" in line]
