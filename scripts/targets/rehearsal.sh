@@ -84,13 +84,26 @@ rehearsal_report() {
   return "$status"
 }
 
-# A step in the head pod failed: say whether a pod was OOM-killed, then stop with MESSAGE.
+# The pods whose network was cut (their veth on the bridge is down), one a line.
+cut_pods() {
+  local pod link
+  while read -r pod link; do
+    ip -n "$REHEARSAL_NAME-switch" link show "$link" 2>/dev/null | grep -q "state DOWN" && echo "$pod"
+  done <"$REHEARSAL_DIR/links"
+}
+
+# A step in the head pod failed: say whether a pod was OOM-killed or cut off, then stop with MESSAGE.
 pod_step_failed() {
+  local cut
   snapshot "$1"
   if ! rehearsal_report >/dev/null; then
     die "$2 $(sed -n 's/^\(Pod .* was OOM-killed.*\)$/\1/p' "$RESULTS_DIR/REHEARSAL.md" | tr '\n' ' ')"
   fi
-  die "$2 No pod was OOM-killed; see the output above and $REHEARSAL_DIR/pods/*/container.log."
+  cut="$(cut_pods | tr '\n' ' ')"
+  if [[ -n "$cut" ]]; then
+    die "$2 The network of pod(s) ${cut% } was cut: their Ray nodes and training workers stopped answering (TensorFlow's collective and Ray's health checks time out). The run resumes on other pods only with checkpoints and restarts left: CHECKPOINT=1 and MAX_FAILURES of 1 or more, and a spare worker pod."
+  fi
+  die "$2 No pod was OOM-killed or cut off; see the output above and $REHEARSAL_DIR/pods/*/container.log."
 }
 
 # The benchmark in the head pod, as on Minikube: baseline, Ray run, comparison and report are
