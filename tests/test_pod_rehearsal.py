@@ -194,7 +194,8 @@ def test_a_worker_memory_limit_set_too_low_is_oom_killed_and_the_run_names_the_p
 @needs_rehearsal
 def test_a_worker_pod_whose_network_is_cut_mid_run_is_detected_and_the_run_resumes_on_a_spare_pod():
     env = rehearsal_env("chaos", RESULTS_DIR=str(WORK / "chaos-results"), CHECKPOINT_DIR=str(WORK / "checkpoints"),
-                        TRAIN_SIZE="256", TEST_SIZE="128", BATCH_SIZE="32", EPOCHS="3", KILL_AFTER_EPOCH="1")
+                        # Epochs of 8 steps: on a busy machine the cut must still land before the last one ends.
+                        TRAIN_SIZE="512", TEST_SIZE="128", BATCH_SIZE="32", EPOCHS="3", KILL_AFTER_EPOCH="1")
     try:
         finished = run([CHAOS], env=env, timeout=900)
     finally:
