@@ -9,6 +9,8 @@
 #
 # Usage: ./scripts/run-rayjob.sh [--full] [--smoke-test] [--dry-run] [--help]
 #   --dry-run            print the RayJob this run would submit, and nothing else
+#   JOB=benchmark        or tune: the job runs ./scripts/run-tune.sh's search instead (its
+#                        settings WAYS, LEARNING_RATES, GLOBAL_BATCHES; TUNE.md comes back)
 #   TARGET=minikube      the target (scripts/targets/): minikube, or rehearsal (maintainers,
 #                        Linux, root: the RayJob from a submitter pod of the rehearsed pods)
 #   RECIPE: the training recipe (lesson/recipe.py), as for run-benchmark.sh:
@@ -56,7 +58,12 @@ cleanup() {
 
 main() {
   parse_common_flags "$@"
-  resolve_recipe "$MODE"
+  require_one_of JOB "${JOB:-benchmark}" benchmark tune
+  if [[ "${JOB:-benchmark}" == tune ]]; then
+    resolve_tune_recipe "$MODE"
+  else
+    resolve_recipe "$MODE"
+  fi
   require_positive_int START_TIMEOUT "$START_TIMEOUT"
   require_one_of KEEP_RAYJOB "$KEEP_RAYJOB" 0 1
   load_target

@@ -1197,6 +1197,49 @@ def test_benchmark_on_minikube_needs_no_venv_and_brings_back_the_report(world):
     assert not any("STOPPED" in call for call in world.calls()), "a finished run needs no stopping"
 
 
+TUNE_FILES = ("tune_results.json", "TUNE.md", "tune_curves.png")
+
+
+def test_tune_on_minikube_runs_the_search_and_its_report_in_the_head_pod_and_copies_them_back(world):
+    world.rule("kubectl", "*exec * -- tar -C /tmp/results/tune-run-* -cf - .",
+               output=f"@{pod_results_tar(world, files=TUNE_FILES)}")
+    target_rules(world)
+    result = world.script("scripts/run-tune.sh", TARGET="minikube", WAYS="plain,plain-asha", EPOCHS=2)
+    assert result.returncode == 0, result.stderr
+    pod_dir = "/tmp/results/tune-run-<time>"
+    recipe = TARGET_RECIPE.replace("--train-size 2000 --test-size 500", "--train-size 2048 --test-size 1024")
+    calls = [call for call in world.calls() if " exec " in call and " python -c " not in call]
+    assert calls == [
+        exec_call("python -m lesson.ray_tune", recipe.replace("--batch-size 32", "--batch-size 64"),
+                  "--results-dir", pod_dir, "--ways plain,plain-asha --address auto"),
+        exec_call("python -m analysis.tune_report --run-dir", pod_dir),
+        exec_call("tar -C", pod_dir, "-cf - ."),
+    ]
+    run_dir = world.root / "results" / "latest"
+    assert run_dir.resolve().name.endswith("-minikube-tune")
+    assert (run_dir / "TUNE.md").read_text() == "TUNE.md from the pod\n"
+    assert not (world.root / ".venv").exists(), "the minikube target runs everything in the pod"
+
+
+def test_rayjob_dry_run_of_the_tune_search_renders_its_entrypoint(world):
+    result = world.script("scripts/run-rayjob.sh", "--dry-run", "--smoke-test", JOB="tune", NUM_WORKERS=2,
+                          GLOBAL_BATCHES="64,3")
+    assert result.returncode == 0, result.stderr
+    job = yaml.safe_load(result.stdout)
+    words = shlex.split(job["spec"]["entrypoint"])
+    pod_dir = f"/tmp/results/{job['metadata']['name']}"
+    recipe = ("--dataset synthetic --train-size 256 --test-size 128 --epochs 1 --batch-size 32 --num-workers 2 "
+              "--cpus-per-worker 1 --learning-rate 0.001 --lr-scaling none --seed 42 --max-failures 2")
+    assert words[2].split(" && ") == [
+        # printf %q escapes the comma; the job's shell reads it back as 64,3.
+        f"python -m lesson.ray_tune {recipe} --results-dir {pod_dir} --global-batches 64\\,3 --address auto",
+        f"python -m analysis.tune_report --run-dir {pod_dir}",
+    ]
+    assert world.calls() == [], "--dry-run touches nothing"
+    refused = world.script("scripts/run-rayjob.sh", "--dry-run", JOB="search")
+    assert refused.returncode != 0 and "JOB must be one of: benchmark tune; got 'search'." in refused.stderr
+
+
 def test_benchmark_on_minikube_interrupted_stops_this_runs_processes_in_the_pod_and_exits_130(world):
     target_rules(world)
     world.rule("kubectl", "*python -m lesson.baseline_training*", code="0@30")

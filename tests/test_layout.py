@@ -1,5 +1,5 @@
 """The house: the lesson is a package of its own that a learner reads alone, it reaches the
-harness through two named seams only, its model is plain Keras, and no module grows past what
+harness through three named seams only, its model is plain Keras, and no module grows past what
 a maintainer reads at once."""
 
 import ast
@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 PACKAGES = ("lesson", "harness", "analysis", "tools")
 # The lesson's only ways into the harness: what is measured, attached from outside, and the
 # Ray driver's bookkeeping.
-SEAMS = {("harness.instruments", "instrument"), ("harness.run_state", "RayRun")}
+SEAMS = {("harness.instruments", "instrument"), ("harness.run_state", "RayRun"), ("harness.tune_record", "SearchRecord")}
 
 
 def imports_of(path):
@@ -27,7 +27,8 @@ def imports_of(path):
 
 
 def test_the_lesson_is_at_most_eight_modules_and_imports_the_harness_only_through_its_seams():
-    modules = sorted((REPO_ROOT / "lesson").glob("*.py"))
+    # Besides the package's __init__.py, which sets the environment before TensorFlow and Ray load.
+    modules = sorted(path for path in (REPO_ROOT / "lesson").glob("*.py") if path.name != "__init__.py")
     assert len(modules) <= 8, [path.name for path in modules]
     used = set()
     for path in modules:

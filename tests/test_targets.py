@@ -16,6 +16,7 @@ TARGETS = sorted((REPO_ROOT / "scripts" / "targets").glob("*.sh"))
 COMMANDS = {
     "scripts/run-benchmark.sh": (["--smoke-test"], [
         "target_settings", "target_benchmark_check", "target_benchmark", "target_stop"]),
+    "scripts/run-tune.sh": ([], ["target_settings", "target_tune_check", "target_tune NUM_WORKERS=2 TRAIN_SIZE=2048 WAYS=", "target_stop"]),
     "scripts/open-dashboard.sh": ([], ["target_open_dashboard", "target_stop"]),
     "scripts/run-rayjob.sh": (["--dry-run"], ["target_run_rayjob DRY_RUN=1", "target_stop"]),
     "scripts/experiments/chaos.sh": ([], [

@@ -97,9 +97,10 @@ copy_from_pod() {
 
 # Copy a run's results from the head pod and check that every file of a run came back.
 copy_results_from_head() {
-  local context="$1" head="$2" pod_dir="$3" local_dir="$4" num_workers="$5" file
+  local context="$1" head="$2" pod_dir="$3" local_dir="$4" file
+  shift 4
   copy_from_pod "$context" "$head" ray-head "$pod_dir" "$local_dir"
-  for file in baseline_results.json "ray_results_${num_workers}workers.json" comparison.json REPORT.md; do
+  for file in "$@"; do
     [[ -f "$local_dir/$file" ]] || die "$file is missing from the results copied from $head:$pod_dir to $local_dir."
   done
   log "Results copied from $head:$pod_dir to $local_dir (JSON, REPORT.md, plots)."

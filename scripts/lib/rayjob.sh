@@ -32,18 +32,33 @@ resolve_rayjob_workers() {
 # words it gets with shlex.join; the single quotes keep the `&&` for the job's own shell.
 job_entrypoint() {
   local -a commands=()
-  training_args baseline "$POD_RUN_DIR"
-  commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
-  training_args ray "$POD_RUN_DIR" --address auto
-  commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
-  commands+=("$(printf '%q ' python -m analysis.compare --results-dir "$POD_RUN_DIR" --num-workers "$NUM_WORKERS")")
-  commands+=("$(printf '%q ' python -m analysis.report --run-dir "$POD_RUN_DIR")")
+  if [[ "${JOB:-benchmark}" == tune ]]; then
+    tune_args "$POD_RUN_DIR" --address auto
+    commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
+    commands+=("$(printf '%q ' python -m analysis.tune_report --run-dir "$POD_RUN_DIR")")
+  else
+    training_args baseline "$POD_RUN_DIR"
+    commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
+    training_args ray "$POD_RUN_DIR" --address auto
+    commands+=("$(printf '%q ' python "${TRAINING_ARGS[@]}")")
+    commands+=("$(printf '%q ' python -m analysis.compare --results-dir "$POD_RUN_DIR" --num-workers "$NUM_WORKERS")")
+    commands+=("$(printf '%q ' python -m analysis.report --run-dir "$POD_RUN_DIR")")
+  fi
   local joined="" command
   for command in "${commands[@]}"; do
     joined+="${joined:+&& }$command"
   done
   [[ "$joined" != *"'"* ]] || die "A training setting holds a single quote, which the RayJob's entrypoint cannot carry: $joined"
   printf "bash -c '%s'" "${joined% }"
+}
+
+# The files a finished job leaves in its run folder (JOB=benchmark or tune), one a word.
+job_result_files() {
+  if [[ "${JOB:-benchmark}" == tune ]]; then
+    echo tune_results.json TUNE.md
+  else
+    echo baseline_results.json "ray_results_${NUM_WORKERS}workers.json" comparison.json REPORT.md
+  fi
 }
 
 # k8s/ray-job.yaml with this run's name, entrypoint and k8s/ray-cluster.yaml's spec (less
@@ -135,10 +150,12 @@ follow_job() {
 # Copy the run folder from the head pod, which stays ttlSecondsAfterFinished after the end.
 copy_rayjob_results() {
   local head
+  local -a files=()
+  read -r -a files <<<"$(job_result_files)"
   head="$(RAY_CLUSTER_NAME="$JOB_CLUSTER" ray_head_pod --context "$KUBE_CONTEXT")"
   [[ -n "$head" ]] ||
     die "The head pod of the RayJob's cluster '$JOB_CLUSTER' is gone, and the results with it (k8s/ray-job.yaml keeps it ttlSecondsAfterFinished after the end). The job's log: kubectl --context $KUBE_CONTEXT -n $RAY_NAMESPACE logs job/$JOB_NAME"
-  copy_results_from_head "$KUBE_CONTEXT" "$head" "$POD_RUN_DIR" "$RUN_DIR" "$NUM_WORKERS"
+  copy_results_from_head "$KUBE_CONTEXT" "$head" "$POD_RUN_DIR" "$RUN_DIR" "${files[@]}"
 }
 
 # For EXIT traps: delete a RayJob that an interrupt or a failure left running (its cluster
@@ -164,6 +181,7 @@ run_rayjob() {
   require_recipe_fits_pods
   check_rayjob_cluster
   local suffix="minikube-rayjob"
+  [[ "${JOB:-benchmark}" == benchmark ]] || suffix="$suffix-$JOB"
   [[ "$MODE" == default ]] || suffix="$suffix-$MODE"
   new_run_dir "$RESULTS_DIR" "$suffix"
   log "This run's folder: $RUN_DIR"

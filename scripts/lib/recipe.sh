@@ -67,10 +67,33 @@ training_args() {
   case "$entry" in
     baseline | ray) module="lesson.${entry}_training" ;;
     tensorflow_alone) module="harness.tensorflow_alone" ;;
-    *) die "training_args: unknown entry point '$entry' (baseline, ray or tensorflow_alone)." ;;
+    tune) module="lesson.ray_tune" ;;
+    *) die "training_args: unknown entry point '$entry' (baseline, ray, tensorflow_alone or tune)." ;;
   esac
   ((${#RECIPE_FLAGS[@]} > 0)) || die "training_args: the recipe is not resolved yet (resolve_recipe first)."
   TRAINING_ARGS=(-m "$module" "${RECIPE_FLAGS[@]}" --results-dir "$results_dir" "$@")
+}
+
+# The recipe of a Tune search (run-tune.sh, run-rayjob.sh's JOB=tune): MODE's, with TRAIN_SIZE
+# 2048 in the default mode unless set, so that 4 ways of 4 trials take minutes, not an hour.
+# Usage: resolve_tune_recipe MODE
+resolve_tune_recipe() {
+  local -a size=()
+  [[ "$1" != default || -n "${TRAIN_SIZE:-}" ]] || size=(TRAIN_SIZE=2048)
+  resolve_recipe "$1" ${size[@]+"${size[@]}"}
+}
+
+# lesson/ray_tune.py's command line in TRAINING_ARGS: the recipe, the search's settings that
+# are set (WAYS, LEARNING_RATES, GLOBAL_BATCHES; lesson/ray_tune.py holds their defaults),
+# into RESULTS_DIR, then FLAGs. Usage: tune_args RESULTS_DIR [FLAG...]
+tune_args() {
+  local results_dir="$1"
+  shift
+  local -a search=()
+  [[ -z "${WAYS:-}" ]] || search+=(--ways "$WAYS")
+  [[ -z "${LEARNING_RATES:-}" ]] || search+=(--learning-rates "$LEARNING_RATES")
+  [[ -z "${GLOBAL_BATCHES:-}" ]] || search+=(--global-batches "$GLOBAL_BATCHES")
+  training_args tune "$results_dir" ${search[@]+"${search[@]}"} "$@"
 }
 
 # The Ray run's checkpoint flags, in CHECKPOINT_FLAGS: --checkpoint when CHECKPOINT=1 (a

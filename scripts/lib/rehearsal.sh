@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The pods of the rehearsal (scripts/experiments/rehearse-pods.sh): start one in its network
-# namespace and cgroups, run a command in it as `kubectl exec` would, list their processes.
+# namespace and cgroups, run a command in it as `kubectl exec` would, list their processes;
+# and, for the rehearsal target, which pod runs a Ray node and which pods are cut off.
 # Reads REHEARSAL_NAME, REHEARSAL_DIR, SWITCH, MEMORY_CGROUPS and CPU_CGROUPS. Source it after
 # common.sh.
 
@@ -67,4 +68,27 @@ pod_exec() {
     export PATH="$5/.venv/bin:$PATH" PYTHONPATH="$5" HOME=/tmp; pid="$4"; shift 5
     exec nsenter -t "$pid" -n -m -u -C --wd="$PYTHONPATH" -- "$@"' _ \
     "$MEMORY_CGROUPS/$name" "$CPU_CGROUPS/$name" "$REHEARSAL_DIR/pods/$name" "$pid" "$REPO_ROOT" "$@"
+}
+
+# The pods whose network was cut (their veth on the bridge is down), one a line.
+cut_pods() {
+  local pod link
+  while read -r pod link; do
+    ip -n "$REHEARSAL_NAME-switch" link show "$link" 2>/dev/null | grep -q "state DOWN" && echo "$pod"
+  done <"$REHEARSAL_DIR/links"
+}
+
+# The pod whose Ray node has ID NODE: the pod whose raylet was started with --node_id=NODE
+# (read from /proc, at once: a Ray driver would take seconds, and an epoch may be shorter).
+node_pod() {
+  local cgroup pid
+  for cgroup in "/sys/fs/cgroup/memory/$REHEARSAL_NAME"/*/; do
+    while read -r pid; do
+      if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--node_id=$1"; then
+        basename "$cgroup"
+        return 0
+      fi
+    done <"$cgroup/cgroup.procs"
+  done
+  die "No pod of the rehearsal runs Ray node ${1:0:8}."
 }

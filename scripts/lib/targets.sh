@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where the commands run: a target is one file in TARGETS_DIR (scripts/targets/ by default)
 # that implements the same functions, and the commands that differ by target (run-benchmark.sh,
-# open-dashboard.sh, run-rayjob.sh, experiments/chaos.sh) call those functions, never
+# run-tune.sh, open-dashboard.sh, run-rayjob.sh, experiments/chaos.sh) call those functions, never
 # branching on the target's name. A new target is one new file there. Source it after common.sh.
 #
 # Each target defines (a target that cannot do one says so in words and fails):
@@ -11,6 +11,8 @@
 #   target_benchmark_check  run-benchmark.sh: the checks before the run folder is made
 #   target_benchmark        run-benchmark.sh: baseline, Ray run, comparison and report into
 #                           RESULTS_DIR (the run folder)
+#   target_tune_check       run-tune.sh: the checks before the run folder is made
+#   target_tune             run-tune.sh: the Tune search and TUNE.md into RESULTS_DIR
 #   target_chaos_check      chaos.sh: the checks; sets RUN_LOCATION (the run's storage)
 #   target_chaos_start      chaos.sh: the cluster (started, or found and checked)
 #   target_chaos_train FLAG...  chaos.sh: the checkpointed Ray run, in the background with

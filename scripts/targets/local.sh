@@ -141,6 +141,20 @@ target_benchmark() {
     die "The report could not be written (see above); the JSON results are in $RESULTS_DIR."
 }
 
+# run-tune.sh: the benchmark's checks (cores, ports, memory, .venv).
+target_tune_check() {
+  target_benchmark_check
+}
+
+# run-tune.sh: the search on the local cluster (or RAY_ADDRESS's), then TUNE.md.
+target_tune() {
+  start_local_cluster
+  tune_args "$RESULTS_DIR" --data-dir "$DATA_DIR" --address "$RAY_ADDRESS"
+  run_step "$VENV_PYTHON" "${TRAINING_ARGS[@]}" ||
+    die "The search failed (see above); $RESULTS_DIR/tune_results.json says how far it got."
+  run_step "$VENV_PYTHON" -m analysis.tune_report --run-dir "$RESULTS_DIR" || die "TUNE.md could not be written (see above)."
+}
+
 # Chaos: the run's checkpoints and status go to CHECKPOINT_DIR, which every node reaches.
 target_chaos_check() {
   # The training's workers need a core each; the spare node only waits for the kill.

@@ -127,7 +127,29 @@ target_benchmark() {
   minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python -m analysis.report --run-dir "$pod_dir" ||
     die "The report could not be written in pod '$HEAD_POD' (output above); the JSON results are in $HEAD_POD:$pod_dir."
   POD_RUN_MARKER=""
-  copy_results_from_head "$KUBE_CONTEXT" "$HEAD_POD" "$pod_dir" "$RESULTS_DIR" "$NUM_WORKERS"
+  copy_results_from_head "$KUBE_CONTEXT" "$HEAD_POD" "$pod_dir" "$RESULTS_DIR" baseline_results.json \
+    "ray_results_${NUM_WORKERS}workers.json" comparison.json REPORT.md
+}
+
+# run-tune.sh: the benchmark's check (the recipe against the pods' memory).
+target_tune_check() {
+  target_benchmark_check
+}
+
+# run-tune.sh: the search and TUNE.md in the head pod, as `kubectl exec`; the folder copied back.
+target_tune() {
+  connect_to_head
+  resolve_pod_workers
+  local pod_dir
+  pod_dir="$POD_RESULTS_ROOT/tune-run-$(date +%Y%m%d-%H%M%S)-$$"
+  POD_RUN_MARKER="--results-dir $pod_dir"
+  tune_args "$pod_dir" --address auto
+  minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python "${TRAINING_ARGS[@]}" ||
+    die "The search failed in pod '$HEAD_POD' (output above); $HEAD_POD:$pod_dir/tune_results.json says how far it got."
+  minikube_exec_head "$KUBE_CONTEXT" "$HEAD_POD" python -m analysis.tune_report --run-dir "$pod_dir" ||
+    die "TUNE.md could not be written in pod '$HEAD_POD' (output above)."
+  POD_RUN_MARKER=""
+  copy_results_from_head "$KUBE_CONTEXT" "$HEAD_POD" "$pod_dir" "$RESULTS_DIR" tune_results.json TUNE.md
 }
 
 # Chaos: the run's checkpoints live in the in-cluster store, its results in the head pod.

@@ -19,6 +19,8 @@
 source "$SCRIPTS_DIR/lib/venv.sh"
 # shellcheck source=scripts/lib/pod.sh
 source "$SCRIPTS_DIR/lib/pod.sh"
+# shellcheck source=scripts/lib/rehearsal.sh
+source "$SCRIPTS_DIR/lib/rehearsal.sh"
 
 VENV_PYTHON="$REPO_ROOT/.venv/bin/python"
 REHEARSAL="$SCRIPTS_DIR/experiments/rehearse-pods.sh"
@@ -84,14 +86,6 @@ rehearsal_report() {
   return "$status"
 }
 
-# The pods whose network was cut (their veth on the bridge is down), one a line.
-cut_pods() {
-  local pod link
-  while read -r pod link; do
-    ip -n "$REHEARSAL_NAME-switch" link show "$link" 2>/dev/null | grep -q "state DOWN" && echo "$pod"
-  done <"$REHEARSAL_DIR/links"
-}
-
 # A step in the head pod failed: say whether a pod was OOM-killed or cut off, then stop with MESSAGE.
 pod_step_failed() {
   local cut
@@ -136,10 +130,32 @@ target_benchmark() {
   log "4/4 Report"
   in_pod head python -m analysis.report --run-dir "$pod_dir" --data-dir "$DATA_DIR" ||
     die "The report could not be written (see above); the JSON results are in the head pod's $pod_dir."
-  cp -R "$REHEARSAL_DIR/pods/head$pod_dir/." "$RESULTS_DIR/" ||
-    die "Could not copy the head pod's $pod_dir into $RESULTS_DIR."
+  copy_out_of_head "$pod_dir"
+}
+
+# Copy the head pod's run folder POD_DIR into RESULTS_DIR; then the pods' cgroups, each phase.
+copy_out_of_head() {
+  cp -R "$REHEARSAL_DIR/pods/head$1/." "$RESULTS_DIR/" || die "Could not copy the head pod's $1 into $RESULTS_DIR."
   log "The pods' cgroups, each phase (also in $RESULTS_DIR/REHEARSAL.md and rehearsal.json):"
   rehearsal_report || die "A pod was OOM-killed although the run finished (see above)."
+}
+
+# run-tune.sh: the benchmark's checks.
+target_tune_check() {
+  target_benchmark_check
+}
+
+# run-tune.sh: the search and TUNE.md in the head pod, as `kubectl exec` would run them.
+target_tune() {
+  local pod_dir
+  pod_dir="/tmp/results/tune-run-$(date +%Y%m%d-%H%M%S)-$$"
+  start_pods "$NUM_WORKERS"
+  snapshot start
+  tune_args "$pod_dir" --data-dir "$DATA_DIR" --address auto
+  in_pod head python "${TRAINING_ARGS[@]}" || pod_step_failed tune "The search failed."
+  snapshot tune
+  in_pod head python -m analysis.tune_report --run-dir "$pod_dir" || die "TUNE.md could not be written (see above)."
+  copy_out_of_head "$pod_dir"
 }
 
 # Chaos: checkpoints in CHECKPOINT_DIR, which every pod reaches (one machine's disk).
@@ -176,21 +192,6 @@ target_chaos_victim() {
   CHAOS_HOW="the network of pod $CHAOS_VICTIM cut (its veth down on the bridge): the pod and its processes live on, unreachable"
 }
 
-# The pod whose Ray node has ID NODE: the pod whose raylet was started with --node_id=NODE
-# (read from /proc, at once: a Ray driver would take seconds, and an epoch may be shorter).
-node_pod() {
-  local cgroup pid
-  for cgroup in "/sys/fs/cgroup/memory/$REHEARSAL_NAME"/*/; do
-    while read -r pid; do
-      if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--node_id=$1"; then
-        basename "$cgroup"
-        return 0
-      fi
-    done <"$cgroup/cgroup.procs"
-  done
-  die "No pod of the rehearsal runs Ray node ${1:0:8}."
-}
-
 target_chaos_kill() {
   log "CHAOS: epoch $KILL_AFTER_EPOCH is checkpointed; cutting the network of pod $CHAOS_VICTIM (worker rank $KILL_RANK)"
   "$REHEARSAL" cut-network "$CHAOS_VICTIM"
@@ -222,6 +223,7 @@ target_run_rayjob() {
     return 0
   fi
   local suffix="rehearsal-rayjob"
+  [[ "${JOB:-benchmark}" == benchmark ]] || suffix="$suffix-$JOB"
   [[ "$MODE" == default ]] || suffix="$suffix-$MODE"
   new_run_dir "$RESULTS_DIR" "$suffix"
   RESULTS_DIR="$RUN_DIR"

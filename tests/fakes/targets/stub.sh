@@ -34,6 +34,15 @@ target_benchmark() {
   echo "stub" >"$RESULTS_DIR/stub.txt"
 }
 
+target_tune_check() {
+  stub_record target_tune_check
+}
+
+target_tune() {
+  stub_record target_tune "NUM_WORKERS=$NUM_WORKERS" "TRAIN_SIZE=$TRAIN_SIZE" "WAYS=${WAYS:-}"
+  echo "stub" >"$RESULTS_DIR/stub.txt"
+}
+
 target_chaos_check() {
   stub_record target_chaos_check
   RUN_LOCATION="stub://$RUN_NAME"
