@@ -42,12 +42,21 @@ LEARNING_RATES = "5e-4,2e-3"
 GLOBAL_BATCHES = "64,128"
 
 
+def check_configuration(config, recipe, workers):
+    """A configuration the recipe cannot train fails at once, before TensorFlow or any worker starts."""
+    batch = config["global_batch_size"]
+    if batch > recipe.train_size:
+        raise ValueError(f"global batch {batch} is larger than the {recipe.train_size} training images")
+    if batch % workers:  # a worker count of 1 divides every batch
+        raise ValueError(f"global batch {batch} does not split evenly between {workers} workers")
+
+
 def fit(config, recipe, data_dir, report, strategy=None):
     """Train one configuration and report the test accuracy after every epoch."""
     tf = workarounds.import_tensorflow(recipe.cpus_per_worker)
     tf.keras.utils.set_random_seed(recipe.seed)
     workers = strategy.num_replicas_in_sync if strategy else 1
-    # Each worker trains its shard at its part of the global batch (ValueError: a bad configuration).
+    # Each worker trains its shard at its part of the global batch.
     plan = data.shard_plan(recipe.train_size, config["global_batch_size"] // workers, workers)
     dataset = data.load_dataset(recipe.dataset, recipe.train_size, recipe.test_size, data_dir=data_dir,
                                 seed=recipe.seed)
@@ -74,6 +83,7 @@ def fit(config, recipe, data_dir, report, strategy=None):
 
 def plain_trial(config, recipe, data_dir):
     """A trial of the plain ways: plain Keras in the trial's own process, on its one CPU."""
+    check_configuration(config, recipe, workers=1)
     fit(config, recipe, data_dir, report=tune.report)
 
 
@@ -91,8 +101,7 @@ def trainer_trial(config, recipe, data_dir, workers, storage_path):
     from ray.train.tensorflow import TensorflowTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    if config["global_batch_size"] % workers:  # a bad configuration fails before any worker starts
-        raise ValueError(f"global batch {config['global_batch_size']} does not split evenly between {workers} workers")
+    check_configuration(config, recipe, workers)
     trainer = TensorflowTrainer(
         train_loop_per_worker, train_loop_config={**config, "recipe": recipe, "data_dir": data_dir},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": recipe.cpus_per_worker}),

@@ -205,9 +205,11 @@ def test_a_worker_pod_whose_network_is_cut_mid_run_is_detected_and_the_run_resum
     assert finished.returncode == 0, output[-6000:]
     record = json.loads((WORK / "chaos-results" / results.ray_file(2)).read_text())
     assert record["epochs_completed"] == record["epochs_requested"] == 3
-    assert record["restarts"] == 1 and record["restart_resumed_from_epochs"] == [1]
     failure = record["injected_failure"]
-    assert failure["after_epoch"] == 1 and failure["resumed_from_epoch"] == 1
+    assert record["restarts"] == 1 and record["restart_resumed_from_epochs"] == [failure["resumed_from_epoch"]]
+    # The cut follows epoch 1's checkpoint; on a busy machine (a suite's other worker training
+    # too) epoch 2 can be saved before the cut lands, and the run then resumes from there.
+    assert failure["after_epoch"] == 1 and failure["resumed_from_epoch"] in (1, 2)
     assert "network of pod worker-" in failure["how"]
     assert failure["node_id"] not in record["attempts"][-1]["nodes"].values()
     assert 0 < failure["detect_and_restart_seconds"] < 600

@@ -52,6 +52,16 @@ def trial(config, status, accuracies, ended, started=0.0):
             "ended_seconds": ended}
 
 
+def test_a_global_batch_the_data_parallel_workers_cannot_split_is_refused_before_they_start():
+    from lesson import recipe as recipes
+    from lesson.ray_tune import check_configuration
+
+    recipe = recipes.Recipe.resolve("smoke")
+    check_configuration({"global_batch_size": 3}, recipe, workers=1)  # one process takes any batch
+    with pytest.raises(ValueError, match="global batch 3 does not split evenly between 2 workers"):
+        check_configuration({"global_batch_size": 3}, recipe, workers=2)
+
+
 def test_the_report_finds_each_ways_best_and_its_time_to_a_configuration_within_one_point_of_the_best():
     from analysis.tune_report import summarise, verdict
 
@@ -81,10 +91,10 @@ def test_the_report_finds_each_ways_best_and_its_time_to_a_configuration_within_
 @pytest.fixture(scope="module")
 def tune_smoke(local_cluster, tmp_path_factory):
     """One `./scripts/run-tune.sh --smoke-test` of every way on the session's cluster: 2 epochs,
-    global batches 64 and 3 (3 does not split between 2 data-parallel workers)."""
+    global batches 64 and 512 (more than the 256 training images: it fails in every way, at once)."""
     results_dir = tmp_path_factory.mktemp("tune") / "results"
     env = {**local_cluster["env"], "RESULTS_DIR": str(results_dir), "TARGET": "local", "EPOCHS": "2",
-           "LEARNING_RATES": "0.002", "GLOBAL_BATCHES": "64,3"}
+           "LEARNING_RATES": "0.002", "GLOBAL_BATCHES": "64,512"}
     finished = run([RUN_TUNE, "--smoke-test"], env=env, timeout=900)
     run_dir = (results_dir / "latest").resolve()
     return {"finished": finished, "output": finished.stdout + finished.stderr, "run_dir": run_dir}
@@ -96,39 +106,35 @@ def test_a_smoke_search_runs_every_way_on_the_same_grid_and_records_every_trials
     record = json.loads((tune_smoke["run_dir"] / "tune_results.json").read_text())
     assert record["status"] == "finished" and record["recipe"]["epochs"] == 2
     assert [way["way"] for way in record["ways"]] == ["data-parallel", "trainer-per-trial", "plain", "plain-asha"]
-    finals = {}
     for way in record["ways"]:
         assert way["status"] == "finished" and 0 < way["wall_seconds"] and 0 < way["cpu_utilisation"] <= 1
         trials = {trial["config"]["global_batch_size"]: trial for trial in way["trials"].values()}
-        assert sorted(trials) == [3, 64] and {t["config"]["learning_rate"] for t in trials.values()} == {0.002}
-        for batch, trial in trials.items():
-            if way["way"] == "data-parallel" and batch == 3:
-                continue
-            epochs = [epoch["epoch"] for epoch in trial["epochs"]]
-            stopped = way["way"] == "plain-asha" and trial["status"] == "stopped early"
-            assert trial["status"] == "completed" or stopped, trial
-            assert epochs == ([1] if stopped else [1, 2])
-            seconds = [epoch["seconds"] for epoch in trial["epochs"]]
-            assert seconds == sorted(seconds) and seconds[-1] <= trial["ended_seconds"] <= way["wall_seconds"]
-            assert all(0 <= epoch["val_accuracy"] <= 1 for epoch in trial["epochs"])
-            finals[way["way"], batch] = (len(epochs), trial["epochs"][-1]["val_accuracy"])
-    # The same configuration, seed and data train the same model in a plain process, whether ASHA watches or not.
-    for batch in (3, 64):
-        if finals["plain-asha", batch][0] == 2:
-            assert finals["plain-asha", batch] == finals["plain", batch]
+        assert sorted(trials) == [64, 512] and {t["config"]["learning_rate"] for t in trials.values()} == {0.002}
+        trial = trials[64]
+        assert trial["status"] == "completed" and [epoch["epoch"] for epoch in trial["epochs"]] == [1, 2], trial
+        seconds = [epoch["seconds"] for epoch in trial["epochs"]]
+        assert seconds == sorted(seconds) and seconds[-1] <= trial["ended_seconds"] <= way["wall_seconds"]
+        assert all(0 <= epoch["val_accuracy"] <= 1 for epoch in trial["epochs"])
+    # The same configuration, seed and data train the same model in one process, with Ray Train or
+    # without, whether ASHA watches or not; on two workers the shards change the shuffles.
+    finals = {way["way"]: [t for t in way["trials"].values() if t["status"] == "completed"][0]["epochs"]
+              for way in record["ways"]}
+    accuracies = {way: [epoch["val_accuracy"] for epoch in epochs] for way, epochs in finals.items()}
+    assert accuracies["trainer-per-trial"] == accuracies["plain"] == accuracies["plain-asha"]
 
 
 @pytest.mark.xdist_group("local_cluster")
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(tune_smoke):
     assert tune_smoke["finished"].returncode == 0, tune_smoke["output"][-6000:]
     record = json.loads((tune_smoke["run_dir"] / "tune_results.json").read_text())
-    data_parallel = {trial["config"]["global_batch_size"]: trial for trial in record["ways"][0]["trials"].values()}
-    assert data_parallel[3]["status"] == "error" and data_parallel[3]["epochs"] == []
-    assert "global batch 3 does not split evenly between 2 workers" in data_parallel[3]["error"]
-    assert data_parallel[64]["status"] == "completed"
     report = (tune_smoke["run_dir"] / "TUNE.md").read_text()
-    assert "| data-parallel | " in report and " | 2 (1 / 0 / 1) | " in report
-    assert "- data-parallel: ValueError: global batch 3 does not split evenly between 2 workers" in report
+    for way in record["ways"]:
+        trials = {trial["config"]["global_batch_size"]: trial for trial in way["trials"].values()}
+        assert trials[512]["status"] == "error" and trials[512]["epochs"] == [], way["way"]
+        assert trials[512]["error"] == "ValueError: global batch 512 is larger than the 256 training images"
+        assert trials[64]["status"] == "completed"
+        assert f"- {way['way']}: ValueError: global batch 512 is larger than the 256 training images" in report
+    assert report.count(" | 2 (1 / 0 / 1) | ") == 4
 
 
 @pytest.mark.xdist_group("local_cluster")
