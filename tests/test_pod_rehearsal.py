@@ -195,8 +195,9 @@ def test_a_worker_memory_limit_set_too_low_is_oom_killed_and_the_run_names_the_p
 @needs_rehearsal
 def test_a_worker_pod_whose_network_is_cut_mid_run_is_detected_and_the_run_resumes_on_a_spare_pod():
     env = rehearsal_env("chaos", RESULTS_DIR=str(WORK / "chaos-results"), CHECKPOINT_DIR=str(WORK / "checkpoints"),
-                        # Epochs of 8 steps: on a busy machine the cut must still land before the last one ends.
-                        TRAIN_SIZE="512", TEST_SIZE="128", BATCH_SIZE="32", EPOCHS="3", KILL_AFTER_EPOCH="1")
+                        # Epochs of 8 steps, 4 of them: on a busy machine (three xdist workers on 2 cores)
+                        # the cut must still land before the last one ends.
+                        TRAIN_SIZE="512", TEST_SIZE="128", BATCH_SIZE="32", EPOCHS="4", KILL_AFTER_EPOCH="1")
     try:
         finished = run([CHAOS], env=env, timeout=900)
     finally:
@@ -204,12 +205,12 @@ def test_a_worker_pod_whose_network_is_cut_mid_run_is_detected_and_the_run_resum
     output = finished.stdout + finished.stderr
     assert finished.returncode == 0, output[-6000:]
     record = json.loads((WORK / "chaos-results" / results.ray_file(2)).read_text())
-    assert record["epochs_completed"] == record["epochs_requested"] == 3
+    assert record["epochs_completed"] == record["epochs_requested"] == 4
     failure = record["injected_failure"]
     assert record["restarts"] == 1 and record["restart_resumed_from_epochs"] == [failure["resumed_from_epoch"]]
-    # The cut follows epoch 1's checkpoint; on a busy machine (a suite's other worker training
-    # too) epoch 2 can be saved before the cut lands, and the run then resumes from there.
-    assert failure["after_epoch"] == 1 and failure["resumed_from_epoch"] in (1, 2)
+    # The cut follows epoch 1's checkpoint; on a busy machine (the suite's other workers training
+    # too) a later epoch can be saved before the cut lands, and the run then resumes from there.
+    assert failure["after_epoch"] == 1 and failure["resumed_from_epoch"] in (1, 2, 3)
     assert "network of pod worker-" in failure["how"]
     assert failure["node_id"] not in record["attempts"][-1]["nodes"].values()
     assert 0 < failure["detect_and_restart_seconds"] < 600
