@@ -5,10 +5,9 @@
 #
 # Usage: ./scripts/test.sh [pytest arguments]
 #   PYTHON=python3.11  the Python 3.11 that creates .venv the first time
-#   TEST_WORKERS=3     pytest-xdist workers, even on 2 cores: the real Ray runs spend much of
-#                      their time waiting, and the static tests run meanwhile; the tests of
-#                      one shared cluster or run stay on one worker (tests/conftest.py); 0
-#                      runs everything in order
+#   TEST_WORKERS=2     pytest-xdist workers: the static tests run while the real Ray runs
+#                      wait for their processes; the tests of one shared cluster or run
+#                      stay on one worker (tests/conftest.py); 0 runs everything in order
 #   PYTEST_ARGS=       extra pytest arguments, e.g. "-k compare" (arguments work too)
 set -o errexit -o nounset -o pipefail
 
@@ -18,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$SCRIPTS_DIR/lib/venv.sh"
 
 PYTEST_ARGS="${PYTEST_ARGS:-}"
-TEST_WORKERS="${TEST_WORKERS:-3}"
+TEST_WORKERS="${TEST_WORKERS:-2}"
 
 main() {
   if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
