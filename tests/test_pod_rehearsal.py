@@ -2,7 +2,8 @@
 TARGET=rehearsal): the `ray start` command lines KubeRay 1.7.0 builds from the manifest; a smoke
 benchmark in pods that each have their own address, memory cgroup and CPU quota; a memory limit
 set too low, OOM-killed and named in words; and a worker pod whose network is cut mid-run,
-detected, and the run resumed from its checkpoint on a spare pod.
+detected, and the run resumed from its checkpoint on a spare pod; and a container that exits,
+restarted in its pod as the kubelet would.
 
 The real runs need root, network namespaces and cgroup v1's memory and cpu controllers; they
 skip and say so elsewhere. Traffic stays inside the namespaces they make.
@@ -12,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,63 @@ def left_over():
                                                              text=True).stdout.splitlines() if line.startswith(NAME)]
     cgroups = [path for path in (Path("/sys/fs/cgroup/memory") / NAME, Path("/sys/fs/cgroup/cpu") / NAME) if path.exists()]
     return namespaces + [str(path) for path in cgroups]
+
+
+# A pod whose container's command fails once, then runs: started by scripts/lib/rehearsal.sh's
+# start_pod itself, with the restart policy given.
+ONE_POD = r"""
+set -o errexit -o nounset -o pipefail
+source "$1/scripts/lib/common.sh"; source "$1/scripts/lib/rehearsal.sh"
+REHEARSAL_NAME="$2" REHEARSAL_DIR="$3" SWITCH="$2-switch"
+MEMORY_CGROUPS="/sys/fs/cgroup/memory/$2" CPU_CGROUPS="/sys/fs/cgroup/cpu/$2"
+make_switch
+index=0
+for policy in Always Never; do
+  index=$((index + 1)); pod="$REHEARSAL_DIR/pods/$policy"; mkdir -p "$pod"; : >"$pod/env"
+  # The pod's /tmp outlives its container, as an emptyDir volume does: it counts the tries.
+  printf '%s\n' 'tries=$(($(cat /tmp/tries 2>/dev/null || echo 0) + 1)); echo "$tries" >/tmp/tries' \
+    'date +%s >>/tmp/started; echo "ray start failed, try $tries" >&2' \
+    '[ "$tries" -gt 1 ] || exit 3; echo "ray start succeeded: $(hostname)"; exec sleep 300' >"$pod/start.sh"
+  start_pod "$policy" "10.244.78.$((index + 1))" 50000 268435456 16777216 "$index" "$policy"
+done
+"""
+
+
+@needs_rehearsal
+def test_a_pod_whose_container_exits_restarts_it_in_place_after_kubelets_back_off_unless_its_policy_is_never():
+    env = rehearsal_env("restart")
+    name, pods = env["REHEARSAL_NAME"] + "-rs", WORK / "restart" / "pods"
+    env["REHEARSAL_NAME"] = name
+    try:
+        started = run(["bash", "-c", ONE_POD, "_", str(REPO_ROOT), name, env["REHEARSAL_DIR"]], timeout=60)
+        assert started.returncode == 0, started.stderr
+        deadline = time.time() + 60
+        while "ray start succeeded" not in read(pods / "Always" / "container.log") and time.time() < deadline:
+            time.sleep(0.5)
+        always, never = pods / "Always", pods / "Never"
+        log = read(always / "container.log")
+        assert "ray start failed, try 1" in log and f"ray start succeeded: {name}-Always" in log, log
+        assert ("[rehearsal] The container exited with status 3; restart 1 in 10s (restartPolicy Always, "
+                "kubelet's back-off).") in log
+        assert read(always / "restarts").strip() == "1"
+        first, second = (int(line) for line in read(always / "tmp" / "started").split())
+        assert second - first >= 10  # kubelet's first back-off
+        # The same pod: its container's process, namespaces and cgroups are those it started with.
+        container = int(read(always / "pid"))
+        os.kill(container, 0)
+        assert str(container) in read(Path(f"/sys/fs/cgroup/memory/{name}/Always/cgroup.procs")).split()
+        # restartPolicy Never (the RayJob's submitter): the container ran once, and its pod ended.
+        assert read(never / "exit_code").strip() == "3" and not (never / "restarts").exists()
+        assert "ray start failed, try 1" in read(never / "container.log") and "try 2" not in read(never / "container.log")
+    finally:
+        stopped = run([REHEARSE, "stop"], env=env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not [line for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+                if line.startswith(name)]
+
+
+def read(path):
+    return Path(path).read_text() if Path(path).exists() else ""
 
 
 @pytest.fixture(scope="module")

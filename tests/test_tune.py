@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, REPO_ROOT, run
+from conftest import PYTHON, REPO_ROOT, interruptible, run
 
 RUN_TUNE = str(REPO_ROOT / "scripts" / "run-tune.sh")
 
@@ -169,7 +169,8 @@ def test_a_search_asking_for_more_cpus_than_the_cluster_has_fails_fast_in_words(
 def test_ctrl_c_stops_every_trial_and_the_record_says_how_far_the_search_got(local_cluster, tmp_path):
     process = subprocess.Popen([PYTHON, "-m", "lesson.ray_tune", "--smoke-test", "--epochs", "2", "--ways", "plain",
                                 "--results-dir", str(tmp_path)], cwd=REPO_ROOT, env={**os.environ, **local_cluster["env"]},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=interruptible)
     output = []
     try:
         for line in process.stdout:

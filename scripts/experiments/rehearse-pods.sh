@@ -14,7 +14,9 @@
 #   REHEARSAL_DIR=/var/tmp/ray-demo-rehearsal  each pod's env, start.sh, /tmp and log
 #   HEAD_MEMORY=, WORKER_MEMORY=, HEAD_CPU=, WORKER_CPU=  replace the manifest's limits
 #                                (Kubernetes quantities: 1Gi, 1500m); empty: the manifest's
-#   START_TIMEOUT=120            seconds for every worker pod to join the head
+#   START_TIMEOUT=120            seconds for every worker pod to join the head (counted again
+#                                from a container's restart: RayCluster pods restart as the
+#                                kubelet restarts them, restartPolicy Always)
 #
 # `exec POD CMD...` runs CMD in the pod as `kubectl exec` would: its namespaces, cgroups and
 # env, in the repository. `submit JOB_ID FILE` starts the RayJob's submitter pod (the limits of
@@ -34,6 +36,7 @@ REHEARSAL_DIR="${REHEARSAL_DIR:-/var/tmp/ray-demo-rehearsal}"
 HEAD_MEMORY="${HEAD_MEMORY:-}" WORKER_MEMORY="${WORKER_MEMORY:-}"
 HEAD_CPU="${HEAD_CPU:-}" WORKER_CPU="${WORKER_CPU:-}"
 START_TIMEOUT="${START_TIMEOUT:-120}"
+MAX_START_RESTARTS=2  # container restarts while starting, before the start gives up
 export REHEARSAL_NAME
 SWITCH="$REHEARSAL_NAME-switch"
 MEMORY_CGROUPS="/sys/fs/cgroup/memory/$REHEARSAL_NAME"
@@ -89,7 +92,7 @@ start_pods() {
     echo "$name p$index" >>"$REHEARSAL_DIR/links"
     [[ "$name" == head ]] || WANTED_CPUS=$((WANTED_CPUS + ${cpus%.*}))
     log "Pod $name: $address, CPU limit $((quota / 100))m (CFS quota ${quota} us per 100 ms), memory limit $((memory / 1048576)) MiB, /dev/shm $((shm / 1048576)) MiB"
-    start_pod "$name" "$address" "$quota" "$memory" "$shm" "$index"
+    start_pod "$name" "$address" "$quota" "$memory" "$shm" "$index" Always
     # KubeRay starts the workers once the head answers; so does this.
     [[ "$name" != head ]] || wait_for_head
   done <<<"$plan"
@@ -106,14 +109,22 @@ wait_for_head() {
   done
 }
 
-# Wait until Ray in the head pod sees every worker pod's CPUs.
+# Wait until Ray in the head pod sees every worker pod's CPUs. A container whose `ray start`
+# exited (on a starved machine Ray's own start-up timeouts can expire) is restarted by its pod,
+# as the kubelet would: the wait starts again from its restart, and a pod that keeps failing
+# (MAX_START_RESTARTS, kubectl's CrashLoopBackOff) is named with its last line.
 wait_for_workers() {
-  local deadline=$((SECONDS + START_TIMEOUT)) wanted="$WANTED_CPUS" pod_dir
+  local deadline=$((SECONDS + START_TIMEOUT)) wanted="$WANTED_CPUS" pod_dir restarts last seen=" "
   while ((SECONDS < deadline)); do
-    # A container whose `ray start` exited will not join: say why at once (its last line).
     for pod_dir in "$REHEARSAL_DIR"/pods/*/; do
-      kill -0 "$(cat "$pod_dir/pid" 2>/dev/null || echo 0)" 2>/dev/null ||
-        die "Pod $(basename "$pod_dir")'s container exited: $(grep -v '^ *$' "$pod_dir/container.log" | tail -n 1) (all of it: $pod_dir/container.log)"
+      restarts="$(cat "$pod_dir/restarts" 2>/dev/null || echo 0)"
+      ((restarts == 0)) || [[ "$seen" == *" $pod_dir:$restarts "* ]] && continue
+      seen+="$pod_dir:$restarts "
+      last="$(grep -v -e '^ *$' -e '^\[rehearsal\]' "$pod_dir/container.log" | tail -n 1 || true)"
+      ((restarts <= MAX_START_RESTARTS)) ||
+        die "Pod $(basename "$pod_dir")'s container keeps exiting ($restarts restarts): $last (all of it: $pod_dir/container.log)"
+      warn "Pod $(basename "$pod_dir")'s container exited and restarts, as the kubelet would (restart $restarts): $last"
+      deadline=$((SECONDS + START_TIMEOUT))
     done
     if (pod_exec head ray status) 2>/dev/null | grep -Eq "^ *[0-9.]+/${wanted}\.0 CPU"; then
       return 0
@@ -136,7 +147,7 @@ submit_job() {
   index=$(($(grep -c '' "$REHEARSAL_DIR/links") + 1))
   echo "$name p$index" >>"$REHEARSAL_DIR/links"
   log "Pod $name (the RayJob's submitter): $address, CPU limit $((quota / 100))m, memory limit $((memory / 1048576)) MiB; job $job_id"
-  start_pod "$name" "$address" "$quota" "$memory" "$shm" "$index"
+  start_pod "$name" "$address" "$quota" "$memory" "$shm" "$index" Never
   until pid="$(cat "$REHEARSAL_DIR/pods/$name/pid" 2>/dev/null)" && [[ -n "$pid" ]]; do sleep 0.2; done
   tail -n +1 -f --pid="$pid" "$REHEARSAL_DIR/pods/$name/container.log"
   return "$(cat "$REHEARSAL_DIR/pods/$name/exit_code" 2>/dev/null || echo 1)"

@@ -18,9 +18,15 @@ make_switch() {
 }
 
 # One pod: namespace, veth on the bridge, address, cgroups with its limits, then its container.
-# Usage: start_pod NAME ADDRESS CFS_QUOTA_US MEMORY_BYTES SHM_BYTES INDEX
+# RESTART is the pod's restartPolicy. Always: a container that exits is started again in the
+# same pod after kubelet's back-off (10 s, doubling, at most 5 min), with `restarts` counting
+# as kubectl's RESTARTS does. That is the RayCluster's pods: KubeRay 1.7 sets Never only with
+# autoscaler v2 (ray-operator/controllers/ray/common/pod.go), which k8s/ray-cluster.yaml does
+# not enable, so Kubernetes' default holds, and KubeRay leaves such a pod to the kubelet
+# (shouldDeletePod). Never: the RayJob's submitter (k8s/ray-job.yaml).
+# Usage: start_pod NAME ADDRESS CFS_QUOTA_US MEMORY_BYTES SHM_BYTES INDEX Always|Never
 start_pod() {
-  local name="$1" address="$2" quota="$3" memory="$4" shm="$5" index="$6"
+  local name="$1" address="$2" quota="$3" memory="$4" shm="$5" index="$6" restart="$7"
   local namespace="$REHEARSAL_NAME-$name" pod_dir="$REHEARSAL_DIR/pods/$name"
   ip netns add "$namespace"
   ip -n "$namespace" link set lo up
@@ -52,7 +58,15 @@ start_pod() {
       mount -t cgroup -o memory cgroup /sys/fs/cgroup/memory; mount -t cgroup -o cpu cgroup /sys/fs/cgroup/cpu
       echo $$ >"$2/pid"; set -a; source "$2/env"; set +a
       export PATH="$4/.venv/bin:$PATH" PYTHONPATH="$4" HOME=/tmp; cd "$4"
-      status=0; bash "$2/start.sh" || status=$?; echo "$status" >"$2/exit_code"; exit "$status"' _ "$REHEARSAL_NAME-$name" "$pod_dir" "$shm" "$REPO_ROOT" \
+      restarts=0
+      while :; do
+        status=0; bash "$2/start.sh" || status=$?; echo "$status" >"$2/exit_code"
+        [ "$5" = Always ] || exit "$status"
+        restarts=$((restarts + 1)); echo "$restarts" >"$2/restarts"
+        delay=$((10 << (restarts < 6 ? restarts - 1 : 5))); [ "$delay" -le 300 ] || delay=300
+        echo "[rehearsal] The container exited with status $status; restart $restarts in ${delay}s (restartPolicy Always, kubelet'"'"'s back-off)."
+        sleep "$delay"
+      done' _ "$REHEARSAL_NAME-$name" "$pod_dir" "$shm" "$REPO_ROOT" "$restart" \
     >"$pod_dir/container.log" 2>&1 </dev/null &
 }
 
