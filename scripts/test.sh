@@ -5,9 +5,9 @@
 #
 # Usage: ./scripts/test.sh [pytest arguments]
 #   PYTHON=python3.11  the Python 3.11 that creates .venv the first time
-#   TEST_WORKERS=2     pytest-xdist workers: the static tests run while the real Ray runs
-#                      wait for their processes; the tests of one shared cluster or run
-#                      stay on one worker (tests/conftest.py); 0 runs everything in order
+#   TEST_WORKERS=3     pytest-xdist workers (on 2 cores too): the static tests run while the
+#                      real Ray runs wait for their processes; the tests of one shared cluster
+#                      or run stay on one worker (tests/conftest.py); 0 runs everything in order
 #   PYTEST_ARGS=       extra pytest arguments, e.g. "-k compare" (arguments work too)
 set -o errexit -o nounset -o pipefail
 
@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$SCRIPTS_DIR/lib/venv.sh"
 
 PYTEST_ARGS="${PYTEST_ARGS:-}"
-TEST_WORKERS="${TEST_WORKERS:-2}"
+TEST_WORKERS="${TEST_WORKERS:-3}"
 
 main() {
   if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then
