@@ -73,7 +73,7 @@ def cluster_processes(cluster_dir):
 def pytest_collection_modifyitems(config, items):
     """Keep every test of a session-wide cluster or run on one pytest-xdist worker.
 
-    scripts/test.sh runs the suite on two workers (--dist loadgroup): a session fixture is
+    scripts/test.sh runs the suite on three workers (--dist loadgroup): a session fixture is
     made once per worker, so two workers each asking for it would start two clusters on the
     same ports. When pytest-xdist ignores the groups, fail at once rather than far from the cause.
     """

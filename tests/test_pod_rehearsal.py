@@ -39,7 +39,9 @@ def rehearsal_works():
     return made and os.access("/sys/fs/cgroup/cpu", os.W_OK)
 
 
-# One pytest-xdist worker runs this file: its module fixture's pods are started once.
+# One pytest-xdist worker runs this file, its module fixture's pods started once; the chaos test,
+# which needs pods of its own anyway, runs on another worker meanwhile (xdist_group below).
+# Each worker process has its own NAME: the two rehearsals share no namespace, cgroup or folder.
 pytestmark = pytest.mark.xdist_group("rehearsal")
 needs_rehearsal = pytest.mark.skipif(not rehearsal_works(), reason="needs root, ip netns and cgroup v1's memory and cpu controllers")
 
@@ -118,7 +120,7 @@ def rehearsal_env(tmp_name, **settings):
 def left_over():
     """Namespaces and cgroups of this file's rehearsals that still exist."""
     namespaces = [line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                                             text=True).stdout.splitlines() if line.startswith(NAME)]
+                                                             text=True).stdout.splitlines() if line.startswith(NAME + "-")]
     cgroups = [path for path in (Path("/sys/fs/cgroup/memory") / NAME, Path("/sys/fs/cgroup/cpu") / NAME) if path.exists()]
     return namespaces + [str(path) for path in cgroups]
 
@@ -252,6 +254,7 @@ def test_a_worker_memory_limit_set_too_low_is_oom_killed_and_the_run_names_the_p
 
 
 @needs_rehearsal
+@pytest.mark.xdist_group("rehearsal-chaos")
 def test_a_worker_pod_whose_network_is_cut_mid_run_is_detected_and_the_run_resumes_on_a_spare_pod():
     env = rehearsal_env("chaos", RESULTS_DIR=str(WORK / "chaos-results"), CHECKPOINT_DIR=str(WORK / "checkpoints"),
                         # Epochs of 8 steps, 4 of them: on a busy machine (three xdist workers on 2 cores)
