@@ -12,13 +12,14 @@ the allocator settings need glibc (Linux). Import TensorFlow only through
 3. `disable_autotune_on_device_iterators`: the end of fit() sat idle for up to a minute.
 4. `quiet_cuda_probe`: the CUDA-enabled wheel prints CUDA errors on every CPU-only machine.
 5. Thread pools: Ray sets OMP_NUM_THREADS on its workers and nothing else.
-6. (moved: harness/interrupts.py notes a Ctrl-C that Ray Train would lose.)
 7. `log`: Ray Train V2 prints a worker's print() through several log handlers.
-8. `ray_train_tensorflow_without_tensorflow`: Ray Train's TensorFlow package imports TensorFlow
-   in every process that touches it, its controller included.
+8. `ray_train_tensorflow_without_tensorflow`: Ray Train's package imports TensorFlow everywhere.
+9. `no_dataset_manager_without_datasets`: Ray Train starts an idle Ray Data actor in every run.
 """
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import sys
@@ -121,8 +122,8 @@ def ray_worker_settings():
 
 def prepare_worker_process():
     """Ray's worker process set-up hook (runs before any task): sections 4 and 8."""
-    quiet_first_tensorflow_import()
-    ray_train_tensorflow_without_tensorflow()
+    on_first_import("tensorflow", quietly)
+    ray_train_tensorflow_without_tensorflow(lazily=True)
 
 
 # 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under
@@ -199,34 +200,31 @@ def quiet_cuda_probe():
                 sys.stderr.flush()
 
 
-def quiet_first_tensorflow_import():
-    """Run the first `import tensorflow` of this process inside quiet_cuda_probe, whoever
-    imports it: in a Ray worker, Ray Train's TensorFlow backend imports it before our
-    training function runs. Installs an import hook, which removes itself when used, so a
-    process that never imports TensorFlow pays nothing."""
-    import importlib.abc
-    import importlib.util
-
-    class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+def on_first_import(name, replace):
+    """Run `replace(exec_module)` instead of the loader's exec_module at the first import of
+    `name`: a hook that removes itself when used, so a process that never imports it pays nothing."""
+    class OnFirstImport(importlib.abc.MetaPathFinder):
+        hooked = name
         def find_spec(self, fullname, path=None, target=None):
-            if fullname != "tensorflow":
+            if fullname != name:
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(fullname)
-            if spec is None or spec.loader is None:
-                return spec
-            load = spec.loader.exec_module
-
-            def exec_module(module):
-                with quiet_cuda_probe():
-                    load(module)
-
-            spec.loader.exec_module = exec_module
+            if spec is not None and spec.loader is not None:
+                spec.loader.exec_module = replace(spec.loader.exec_module)
             return spec
 
-    if "tensorflow" not in sys.modules and not any(type(finder).__name__ == "QuietTensorFlowImport"
-                                                   for finder in sys.meta_path):
-        sys.meta_path.insert(0, QuietTensorFlowImport())
+    if name not in sys.modules and not any(getattr(finder, "hooked", None) == name for finder in sys.meta_path):
+        sys.meta_path.insert(0, OnFirstImport())
+
+
+def quietly(load):
+    """For on_first_import: TensorFlow's first import inside quiet_cuda_probe, whoever imports it
+    (in a Ray worker, Ray Train's TensorFlow backend, before our training function runs)."""
+    def exec_module(module):
+        with quiet_cuda_probe():
+            load(module)
+    return exec_module
 
 
 # 5. Thread pools (Ray 2.60, TensorFlow 2.21). Ray sets OMP_NUM_THREADS on its workers and
@@ -270,20 +268,33 @@ def log(message):
 
 # 8. TensorFlow in Ray Train's controller (Ray 2.60). `ray.train.tensorflow/__init__.py` imports
 # TensorFlow only to fail early where it is missing, and the trainer's TensorflowConfig lives in
-# that package, so every process that unpickles it paid a TensorFlow import (about 5 s of one
-# core here): the driver and Ray Train's controller, which never trains, on the path to the
-# first batch. This registers the package without running its __init__; its submodules load as
-# usual and the workers still import TensorFlow, in the training function.
-def ray_train_tensorflow_without_tensorflow():
-    """Make `ray.train.tensorflow` importable without TensorFlow. Returns the package."""
-    import importlib
-    import importlib.util
+# that package, so every process that unpickles it (the driver, Ray Train's controller) paid a
+# TensorFlow import, about 5 s of one core. This sets the package up without its __init__ (the
+# workers import TensorFlow in the training function); in Ray's worker processes, at its first
+# import only, so that the results collector imports no Ray Train at all.
+def ray_train_tensorflow_without_tensorflow(lazily=False):
+    """Make `ray.train.tensorflow` importable without TensorFlow; returns it (lazily: None)."""
+    def without_init(load):
+        def exec_module(package):  # instead of the package's __init__
+            package.TensorflowConfig = importlib.import_module("ray.train.tensorflow.config").TensorflowConfig
+            package.TensorflowTrainer = importlib.import_module(
+                "ray.train.v2.tensorflow.tensorflow_trainer").TensorflowTrainer
+            no_dataset_manager_without_datasets()
+        return exec_module
 
-    name = "ray.train.tensorflow"
-    if name not in sys.modules:
-        package = importlib.util.module_from_spec(importlib.util.find_spec(name))  # not executed
-        sys.modules[name] = package
-        setattr(sys.modules["ray.train"], "tensorflow", package)
-        package.TensorflowConfig = importlib.import_module(name + ".config").TensorflowConfig
-        package.TensorflowTrainer = importlib.import_module("ray.train.v2.tensorflow.tensorflow_trainer").TensorflowTrainer
-    return sys.modules[name]
+    on_first_import("ray.train.tensorflow", without_init)
+    return None if lazily else importlib.import_module("ray.train.tensorflow")
+
+
+# 9. An idle Ray Data actor (Ray 2.60): Ray Train starts a DatasetManager actor even for a trainer
+# without datasets. Left out; with 8, the first batch 2.0 s sooner (docs/results/startup_profile/).
+def no_dataset_manager_without_datasets():
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    create = DataParallelTrainer._create_default_callbacks  # patched once: 8 runs this once a process
+
+    def create_default_callbacks(trainer):
+        callbacks = create(trainer)
+        return callbacks if trainer.datasets else [each for each in callbacks if not isinstance(each, DatasetsCallback)]
+    DataParallelTrainer._create_default_callbacks = create_default_callbacks

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 
@@ -467,6 +468,11 @@ def quickstart_values(folder):
     return runs, seconds, ratios, durations
 
 
+def _load_json(path):
+    with open(path, encoding="utf-8") as source:
+        return json.load(source)
+
+
 def quoted_values():
     """Every number the docs may quote, formatted as they print it: {kind: set of strings}."""
     # The reference machine's quick start, the slower machine's, which the docs quote beside it,
@@ -499,6 +505,14 @@ def quoted_values():
     failure = chaos["injected_failure"]
     seconds += [failure["time_lost_seconds"], failure["detect_and_restart_seconds"], failure["redone_seconds"]]
     seconds += chaos["epoch_times_seconds"]
+    # The start-up profile's pairs (docs/results/startup_profile/), quoted in PERFORMANCE.md: each
+    # side's mean first batch and the median of the pairs' differences.
+    profile_dir = os.path.join(REPO_ROOT, "docs", "results", "startup_profile")
+    firsts = {side: [_load_json(path)["trainer_start_to_first_batch_seconds"] for path in
+                     sorted(glob.glob(os.path.join(profile_dir, f"*-{side}-[0-9]", "ray_results_2workers.json")))]
+              for side in ("before", "after")}
+    seconds += [sum(values) / len(values) for values in firsts.values()]
+    seconds.append(statistics.median(before - after for before, after in zip(*firsts.values())))
     # The scaling sweep's run (docs/results/scaling/workers-<N>/), quoted for its targets.
     runs = runs + [baseline, ray_run]  # the chaos run is quoted for its accuracy, not its speed
     for folder in sorted(glob.glob(os.path.join(SCALING_DIR, "workers-*"))):
