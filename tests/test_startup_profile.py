@@ -42,14 +42,15 @@ def test_a_real_command_is_sampled_and_its_cpu_found_in_the_window_of_the_json_i
               "while time.process_time() - cpu < 1.0: pass\n"
               f"json.dump({{'attempts': [{{'first_batch': time.time()}}], 'trainer_start_to_first_batch_seconds': "
               f"time.time() - start}}, open({str(tmp_path / 'ray_results_2workers.json')!r}, 'w'))\n")
+    (tmp_path / "burn_a_second.py").write_text(script)  # a name no other process of the suite has
     out = tmp_path / "profile.json"
     finished = run([PYTHON, "-m", "tools.startup_profile", "--results-dir", str(tmp_path), "--out", str(out), "--",
-                    PYTHON, "-c", script], cwd=REPO_ROOT, timeout=60)
+                    PYTHON, str(tmp_path / "burn_a_second.py")], cwd=REPO_ROOT, timeout=60)
     assert finished.returncode == 0, finished.stderr
     profile = json.loads(out.read_text())
     # Sampled every 0.2 s: up to a sample's interval is lost at each end of the window.
     assert profile["seconds"] >= 0.5 and profile["busy"] > 0
-    assert 0.5 <= profile["by_process"]["python"] <= 1.2  # `python -c`: named by its program
+    assert 0.5 <= profile["by_process"]["burn_a_second.py"] <= 1.2  # a Python process: named by its script
     assert "Trainer start to first batch:" in finished.stdout
 
 
