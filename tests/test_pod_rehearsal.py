@@ -113,6 +113,16 @@ def test_a_bad_limit_is_refused_in_words_before_any_pod_starts(tmp_path):
     assert not (tmp_path / "pods").exists()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def work_folder(request):
+    """WORK (the pods' folders and logs, about 80 MB) is removed after this file's tests, unless
+    one of them failed: then its logs stay for reading."""
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
 def rehearsal_env(tmp_name, **settings):
     return {"REHEARSAL_NAME": NAME, "REHEARSAL_DIR": str(WORK / tmp_name), "TARGET": "rehearsal", **settings}
 
