@@ -420,9 +420,13 @@ def test_the_project_structure_lists_every_file_users_touch_and_only_files_that_
 # ---------------------------------------------------------------- numbers from a real run
 
 
-def _load(name):
-    with open(os.path.join(QUICKSTART_DIR, name), encoding="utf-8") as source:
+def _load_json(path):
+    with open(path, encoding="utf-8") as source:
         return json.load(source)
+
+
+def _load(name):
+    return _load_json(os.path.join(QUICKSTART_DIR, name))
 
 
 def _duration(seconds):
@@ -466,11 +470,6 @@ def quickstart_values(folder):
     durations = [timings[key] for key in ("run_benchmark_wall_seconds", "venv_install_seconds", "test_suite_wall_seconds")
                  if timings.get(key) is not None]
     return runs, seconds, ratios, durations
-
-
-def _load_json(path):
-    with open(path, encoding="utf-8") as source:
-        return json.load(source)
 
 
 def quoted_values():
