@@ -50,13 +50,24 @@ class TrialLog(tune.Callback):
     def __init__(self, record, way):
         self.record, self.way, self.start = record, way, time.time()
 
-    def trial(self, trial):
+    def trial(self, trial, status="running"):
         trials = self.way["trials"]
         if trial.trial_id not in trials:
             config = {key: trial.config[key] for key in ("learning_rate", "global_batch_size")}
-            trials[trial.trial_id] = {"config": config, "status": "running", "epochs": [], "error": None,
-                                      "started_seconds": round(time.time() - self.start, 2)}
-        return trials[trial.trial_id]
+            trials[trial.trial_id] = {"config": config, "status": "pending", "epochs": [], "error": None,
+                                      "started_seconds": None}
+        entry = trials[trial.trial_id]
+        if status == "running" and entry["status"] == "pending":
+            entry.update(status="running", started_seconds=round(time.time() - self.start, 2))
+        return entry
+
+    def on_step_end(self, iteration, trials, **info):
+        # A trial waiting for CPUs is in the record too, so that a stopped search says what never ran.
+        waiting = [trial for trial in trials if trial.status == "PENDING" and trial.trial_id not in self.way["trials"]]
+        for trial in waiting:
+            self.trial(trial, "pending")
+        if waiting:
+            self.record.save()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.trial(trial)
@@ -141,8 +152,8 @@ class SearchRecord:
         except BaseException as error:
             way["status"] = self.data["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             for trial in way["trials"].values():  # stopped with the search
-                if trial["status"] == "running":
-                    trial["status"] = way["status"]
+                if trial["status"] in ("running", "pending"):
+                    trial["status"] = way["status"] if trial["status"] == "running" else "not started"
             raise
         finally:
             way["wall_seconds"] = round(time.time() - callback.start, 2)

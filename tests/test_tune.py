@@ -88,6 +88,29 @@ def test_the_report_finds_each_ways_best_and_its_time_to_a_configuration_within_
                                    "(3.17x).")
 
 
+def test_a_search_stopped_while_a_trial_waits_for_cpus_records_it_as_not_started(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.tune_record import SearchRecord
+
+    record = object.__new__(SearchRecord)  # its settings are checked elsewhere; this is the bookkeeping
+    record.recipe, record.ways, record.path = SimpleNamespace(epochs=2), ["plain"], str(tmp_path / "tune_results.json")
+    record.data = {"status": "running", "ways": []}
+    first, second = (SimpleNamespace(trial_id=name, status="PENDING", config={"learning_rate": rate,
+                                                                               "global_batch_size": 64})
+                     for name, rate in (("a", 0.001), ("b", 0.002)))
+    with pytest.raises(KeyboardInterrupt), record.way("plain") as (log,):
+        log.on_step_end(iteration=1, trials=[first, second])
+        assert json.loads((tmp_path / "tune_results.json").read_text())["ways"][0]["trials"]["b"]["status"] == "pending"
+        first.status = "RUNNING"
+        log.on_trial_start(iteration=2, trials=[first, second], trial=first)
+        log.on_step_end(iteration=3, trials=[first, second])
+        raise KeyboardInterrupt
+    trials = json.loads((tmp_path / "tune_results.json").read_text())["ways"][0]["trials"]
+    assert trials["a"]["status"] == "interrupted" and trials["a"]["started_seconds"] is not None
+    assert trials["b"]["status"] == "not started" and trials["b"]["started_seconds"] is None
+
+
 @pytest.fixture(scope="module")
 def tune_smoke(local_cluster, tmp_path_factory):
     """One `./scripts/run-tune.sh --smoke-test` of every way on the session's cluster: 2 epochs,
@@ -175,7 +198,7 @@ def test_ctrl_c_stops_every_trial_and_the_record_says_how_far_the_search_got(loc
     try:
         for line in process.stdout:
             output.append(line)
-            if "[tune] plain: learning rate" in line:  # one trial has ended, the other runs
+            if "[tune] plain: learning rate" in line:  # one trial has ended, the other runs or waits for CPUs
                 os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the foreground group
                 break
         output.append(process.communicate(timeout=120)[0])
@@ -187,7 +210,9 @@ def test_ctrl_c_stops_every_trial_and_the_record_says_how_far_the_search_got(loc
     record = json.loads((tmp_path / "tune_results.json").read_text())
     assert record["status"] == "interrupted" and record["ways"][0]["status"] == "interrupted"
     statuses = sorted(trial["status"] for trial in record["ways"][0]["trials"].values())
-    assert statuses in (["completed", "interrupted"], ["completed", "completed"]), statuses
+    assert statuses in (["completed", "interrupted"], ["completed", "completed"], ["completed", "not started"]), statuses
+    waiting = [trial for trial in record["ways"][0]["trials"].values() if trial["status"] == "not started"]
+    assert all(trial["started_seconds"] is None and not trial["epochs"] for trial in waiting), waiting
     deadline = time.time() + 30  # the driver's trial actors die with it
     while subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True).returncode == 0:
         assert time.time() < deadline, "a trial's process outlived the search"
