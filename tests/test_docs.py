@@ -512,6 +512,9 @@ def quoted_values():
               for side in ("before", "after")}
     seconds += [sum(values) / len(values) for values in firsts.values()]
     seconds.append(statistics.median(before - after for before, after in zip(*firsts.values())))
+    # Its training windows (--window training), quoted in PERFORMANCE.md: each window's length.
+    seconds += [_load_json(path)["seconds"] for path in sorted(glob.glob(os.path.join(profile_dir, "training-*",
+                                                                                       "profile.json")))]
     # The scaling sweep's run (docs/results/scaling/workers-<N>/), quoted for its targets.
     runs = runs + [baseline, ray_run]  # the chaos run is quoted for its accuracy, not its speed
     for folder in sorted(glob.glob(os.path.join(SCALING_DIR, "workers-*"))):

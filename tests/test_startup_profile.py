@@ -32,7 +32,10 @@ def test_processes_are_named_as_ray_names_its_actors_or_by_their_module_or_scrip
     assert startup_profile.process_name("ray::TrainController.run") == "ray::TrainController"
     assert startup_profile.process_name("/v/bin/python -m lesson.ray_training --epochs 1") == "python -m lesson.ray_training"
     assert startup_profile.process_name("/v/bin/python -u /v/ray/_private/log_monitor.py --x") == "log_monitor.py"
-    assert startup_profile.process_name("/v/ray/core/src/ray/raylet/raylet --raylet_socket=/s") == "raylet"
+    # The raylet's path holds "python3.11", and its flags name Ray's worker scripts.
+    assert startup_profile.process_name("/v/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet "
+                                        "--raylet_socket=/s --python_worker_command=/v/bin/python "
+                                        "/v/ray/_private/workers/setup_worker.py") == "raylet"
 
 
 def test_a_real_command_is_sampled_and_its_cpu_found_in_the_window_of_the_json_it_wrote(tmp_path):
@@ -59,3 +62,11 @@ def test_no_results_json_is_an_error_in_words(tmp_path):
                     PYTHON, "-c", "pass"], cwd=REPO_ROOT, timeout=60)
     assert finished.returncode == 2
     assert "no ray_results_*workers.json in" in finished.stderr
+
+
+def test_the_training_window_runs_from_the_first_batch_for_the_epochs_training_time(tmp_path):
+    (tmp_path / "ray_results_2workers.json").write_text(json.dumps({
+        "attempts": [{"first_batch": 1000.0}], "trainer_start_to_first_batch_seconds": 12.5,
+        "epoch_times_seconds": [30.0, 20.0, 21.0]}))
+    assert startup_profile.ray_window(str(tmp_path)) == (987.5, 1000.0)
+    assert startup_profile.ray_window(str(tmp_path), "training") == (1000.0, 1071.0)

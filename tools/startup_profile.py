@@ -1,5 +1,6 @@
 """Where the CPU goes while a Ray run starts: which processes used the machine's cores from the
-trainer's start to the first training batch (issue 17, docs/PERFORMANCE.md "Start-up").
+trainer's start to the first training batch (issue 17, docs/PERFORMANCE.md "Start-up"); with
+`--window training`, while it trains: which of Ray's processes share the workers' cores then.
 
     .venv/bin/python -m tools.startup_profile --results-dir /tmp/run --out profile.json -- \\
         .venv/bin/python -m lesson.ray_training --address 127.0.0.1:6380 --results-dir /tmp/run
@@ -8,7 +9,9 @@ It runs the command and samples /proc every 0.2 s: the machine's busy share (/pr
 each process's CPU time (user + system, /proc/PID/stat), named by its command line (Ray names
 an actor's process ray::ClassName). Then it reads the Ray results JSON the command wrote in
 --results-dir for the window: the first batch (`attempts[0].first_batch`) less
-`trainer_start_to_first_batch_seconds`. A process counts the CPU it used between its first and
+`trainer_start_to_first_batch_seconds`. The training window runs from the first batch for the
+sum of `epoch_times_seconds` (the epochs' training steps, without validation), so it ends inside
+the run's last epoch. A process counts the CPU it used between its first and
 its last sample in the window (one that starts inside it, from zero). Linux only.
 """
 
@@ -41,7 +44,8 @@ def process_name(cmdline):
     if "-m" in words[:-1]:
         return "python -m " + words[words.index("-m") + 1]
     scripts = [word for word in words[1:] if word.endswith(".py")]
-    return os.path.basename(scripts[0] if scripts and "python" in words[0] else words[0])
+    program = os.path.basename(words[0])  # not the path: the raylet's lies under .../python3.11/...
+    return os.path.basename(scripts[0]) if scripts and program.startswith("python") else program
 
 
 def processes():
@@ -87,14 +91,20 @@ def window_profile(samples, start, end):
                            sorted(by_name.items(), key=lambda item: -item[1]) if seconds >= 0.05}}
 
 
-def ray_window(results_dir):
-    """(trainer start, first batch) of the Ray results JSON in results_dir."""
+WINDOWS = ("start", "training")
+
+
+def ray_window(results_dir, window="start"):
+    """(trainer start, first batch) of the Ray results JSON in results_dir; for "training", the
+    first batch and that time plus the epochs' training time."""
     paths = sorted(glob.glob(os.path.join(results_dir, "**", "ray_results_*workers.json"), recursive=True))
     if not paths:
         raise ValueError(f"no ray_results_*workers.json in {results_dir}: did the command write its results there?")
     with open(paths[-1], encoding="utf-8") as source:
         record = json.load(source)
     first_batch = record["attempts"][0]["first_batch"]
+    if window == "training":
+        return first_batch, first_batch + sum(record["epoch_times_seconds"])
     return first_batch - record["trainer_start_to_first_batch_seconds"], first_batch
 
 
@@ -102,6 +112,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", required=True, help="where the command writes its Ray results JSON")
     parser.add_argument("--out", help="write the profile here as JSON too")
+    parser.add_argument("--window", choices=WINDOWS, default="start",
+                        help="start: trainer start to first batch (the default); training: first batch to the "
+                             "end of the epochs' training steps")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -115,11 +128,12 @@ def main(argv=None):
         print(f"startup_profile: the command failed (exit {process.returncode})", file=sys.stderr)
         return process.returncode
     try:
-        profile = window_profile(samples, *ray_window(args.results_dir))
+        profile = window_profile(samples, *ray_window(args.results_dir, args.window))
     except ValueError as error:
         print(f"startup_profile: error: {error}", file=sys.stderr)
         return 2
-    print(f"Trainer start to first batch: {profile['seconds']:.1f} s sampled, machine busy {profile['busy']:.0%}, "
+    what = "Trainer start to first batch" if args.window == "start" else "First batch to the end of training"
+    print(f"{what}: {profile['seconds']:.1f} s sampled, machine busy {profile['busy']:.0%}, "
           f"{profile['cpu_seconds']:.1f} CPU seconds")
     for name, seconds in profile["by_process"].items():
         print(f"  {seconds:6.2f} s  {name}")
