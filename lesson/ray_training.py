@@ -92,6 +92,7 @@ def train_with_ray(recipe, address, data_dir, results_dir, **checkpoint_options)
             run_config=RunConfig(name=run.name, failure_config=FailureConfig(max_failures=recipe.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=fault_tolerance.CHECKPOINTS_TO_KEEP),
                                  **run.ray_storage()))
+        workarounds.ends_with_its_driver(trainer)  # this process ends with the run: no placement-group cleaner
         return run.fit(ray, trainer)  # run_status.json, progress, restarts, Ctrl-C; then the results JSON
     finally:
         ray.shutdown()

@@ -7,14 +7,13 @@ the allocator settings need glibc (Linux). Import TensorFlow only through
 `import_tensorflow()`, which applies all of them in the right order.
 
 1. `use_tf_keras`: Keras 3's fit() fails under MultiWorkerMirroredStrategy.
-2. `tune_memory_allocation` and `restart_with_allocator_environment`: under the strategy,
-   freed tensor memory went back to the OS and was faulted in again at every step.
+2. `tune_memory_allocation`, `restart_with_allocator_environment`: tensor memory faulted in at every step.
 3. `disable_autotune_on_device_iterators`: the end of fit() sat idle for up to a minute.
 4. `quiet_cuda_probe`: the CUDA-enabled wheel prints CUDA errors on every CPU-only machine.
 5. Thread pools: Ray sets OMP_NUM_THREADS on its workers and nothing else.
 7. `log`: Ray Train V2 prints a worker's print() through several log handlers.
 8. `ray_train_tensorflow_without_tensorflow`: Ray Train's package imports TensorFlow everywhere.
-9. `no_dataset_manager_without_datasets`: Ray Train starts an idle Ray Data actor in every run.
+9. `fewer_helper_actors`, `ends_with_its_driver`: Ray Train's helper actors a run does not need.
 """
 
 import contextlib
@@ -38,17 +37,14 @@ def use_tf_keras():
     os.environ[LEGACY_KERAS_VARIABLE] = "1"
 
 
-# 2. The memory allocator (TensorFlow 2.21 on glibc). Under MultiWorkerMirroredStrategy
-# TensorFlow's freed CPU tensors went back to the OS and were faulted in again at the next
-# step: about 150,000 minor page faults per step of this CNN at batch 64 (plain Keras: about
-# 8,000), and every kernel about 30% slower (a TensorFlow profile showed the same kernels,
-# each slower). TensorFlow's BFC allocator (it keeps what it frees), one malloc arena, and
-# glibc told neither to mmap tensors nor to trim its heap bring both paths to a few thousand
-# faults per step and the strategy's CPU cost per image from about 25% to a few percent
-# (`python -m tools.strategy_overhead` measures both; docs/results/strategy_overhead/).
-# glibc reads MALLOC_* when a process starts, so each process gets them in its environment
-# from its start: Ray workers through the driver's runtime_env, an entry point started by
-# hand by re-executing itself once. DEMO_ALLOCATOR=system turns all of it off.
+# 2. The memory allocator (TensorFlow 2.21 on glibc). Under the strategy, freed CPU tensors went
+# back to the OS and were faulted in again at the next step: about 150,000 minor page faults a
+# step of this CNN at batch 64 (plain Keras: about 8,000), every kernel about 30% slower.
+# TensorFlow's BFC allocator (it keeps what it frees), one malloc arena, and glibc told neither to
+# mmap tensors nor to trim its heap: a few thousand faults a step, and the strategy's CPU cost per
+# image from about 25% to a few percent (`python -m tools.strategy_overhead`). glibc reads MALLOC_*
+# at a process's start: Ray workers get them through the driver's runtime_env, an entry point by
+# re-executing itself once. DEMO_ALLOCATOR=system turns all of it off.
 ALLOCATOR_VARIABLE = "DEMO_ALLOCATOR"
 ALLOCATORS = ("tuned", "system")
 # glibc's mallopt() parameters (malloc.h).
@@ -108,10 +104,9 @@ def tune_memory_allocation():
 
 
 def ray_worker_settings():
-    """The runtime_env entries that give Ray's worker processes what this process has: Ray
-    workers get their environment from the node, not from the driver, so tf-keras, the
-    allocator setting and the quiet TensorFlow log level are passed on explicitly, and each
-    worker process filters the CUDA probe's messages of its first TensorFlow import (4)."""
+    """The runtime_env entries that give Ray's workers what this process has (they get their
+    environment from the node, not the driver): tf-keras, the allocator setting, the quiet
+    TensorFlow log level, and a set-up hook for sections 4 and 8."""
     allocator = allocator_setting()
     # The harness' measurement switches (harness/switches.py): the workers must see them too.
     passed_on = {name: value for name, value in os.environ.items() if name.startswith("DEMO_")}
@@ -126,16 +121,13 @@ def prepare_worker_process():
     ray_train_tensorflow_without_tensorflow(lazily=True)
 
 
-# 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under
-# MultiWorkerMirroredStrategy, fit() reads its input through a MultiDeviceIterator whose
-# per-device datasets TensorFlow creates with default options, so autotuning is on there even
-# though our pipelines turn it off (data.pipeline_options). Destroying such an iterator at the
-# end of fit() waits for its autotuning thread (py-spy's native stack:
-# ~IteratorResource -> RootDataset::Iterator -> LogicalThreadWrapper). Measured: 42 s of idle
-# in 2 of 5 single-process runs, 0 s in 6 of 6 with this; in 2-worker Ray runs, 54 s and 66 s
-# from the last epoch to the results, 8 s with this. TensorFlow offers no option for those
-# datasets, so this wraps the private factory that builds them; when it is missing (another
-# version) nothing is changed.
+# 3. tf.data autotuning in tf.distribute's per-device iterators (TensorFlow 2.21). Under the
+# strategy, fit() reads its input through a MultiDeviceIterator whose per-device datasets have
+# autotuning on, whatever our pipelines say; destroying it at the end of fit() waits for the
+# autotuning thread (py-spy: ~IteratorResource -> RootDataset::Iterator -> LogicalThreadWrapper).
+# Measured: 42 s idle in 2 of 5 single-process runs, 0 s in 6 of 6 with this; in 2-worker Ray
+# runs, 54 s and 66 s from the last epoch to the results, 8 s with this. No option reaches those
+# datasets, so this wraps their private factory; where it is missing, nothing is changed.
 def disable_autotune_on_device_iterators(tf):
     """Wrap tf.distribute's per-device dataset factory to turn autotuning off. Returns True
     when the wrapper is in place."""
@@ -158,15 +150,12 @@ def disable_autotune_on_device_iterators(tf):
     return True
 
 
-# 4. CUDA noise (TensorFlow 2.21). tf-keras pins the full `tensorflow` wheel, which is built
-# with CUDA, so on a machine without a GPU every process printed, when TensorFlow loaded and
-# again when it first listed its devices: "WARNING: All log messages before
-# absl::InitializeLog() is called are written to STDERR", "cudart_stub.cc:31] Could not find
-# cuda drivers on your machine, GPU will not be used." and "cuda_platform.cc:52] failed call
-# to cuInit: ... UNKNOWN ERROR (303)". They come before TensorFlow's logging is set up, so
-# TF_CPP_MIN_LOG_LEVEL does not hide them (nor does CUDA_VISIBLE_DEVICES). While TensorFlow
-# loads and lists its devices, this sends file descriptor 2 to a temporary file, then passes
-# on every line except those three.
+# 4. CUDA noise (TensorFlow 2.21). tf-keras pins the CUDA-built `tensorflow` wheel, so without a
+# GPU every process printed, as TensorFlow loaded and first listed its devices: "All log messages
+# before absl::InitializeLog() is called...", "cudart_stub.cc:31] Could not find cuda drivers..."
+# and "cuda_platform.cc:52] failed call to cuInit". They come before TensorFlow's logging is set
+# up (TF_CPP_MIN_LOG_LEVEL and CUDA_VISIBLE_DEVICES do not hide them), so meanwhile this sends
+# file descriptor 2 to a temporary file, then passes on every line except those three.
 CUDA_NOISE = re.compile(r"All log messages before absl::InitializeLog\(\) is called|"
                         r"cudart_stub\.cc:\d+\] Could not find cuda drivers|"
                         r"cuda_platform\.cc:\d+\] failed call to cuInit")
@@ -227,9 +216,8 @@ def quietly(load):
     return exec_module
 
 
-# 5. Thread pools (Ray 2.60, TensorFlow 2.21). Ray sets OMP_NUM_THREADS on its workers and
-# nothing else, and TensorFlow would size its intra- and inter-op pools to every core of the
-# machine, so the workers would fight over the cores; the baseline gets the same pools.
+# 5. Thread pools (Ray 2.60, TensorFlow 2.21). Ray sets only OMP_NUM_THREADS on its workers, and
+# TensorFlow sizes its pools to every core: the workers would fight over the cores. Same for the baseline.
 def import_tensorflow(cpus):
     """Import TensorFlow with every workaround above, and `cpus` threads. Returns the module."""
     use_tf_keras()
@@ -244,10 +232,8 @@ def import_tensorflow(cpus):
     # MultiWorkerMirroredStrategy logs every collective at INFO, twice; keep warnings.
     tf.get_logger().setLevel("WARNING")
     if not tf.keras.Model.__module__.startswith("tf_keras"):
-        raise RuntimeError(
-            f"tf.keras is {tf.keras.Model.__module__}, not tf-keras: TensorFlow was imported "
-            "before TF_USE_LEGACY_KERAS=1 was set. Import TensorFlow only through "
-            "lesson.workarounds.import_tensorflow().")
+        raise RuntimeError(f"tf.keras is {tf.keras.Model.__module__}, not tf-keras: TensorFlow was imported "
+                           "before TF_USE_LEGACY_KERAS=1 was set. Import it only through import_tensorflow().")
     try:
         tf.config.threading.set_intra_op_parallelism_threads(cpus)
         tf.config.threading.set_inter_op_parallelism_threads(cpus)
@@ -257,11 +243,10 @@ def import_tensorflow(cpus):
     return tf
 
 
-# 7. Progress lines from Ray workers (Ray 2.60, Train V2): Ray Train turns print() on a
-# worker into a log record, which the root logger's several handlers then print more than
-# once. Lines written to stdout directly, and flushed, show once through Ray's log forwarding.
+# 7. Progress lines from Ray workers (Ray 2.60, Train V2): Ray Train turns a worker's print() into
+# a log record, which the root logger's several handlers print more than once.
 def log(message):
-    """A progress line, flushed at once so that it shows through Ray's log forwarding."""
+    """A progress line written to stdout and flushed: it shows once through Ray's log forwarding."""
     sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
     sys.stdout.flush()
 
@@ -279,22 +264,37 @@ def ray_train_tensorflow_without_tensorflow(lazily=False):
             package.TensorflowConfig = importlib.import_module("ray.train.tensorflow.config").TensorflowConfig
             package.TensorflowTrainer = importlib.import_module(
                 "ray.train.v2.tensorflow.tensorflow_trainer").TensorflowTrainer
-            no_dataset_manager_without_datasets()
+            fewer_helper_actors()
         return exec_module
 
     on_first_import("ray.train.tensorflow", without_init)
     return None if lazily else importlib.import_module("ray.train.tensorflow")
 
 
-# 9. An idle Ray Data actor (Ray 2.60): Ray Train starts a DatasetManager actor even for a trainer
-# without datasets. Left out; with 8, the first batch 2.0 s sooner (docs/results/startup_profile/).
-def no_dataset_manager_without_datasets():
+# 9. Ray Train's helper actors a run does not need (Ray 2.60), each about 2 CPU seconds to start:
+# a Ray Data DatasetManager, even without datasets; Ray Data's autoscaling coordinator, to pass
+# resource requests to an autoscaler (none here; a pending placement group still asks one for nodes);
+# a PlacementGroupCleaner, to free the workers' CPUs if the controller dies while its job's driver
+# lives on (Tune: ray PR 58515), as a placement group outlives no driver (docs/results/startup_profile/).
+def ends_with_its_driver(trainer):
+    """Mark a trainer whose driver exits when its run ends: it gets no PlacementGroupCleaner."""
+    trainer.demo_ends_with_its_driver = True
+    return trainer
+
+
+def fewer_helper_actors():
     from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    from ray.train.v2._internal.execution.scaling_policy import autoscaling_coordinator_client
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     create = DataParallelTrainer._create_default_callbacks  # patched once: 8 runs this once a process
 
     def create_default_callbacks(trainer):
-        callbacks = create(trainer)
-        return callbacks if trainer.datasets else [each for each in callbacks if not isinstance(each, DatasetsCallback)]
+        unneeded = (() if trainer.datasets else (DatasetsCallback,)) + (
+            (PlacementGroupCleanerCallback,) if getattr(trainer, "demo_ends_with_its_driver", False) else ())
+        return [each for each in create(trainer) if not isinstance(each, unneeded)]
     DataParallelTrainer._create_default_callbacks = create_default_callbacks
+    client = autoscaling_coordinator_client.TrainAutoscalingCoordinatorClient
+    client.send_resource_request = client.maybe_send_resource_request = client.cancel_resource_request = \
+        lambda *args, **kwargs: None

@@ -1,6 +1,7 @@
 """Shared fixtures: the repository, a quiet TensorFlow, and a real local Ray cluster."""
 
 import contextlib
+import glob
 import os
 import signal
 import socket
@@ -67,6 +68,18 @@ def cluster_processes(cluster_dir):
     listing = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
     return [line for line in listing.splitlines()
             if cluster_dir + "/" in line and not line.split()[1].startswith("Z")]
+
+
+def actors_started(cluster_dir):
+    """How many actors of each class this cluster's current session started: Ray writes
+    ':job_id:ID' then ':actor_name:CLASS' at the top of each actor process's log."""
+    counts = {}
+    for path in glob.glob(os.path.join(cluster_dir, "*", "session_latest", "logs", "worker-*.out")):
+        with open(path, encoding="utf-8", errors="replace") as log:
+            top = [log.readline().strip() for _ in range(2)]
+        for name in (line[len(":actor_name:"):] for line in top if line.startswith(":actor_name:")):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 @pytest.hookimpl(wrapper=True)  # around pytest-xdist's own hook, which reads the groups

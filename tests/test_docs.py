@@ -512,6 +512,13 @@ def quoted_values():
               for side in ("before", "after")}
     seconds += [sum(values) / len(values) for values in firsts.values()]
     seconds.append(statistics.median(before - after for before, after in zip(*firsts.values())))
+    # Its fresh-cluster rounds: each side's mean first batch, and the median of the rounds' differences.
+    fresh = {side: [_load_json(path)["trainer_start_to_first_batch_seconds"] for path in sorted(glob.glob(
+        os.path.join(profile_dir, "fresh-cluster", f"{side}-[0-9]", "ray_results_2workers.json")))]
+        for side in ("before", "cleaner", "both")}
+    seconds += [sum(values) / len(values) for values in fresh.values()]
+    seconds += [statistics.median(a - b for a, b in zip(fresh[first], fresh[then]))
+                for first, then in (("before", "cleaner"), ("cleaner", "both"), ("before", "both"))]
     # Its training windows (--window training), quoted in PERFORMANCE.md: each window's length.
     seconds += [_load_json(path)["seconds"] for path in sorted(glob.glob(os.path.join(profile_dir, "training-*",
                                                                                        "profile.json")))]

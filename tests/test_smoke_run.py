@@ -9,7 +9,7 @@ import shlex
 
 import pytest
 
-from conftest import REPO_ROOT, cluster_processes, run
+from conftest import REPO_ROOT, actors_started, cluster_processes, run
 from harness import results, step_timing
 
 
@@ -52,6 +52,14 @@ def test_the_benchmark_runs_both_trainings_compares_them_reports_and_stops_its_c
         assert (smoke_run["run_dir"] / picture).read_bytes().startswith(b"\x89PNG"), picture
     assert "Local cluster stopped." in stdout
     assert cluster_processes(smoke_run["cluster_dir"]) == []
+
+
+def test_the_ray_run_starts_only_the_helper_actors_it_needs(smoke_run):
+    # lesson/workarounds.py section 9: no Ray Data actors (for datasets or an autoscaler), and no
+    # placement-group cleaner for a driver that ends with its run; the cluster's logs name them all.
+    actors = actors_started(smoke_run["cluster_dir"])
+    assert actors.get("RayTrainWorker") == 2 and actors.get("TrainController") == 1, actors
+    assert not {"DatasetManager", "_AutoscalingCoordinatorActor", "PlacementGroupCleaner"} & set(actors), actors
 
 
 def test_the_baseline_writes_the_results_contract(smoke_run):
