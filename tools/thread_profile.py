@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from tools.startup_profile import TICKS, process_name
 
 
 def read(path):
@@ -43,7 +43,7 @@ def threads(pid):
 
 
 def command_lines():
-    """{pid: command line} of every process now."""
+    """{pid: command line} of every process now (to match the pattern: startup_profile names them)."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -75,32 +75,34 @@ def main(argv=None):
     deadline = time.time() + args.wait
 
     def matching():  # not this tool, nor a wrapper that names it
-        return [pid for pid, line in command_lines().items() if args.pattern in line and "tools.thread_profile" not in line]
-    while not (targets := matching()):
+        return [pid for pid, line in command_lines().items()
+                if args.pattern in line and "tools.thread_profile" not in line]
+    while not matching():
         if time.time() > deadline:
             print(f"thread_profile: error: no process whose command line holds '{args.pattern}' "
                   f"within {args.wait:.0f} s", file=sys.stderr)
             return 2
         time.sleep(0.5)
     time.sleep(args.delay)
-    everyone = {pid: threads(pid) for pid in command_lines()}
+    targets = matching()  # again: all of them have started by now
+    before = {pid: threads(pid) for pid in command_lines()}
     started = time.time()
     time.sleep(args.window)
-    seconds = time.time() - started
-    names = command_lines()
+    after, seconds = {pid: threads(pid) for pid in before}, time.time() - started  # one reading for both tables
+    names = {pid: process_name(line) for pid, line in command_lines().items()}
     for pid in targets:
-        totals = by_name(everyone.get(pid, {}), threads(pid), seconds)
+        totals = by_name(before.get(pid, {}), after.get(pid, {}), seconds)
         cpu = sum(total[0] for total in totals.values())
-        print(f"{names.get(pid, pid)[:60]} (pid {pid}): {cpu:.2f} CPU s in {seconds:.1f} s")
+        print(f"{names.get(pid, '?')} (pid {pid}): {cpu:.2f} CPU s in {seconds:.1f} s")
         for name, (cpu, voluntary, involuntary) in sorted(totals.items(), key=lambda item: -item[1][0])[:6]:
             print(f"  {name:18} {cpu:6.2f} CPU s, {voluntary:6.0f} wake-ups/s, {involuntary:6.0f} taken off its core/s")
     wakers = []
-    for pid, old in everyone.items():
-        totals = by_name(old, threads(pid), seconds)
+    for pid, old in before.items():
+        totals = by_name(old, after[pid], seconds)
         wakers.append((sum(t[1] for t in totals.values()), sum(t[0] for t in totals.values()), pid))
     print("Most frequent wakers on the machine:")
     for wakeups, cpu, pid in sorted(wakers, reverse=True)[:12]:
-        print(f"  {wakeups:6.0f} wake-ups/s {cpu:6.2f} CPU s  {names.get(pid, '?')[:70]}")
+        print(f"  {wakeups:6.0f} wake-ups/s {cpu:6.2f} CPU s  {names.get(pid, '?')} (pid {pid})")
     return 0
 
 
