@@ -173,9 +173,10 @@ def test_status_names_each_node_with_its_cpus_and_counts_the_machine_memory_once
     assert f"Memory: this machine has {memory:.1f} GiB, shared by every node" in finished.stdout
 
 
-def test_every_node_s_log_monitor_looks_for_new_log_files_twice_a_second(local_cluster):
+def test_every_node_s_log_monitor_looks_for_new_log_files_about_twice_a_second(local_cluster):
     """local-cluster.sh starts each node's log monitor with RAY_LOG_MONITOR_MANY_FILES_THRESHOLD=0:
-    it globs for new log files every 0.5 s, not every 0.1 s (half its CPU, docs/PERFORMANCE.md)."""
+    it globs for new log files once half a second has passed, not on every pass of its loop,
+    ten times a second (half its CPU, docs/results/log_monitor/)."""
     monitors = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
