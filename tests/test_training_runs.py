@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import results
-from conftest import PYTHON, REPO_ROOT, run
+from conftest import PYTHON, REPO_ROOT, cluster_processes, run
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -178,14 +178,9 @@ def test_every_node_s_log_monitor_looks_for_new_log_files_about_twice_a_second(l
     it globs for new log files once half a second has passed, not on every pass of its loop,
     ten times a second (half its CPU, docs/results/log_monitor/)."""
     monitors = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as source:
-                line = source.read().replace(b"\0", b" ").decode()
-            if "log_monitor.py" in line and local_cluster["cluster_dir"] + "/" in line:
-                with open(f"/proc/{pid}/environ", "rb") as source:
-                    monitors.append(source.read().split(b"\0"))
-        except OSError:
-            continue
+    for line in cluster_processes(local_cluster["cluster_dir"]):
+        if "log_monitor.py" in line:
+            with open(f"/proc/{line.split()[0]}/environ", "rb") as source:
+                monitors.append(source.read().split(b"\0"))
     assert len(monitors) == 3  # the head and two worker nodes
     assert all(b"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD=0" in environ for environ in monitors)
