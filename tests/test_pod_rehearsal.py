@@ -278,7 +278,10 @@ def test_a_worker_pod_whose_network_is_cut_mid_run_is_detected_and_the_run_resum
     record = json.loads((WORK / "chaos-results" / results.ray_file(2)).read_text())
     assert record["epochs_completed"] == record["epochs_requested"] == 4
     failure = record["injected_failure"]
-    assert record["restarts"] == 1 and record["restart_resumed_from_epochs"] == [failure["resumed_from_epoch"]]
+    # A run without a restart was seen once, in a busy suite, and its cause was not found: on
+    # failure, the chaos script's lines say when the checkpoint was seen and when the cut came.
+    assert record["restarts"] == 1 and record["restart_resumed_from_epochs"] == [failure["resumed_from_epoch"]], (
+        "\n".join(line for line in output.splitlines() if "CHAOS" in line or "epoch" in line)[-6000:])
     # The cut follows epoch 1's checkpoint; on a busy machine (the suite's other workers training
     # too) a later epoch can be saved before the cut lands, and the run then resumes from there.
     assert failure["after_epoch"] == 1 and failure["resumed_from_epoch"] in (1, 2, 3)
